@@ -1,0 +1,120 @@
+// selective_scan above the backends: the autograd kernel (which backward runs depends on
+// `rule`) and the plain kernel used below autograd / in inference mode.
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+#include "csrc/selective_scan_common.h"
+
+namespace mamba_lrp {
+namespace {
+
+using OptTensor = c10::optional<at::Tensor>;
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+OptTensor opt(const at::Tensor& t) { return t.defined() ? OptTensor(t) : c10::nullopt; }
+at::Tensor value_or_undefined(const OptTensor& t) { return t ? *t : at::Tensor(); }
+
+std::tuple<at::Tensor, OptTensor, OptTensor> scan_forward(const at::Tensor& u, const at::Tensor& delta,
+                                                          const at::Tensor& A, const at::Tensor& B,
+                                                          const at::Tensor& C, const OptTensor& D,
+                                                          const OptTensor& z, const OptTensor& delta_bias,
+                                                          bool delta_softplus, bool return_last_state) {
+  static auto handle = c10::Dispatcher::singleton()
+                           .findSchemaOrThrow("mamba_lrp::_selective_scan_fwd", "")
+                           .typed<std::tuple<at::Tensor, OptTensor, OptTensor>(
+                               const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                               const at::Tensor&, const OptTensor&, const OptTensor&, const OptTensor&, bool, bool)>();
+  return handle.call(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state);
+}
+
+std::tuple<at::Tensor, OptTensor, OptTensor, OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> scan_backward(
+    const at::Tensor& grad_out, const OptTensor& grad_last_state, const at::Tensor& u, const at::Tensor& delta,
+    const at::Tensor& A, const at::Tensor& B, const at::Tensor& C, const OptTensor& D, const OptTensor& z,
+    const OptTensor& delta_bias, const OptTensor& out_y, bool delta_softplus, c10::string_view rule) {
+  static auto handle =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("mamba_lrp::_selective_scan_bwd", "")
+          .typed<std::tuple<at::Tensor, OptTensor, OptTensor, OptTensor, OptTensor, OptTensor, OptTensor, OptTensor>(
+              const at::Tensor&, const OptTensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+              const at::Tensor&, const at::Tensor&, const OptTensor&, const OptTensor&, const OptTensor&,
+              const OptTensor&, bool, c10::string_view)>();
+  return handle.call(grad_out, grad_last_state, u, delta, A, B, C, D, z, delta_bias, out_y, delta_softplus, rule);
+}
+
+class SelectiveScanFunction : public torch::autograd::Function<SelectiveScanFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& u, const at::Tensor& delta,
+                               const at::Tensor& A, const at::Tensor& B, const at::Tensor& C, const OptTensor& D,
+                               const OptTensor& z, const OptTensor& delta_bias, bool delta_softplus,
+                               bool return_last_state, const std::string& rule) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [out, out_y, last_state] =
+        scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state);
+    ctx->save_for_backward({u, delta, A, B, C, value_or_undefined(D), value_or_undefined(z),
+                            value_or_undefined(delta_bias), value_or_undefined(out_y)});
+    ctx->saved_data["delta_softplus"] = delta_softplus;
+    ctx->saved_data["rule"] = rule;
+    // Undefined outputs are not allowed: return the last state only when asked for.
+    if (last_state) return {out, *last_state};
+    return {out};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &u = saved[0], &delta = saved[1], &A = saved[2], &B = saved[3], &C = saved[4];
+    const bool delta_softplus = ctx->saved_data["delta_softplus"].toBool();
+    const std::string rule = ctx->saved_data["rule"].toStringRef();
+    at::Tensor grad_out = grads[0].defined() ? grads[0] : at::zeros_like(u);
+    const OptTensor grad_last_state = grads.size() > 1 ? opt(grads[1]) : c10::nullopt;
+    auto [du, ddelta, dA, dB, dC, dD, dz, ddelta_bias] =
+        scan_backward(grad_out, grad_last_state, u, delta, A, B, C, opt(saved[5]), opt(saved[6]), opt(saved[7]),
+                      opt(saved[8]), delta_softplus, rule);
+    return {du,
+            value_or_undefined(ddelta),
+            value_or_undefined(dA),
+            value_or_undefined(dB),
+            value_or_undefined(dC),
+            value_or_undefined(dD),
+            value_or_undefined(dz),
+            value_or_undefined(ddelta_bias),
+            at::Tensor(),
+            at::Tensor(),
+            at::Tensor()};
+  }
+};
+
+std::tuple<at::Tensor, OptTensor> selective_scan_autograd(const at::Tensor& u, const at::Tensor& delta,
+                                                          const at::Tensor& A, const at::Tensor& B,
+                                                          const at::Tensor& C, const OptTensor& D, const OptTensor& z,
+                                                          const OptTensor& delta_bias, bool delta_softplus,
+                                                          bool return_last_state, c10::string_view rule) {
+  parse_scan_rule(rule);  // refuse an unknown rule before any work
+  auto outs = SelectiveScanFunction::apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state,
+                                           std::string(rule));
+  return {outs[0], outs.size() > 1 ? opt(outs[1]) : c10::nullopt};
+}
+
+// Below autograd (inference mode, or inside another kernel): the forward alone.
+std::tuple<at::Tensor, OptTensor> selective_scan_plain(const at::Tensor& u, const at::Tensor& delta,
+                                                       const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
+                                                       const OptTensor& D, const OptTensor& z,
+                                                       const OptTensor& delta_bias, bool delta_softplus,
+                                                       bool return_last_state, c10::string_view rule) {
+  parse_scan_rule(rule);
+  auto [out, out_y, last_state] = scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state);
+  return {out, last_state};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(mamba_lrp, Autograd, m) {
+  m.impl("selective_scan", TORCH_FN(selective_scan_autograd));
+}
+
+TORCH_LIBRARY_IMPL(mamba_lrp, CompositeExplicitAutograd, m) {
+  m.impl("selective_scan", TORCH_FN(selective_scan_plain));
+}
+
+}  // namespace mamba_lrp

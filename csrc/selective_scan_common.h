@@ -1,0 +1,38 @@
+// Argument validation and kernel parameters for the selective scan, shared by the CPU
+// and CUDA registrations so both accept and refuse exactly the same inputs.
+#pragma once
+#include <ATen/ATen.h>
+#include <c10/util/Optional.h>
+#include <c10/util/string_view.h>
+
+#include "kernels/selective_scan_params.h"
+
+namespace mamba_lrp {
+
+// Which dtypes a backend accepts.
+enum class ScanBackend { kCPU, kCUDA };
+
+// The inputs of one call, made contiguous in their last dimension (copied if they were
+// not) and validated: shapes, dtypes, devices, dstate limit.
+struct ScanInputs {
+  at::Tensor u, delta, A, B, C;           // B, C always 4-d: (batch, groups, dstate, seqlen)
+  c10::optional<at::Tensor> D, z, delta_bias;
+  bool delta_softplus = false;
+  int64_t batch = 0, dim = 0, seqlen = 0, dstate = 0, groups = 1;
+};
+
+ScanInputs check_scan_inputs(ScanBackend backend, const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
+                             const at::Tensor& B, const at::Tensor& C, const c10::optional<at::Tensor>& D,
+                             const c10::optional<at::Tensor>& z, const c10::optional<at::Tensor>& delta_bias,
+                             bool delta_softplus);
+
+// "exact" or "mambalrp"; anything else is an error naming the argument.
+kernels::ScanRule parse_scan_rule(c10::string_view rule);
+
+// Fill the input part of the kernel parameters (outputs are set by the caller).
+void fill_scan_params(const ScanInputs& in, kernels::SelectiveScanParams& p);
+
+// A tensor's shape as "[2, 3, 4]" for error messages.
+std::string shape_str(const at::Tensor& t);
+
+}  // namespace mamba_lrp

@@ -1,0 +1,3 @@
+// The scan loops compiled for one instruction set (flags set in CMakeLists.txt).
+#define MAMBA_LRP_CPU_ISA avx512
+#include "kernels/cpu/selective_scan_loops.h"

@@ -1,0 +1,30 @@
+// CPU selective scan: entry points called by the torch-facing layer (csrc/cpu).
+// Framework-free; the caller supplies a parallel-for so the kernels need no ATen.
+#pragma once
+#include <cstdint>
+#include "kernels/selective_scan_params.h"
+
+namespace mamba_lrp {
+namespace kernels {
+namespace cpu {
+
+// body(ctx, begin, end) runs items [begin, end); parallel_for splits [0, n) among threads.
+using ParallelBody = void (*)(void* ctx, int64_t begin, int64_t end);
+using ParallelFor = void (*)(int64_t n, int64_t grain, void* ctx, ParallelBody body);
+
+// Inputs float32 or float64 (input_type == weight_type). Writes out, out_y (if set),
+// last_state (if set).
+void selective_scan_fwd(const SelectiveScanParams& p, ParallelFor parallel_for);
+
+// Writes du, dz (if z), and for the exact rule ddelta, dA, dB, dC, dD, ddelta_bias
+// (those whose pointers are set). Needs p.out_y (the pre-gate output) when z is given.
+void selective_scan_bwd(const SelectiveScanBwdParams& p, ParallelFor parallel_for);
+
+// The instruction set the kernels run with: "avx512", "avx2" or "baseline". Chosen once
+// from the CPU's features; the environment variable MAMBA_LRP_CPU_ISA (same names) may
+// force a lower one (used by the tests to cover every path).
+const char* selected_isa();
+
+}  // namespace cpu
+}  // namespace kernels
+}  // namespace mamba_lrp

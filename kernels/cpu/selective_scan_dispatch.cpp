@@ -1,0 +1,210 @@
+// CPU selective scan: picks the instruction set, prepares the scratch (B and C in the
+// (seqlen, state) order the loops read, gradient partials) and runs the loops in parallel.
+// Compiled for the baseline instruction set: nothing here may need AVX.
+#include "kernels/cpu/selective_scan_cpu.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/selective_scan_work.h"
+
+namespace mamba_lrp {
+namespace kernels {
+namespace cpu {
+namespace {
+
+constexpr int64_t kLaneCount = 16;
+constexpr int64_t kMaxExactParts = 8;  // dims of a group split into at most this many tasks
+
+enum class Isa { kBaseline, kAvx2, kAvx512 };
+
+Isa detect_isa() {
+  __builtin_cpu_init();
+  Isa best = Isa::kBaseline;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = Isa::kAvx2;
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma"))
+    best = Isa::kAvx512;
+  if (const char* forced = std::getenv("MAMBA_LRP_CPU_ISA")) {
+    const std::string f(forced);
+    Isa want = best;
+    if (f == "baseline") want = Isa::kBaseline;
+    else if (f == "avx2") want = Isa::kAvx2;
+    else if (f == "avx512") want = Isa::kAvx512;
+    if (static_cast<int>(want) < static_cast<int>(best)) best = want;  // never above what the CPU has
+  }
+  return best;
+}
+
+Isa isa() {
+  static const Isa chosen = detect_isa();
+  return chosen;
+}
+
+template <typename Fn>
+struct Closure {
+  static void call(void* ctx, int64_t begin, int64_t end) { (*static_cast<Fn*>(ctx))(begin, end); }
+};
+
+template <typename Fn>
+void run_parallel(ParallelFor parallel_for, int64_t n, int64_t grain, Fn fn) {
+  parallel_for(n, grain, &fn, &Closure<Fn>::call);
+}
+
+// (batch, groups, dstate, seqlen) with given strides -> dense (batch, groups, seqlen, dpad).
+template <typename T>
+std::vector<T> transpose_bc(const void* src, int64_t batch_stride, int64_t group_stride, int64_t dstate_stride,
+                            const SelectiveScanParams& p, int64_t dpad) {
+  std::vector<T> out(static_cast<size_t>(p.batch * p.n_groups * p.seqlen * dpad), T(0));
+  const T* s = static_cast<const T*>(src);
+  for (int64_t b = 0; b < p.batch; ++b)
+    for (int64_t g = 0; g < p.n_groups; ++g) {
+      T* o = out.data() + (b * p.n_groups + g) * p.seqlen * dpad;
+      const T* sg = s + b * batch_stride + g * group_stride;
+      for (int64_t n = 0; n < p.dstate; ++n)
+        for (int64_t t = 0; t < p.seqlen; ++t) o[t * dpad + n] = sg[n * dstate_stride + t];
+    }
+  return out;
+}
+
+int64_t padded_dstate(int64_t dstate) { return (dstate + kLaneCount - 1) / kLaneCount * kLaneCount; }
+
+// Rows per parallel task: enough work per task to amortise the hand-off.
+int64_t row_grain(const SelectiveScanParams& p, int64_t dpad) {
+  const int64_t per_row = p.seqlen * dpad;
+  return per_row >= 65536 ? 1 : 65536 / (per_row > 0 ? per_row : 1);
+}
+
+void check_supported(const SelectiveScanParams& p) {
+  if (p.input_type != p.weight_type || (p.input_type != ScanDType::kFloat32 && p.input_type != ScanDType::kFloat64))
+    throw std::invalid_argument("selective_scan CPU kernel: inputs must all be float32 or all float64");
+  if (p.dstate < 1 || p.dstate > kMaxDState) throw std::invalid_argument("selective_scan CPU kernel: dstate out of range");
+  if (p.n_groups < 1 || p.dim % p.n_groups != 0) throw std::invalid_argument("selective_scan CPU kernel: bad group count");
+}
+
+template <typename T>
+void fwd_impl(const SelectiveScanParams& p, ParallelFor parallel_for) {
+  ScanWork w;
+  w.dpad = padded_dstate(p.dstate);
+  std::vector<T> Bt = transpose_bc<T>(p.B, p.B_batch_stride, p.B_group_stride, p.B_dstate_stride, p, w.dpad);
+  std::vector<T> Ct = transpose_bc<T>(p.C, p.C_batch_stride, p.C_group_stride, p.C_dstate_stride, p, w.dpad);
+  w.Bt = Bt.data();
+  w.Ct = Ct.data();
+  const Isa which = isa();
+  run_parallel(parallel_for, p.batch * p.dim, row_grain(p, w.dpad), [&](int64_t begin, int64_t end) {
+    if (which == Isa::kAvx512) avx512::fwd_range(p, w, begin, end);
+    else if (which == Isa::kAvx2) avx2::fwd_range(p, w, begin, end);
+    else baseline::fwd_range(p, w, begin, end);
+  });
+}
+
+template <typename T>
+void bwd_impl(const SelectiveScanBwdParams& p, ParallelFor parallel_for) {
+  ScanWork w;
+  w.dpad = padded_dstate(p.dstate);
+  std::vector<T> Bt = transpose_bc<T>(p.B, p.B_batch_stride, p.B_group_stride, p.B_dstate_stride, p, w.dpad);
+  std::vector<T> Ct = transpose_bc<T>(p.C, p.C_batch_stride, p.C_group_stride, p.C_dstate_stride, p, w.dpad);
+  w.Bt = Bt.data();
+  w.Ct = Ct.data();
+  const Isa which = isa();
+
+  if (p.rule == ScanRule::kMambaLRP) {
+    run_parallel(parallel_for, p.batch * p.dim, row_grain(p, w.dpad), [&](int64_t begin, int64_t end) {
+      if (which == Isa::kAvx512) avx512::bwd_lrp_range(p, w, begin, end);
+      else if (which == Isa::kAvx2) avx2::bwd_lrp_range(p, w, begin, end);
+      else baseline::bwd_lrp_range(p, w, begin, end);
+    });
+    return;
+  }
+
+  // Exact rule: tasks = (batch, group, part); each owns its dB/dC partial, so the result
+  // does not depend on the thread count or scheduling.
+  const int64_t per_group = p.dim_per_group();
+  w.parts = per_group < kMaxExactParts ? per_group : kMaxExactParts;
+  const int64_t tasks = p.batch * p.n_groups * w.parts;
+  const int64_t chunks = (p.seqlen + kChunk - 1) / kChunk;
+  std::vector<T> checkpoints(static_cast<size_t>(tasks * chunks * w.dpad));
+  std::vector<T> chunk_states(static_cast<size_t>(tasks * (kChunk + 1) * w.dpad));
+  std::vector<T> dBt(static_cast<size_t>(tasks * p.seqlen * w.dpad));
+  std::vector<T> dCt(static_cast<size_t>(tasks * p.seqlen * w.dpad));
+  std::vector<T> dA(static_cast<size_t>(p.batch * p.dim * w.dpad), T(0));
+  std::vector<T> dD(static_cast<size_t>(p.batch * p.dim), T(0));
+  std::vector<T> dbias(static_cast<size_t>(p.batch * p.dim), T(0));
+  w.checkpoints = checkpoints.data();
+  w.chunk_states = chunk_states.data();
+  w.dBt = dBt.data();
+  w.dCt = dCt.data();
+  w.dA = dA.data();
+  w.dD = dD.data();
+  w.ddelta_bias = dbias.data();
+  run_parallel(parallel_for, tasks, 1, [&](int64_t begin, int64_t end) {
+    if (which == Isa::kAvx512) avx512::bwd_exact_range(p, w, begin, end);
+    else if (which == Isa::kAvx2) avx2::bwd_exact_range(p, w, begin, end);
+    else baseline::bwd_exact_range(p, w, begin, end);
+  });
+
+  // Reduce the partials in a fixed order.
+  auto reduce_bc = [&](const std::vector<T>& part, void* dst) {
+    if (!dst) return;
+    T* out = static_cast<T*>(dst);  // dense (batch, groups, dstate, seqlen)
+    for (int64_t bg = 0; bg < p.batch * p.n_groups; ++bg)
+      for (int64_t n = 0; n < p.dstate; ++n)
+        for (int64_t t = 0; t < p.seqlen; ++t) {
+          T s = 0;
+          for (int64_t k = 0; k < w.parts; ++k) s += part[((bg * w.parts + k) * p.seqlen + t) * w.dpad + n];
+          out[(bg * p.dstate + n) * p.seqlen + t] = s;
+        }
+  };
+  reduce_bc(dBt, p.dB);
+  reduce_bc(dCt, p.dC);
+  if (p.dA) {
+    T* out = static_cast<T*>(p.dA);  // dense (dim, dstate)
+    for (int64_t d = 0; d < p.dim; ++d)
+      for (int64_t n = 0; n < p.dstate; ++n) {
+        T s = 0;
+        for (int64_t b = 0; b < p.batch; ++b) s += dA[(b * p.dim + d) * w.dpad + n];
+        out[d * p.dstate + n] = s;
+      }
+  }
+  auto reduce_dim = [&](const std::vector<T>& part, void* dst) {
+    if (!dst) return;
+    T* out = static_cast<T*>(dst);
+    for (int64_t d = 0; d < p.dim; ++d) {
+      T s = 0;
+      for (int64_t b = 0; b < p.batch; ++b) s += part[b * p.dim + d];
+      out[d] = s;
+    }
+  };
+  reduce_dim(dD, p.dD);
+  reduce_dim(dbias, p.ddelta_bias);
+}
+
+}  // namespace
+
+void selective_scan_fwd(const SelectiveScanParams& p, ParallelFor parallel_for) {
+  check_supported(p);
+  if (p.input_type == ScanDType::kFloat64) fwd_impl<double>(p, parallel_for);
+  else fwd_impl<float>(p, parallel_for);
+}
+
+void selective_scan_bwd(const SelectiveScanBwdParams& p, ParallelFor parallel_for) {
+  check_supported(p);
+  if (p.z && !p.out_y) throw std::invalid_argument("selective_scan CPU backward: the pre-gate output is needed when z is given");
+  if (p.input_type == ScanDType::kFloat64) bwd_impl<double>(p, parallel_for);
+  else bwd_impl<float>(p, parallel_for);
+}
+
+const char* selected_isa() {
+  switch (isa()) {
+    case Isa::kAvx512: return "avx512";
+    case Isa::kAvx2: return "avx2";
+    default: return "baseline";
+  }
+}
+
+}  // namespace cpu
+}  // namespace kernels
+}  // namespace mamba_lrp

@@ -1,0 +1,340 @@
+// The selective-scan loops for one instruction set. Included by selective_scan_{isa}.cpp
+// with MAMBA_LRP_CPU_ISA defined; everything here lives in that ISA's namespace.
+//
+// Per (batch, dim) row the sequence is walked in chunks of kChunk steps. Inside a chunk
+// the states are processed 16 at a time (one Vec), with the 16 states held in registers
+// across the chunk's steps:
+//   forward   h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t ;  y_t = C_t . h_t + D u_t
+//   MambaLRP  g_t = exp(dt_{t+1} A) g_{t+1} + gy_t C_t ;  du_t = dt_t B_t . g_t + D gy_t
+//   exact     the same reverse scan, plus dt, A, B, C, D gradients from states that are
+//             recomputed per chunk from a checkpoint of the state at the chunk's start.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include "kernels/cpu/selective_scan_work.h"
+#include "kernels/cpu/simd_math.h"
+
+namespace mamba_lrp {
+namespace kernels {
+namespace cpu {
+namespace MAMBA_LRP_CPU_ISA {
+namespace {
+
+template <typename T>
+struct RowPtrs {
+  const T* u;
+  const T* delta;
+  const T* z;  // may be null
+  T D;
+  T bias;
+};
+
+template <typename T>
+RowPtrs<T> row_ptrs(const SelectiveScanParams& p, int64_t b, int64_t d) {
+  RowPtrs<T> r;
+  r.u = static_cast<const T*>(p.u) + b * p.u_batch_stride + d * p.u_dim_stride;
+  r.delta = static_cast<const T*>(p.delta) + b * p.delta_batch_stride + d * p.delta_dim_stride;
+  r.z = p.z ? static_cast<const T*>(p.z) + b * p.z_batch_stride + d * p.z_dim_stride : nullptr;
+  r.D = p.D ? static_cast<const T*>(p.D)[d] : T(0);
+  r.bias = p.delta_bias ? static_cast<const T*>(p.delta_bias)[d] : T(0);
+  return r;
+}
+
+// A[d, :] zero-padded to dpad lanes (padded states: exp(0) = 1, B = C = 0, so they stay 0).
+template <typename T>
+void load_A_row(const SelectiveScanParams& p, int64_t d, int64_t dpad, T* a) {
+  const T* A = static_cast<const T*>(p.A) + d * p.A_dim_stride;
+  for (int64_t n = 0; n < dpad; ++n) a[n] = n < p.dstate ? A[n * p.A_dstate_stride] : T(0);
+}
+
+// dt for steps [t0, t0+n) of a row: delta + bias, through softplus if asked.
+// Also returns the softplus derivative sigmoid(delta + bias) when dsp is not null.
+template <typename T>
+void chunk_dt(const SelectiveScanParams& p, const RowPtrs<T>& r, int64_t t0, int64_t n, T* dt, T* dsp) {
+  alignas(64) T raw[kChunk];
+  for (int64_t i = 0; i < kChunk; ++i) raw[i] = i < n ? r.delta[t0 + i] + r.bias : T(0);
+  if (!p.delta_softplus) {
+    std::memcpy(dt, raw, sizeof(raw));
+    if (dsp) for (int64_t i = 0; i < kChunk; ++i) dsp[i] = T(1);
+    return;
+  }
+  for (int64_t i = 0; i < kChunk; i += kLanes) store(dt + i, vsoftplus(load<T>(raw + i)));
+  if (dsp) for (int64_t i = 0; i < n; ++i) dsp[i] = sigmoid(raw[i]);
+}
+
+template <typename T>
+const T* bc_rows(const void* base, const SelectiveScanParams& p, const ScanWork& w, int64_t b, int64_t g) {
+  return static_cast<const T*>(base) + ((b * p.n_groups + g) * p.seqlen) * w.dpad;
+}
+
+template <typename T>
+void fwd_row(const SelectiveScanParams& p, const ScanWork& w, int64_t b, int64_t d) {
+  const int64_t g = d / p.dim_per_group();
+  const RowPtrs<T> r = row_ptrs<T>(p, b, d);
+  const T* Bt = bc_rows<T>(w.Bt, p, w, b, g);
+  const T* Ct = bc_rows<T>(w.Ct, p, w, b, g);
+  T* out = static_cast<T*>(p.out) + b * p.out_batch_stride + d * p.out_dim_stride;
+  T* out_y = p.out_y ? static_cast<T*>(p.out_y) + b * p.out_y_batch_stride + d * p.out_y_dim_stride : nullptr;
+
+  alignas(64) T a[kMaxDState];
+  alignas(64) T h[kMaxDState];
+  load_A_row(p, d, w.dpad, a);
+  std::fill(h, h + w.dpad, T(0));
+  alignas(64) T dt[kChunk], dtu[kChunk], y[kChunk];
+
+  for (int64_t t0 = 0; t0 < p.seqlen; t0 += kChunk) {
+    const int64_t n = std::min(kChunk, p.seqlen - t0);
+    chunk_dt<T>(p, r, t0, n, dt, nullptr);
+    for (int64_t i = 0; i < n; ++i) {
+      dtu[i] = dt[i] * r.u[t0 + i];
+      y[i] = T(0);
+    }
+    for (int64_t nb = 0; nb < w.dpad; nb += kLanes) {
+      const Vec<T> av = load(a + nb);
+      Vec<T> hv = load(h + nb);
+      const T* Brow = Bt + t0 * w.dpad + nb;
+      const T* Crow = Ct + t0 * w.dpad + nb;
+      for (int64_t i = 0; i < n; ++i) {
+        hv = vexp(av * dt[i]) * hv + load(Brow + i * w.dpad) * dtu[i];
+        y[i] += hsum(load(Crow + i * w.dpad) * hv);
+      }
+      store(h + nb, hv);
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      const T u = r.u[t0 + i];
+      const T yi = y[i] + r.D * u;
+      if (out_y) out_y[t0 + i] = yi;
+      if (r.z) {
+        const T zi = r.z[t0 + i];
+        out[t0 + i] = yi * zi * sigmoid(zi);
+      } else {
+        out[t0 + i] = yi;
+      }
+    }
+  }
+  if (p.last_state) {
+    T* ls = static_cast<T*>(p.last_state) + (b * p.dim + d) * p.dstate;
+    std::copy(h, h + p.dstate, ls);
+  }
+}
+
+// Output gradient split by the gate: gy (into y) and, when z is given, dz.
+// exact:    out = y silu(z): gy = g silu(z), dz = g y silu'(z)
+// MambaLRP: half to each factor, SiLU identity on z: gy = g silu(z)/2, dz = g y sigmoid(z)/2
+template <typename T>
+void chunk_gate_grads(const SelectiveScanBwdParams& p, const RowPtrs<T>& r, const T* gout, const T* out_y,
+                      T* dz, int64_t t0, int64_t n, T* gy) {
+  if (!r.z) {
+    for (int64_t i = 0; i < n; ++i) gy[i] = gout[t0 + i];
+    return;
+  }
+  const bool lrp = p.rule == ScanRule::kMambaLRP;
+  for (int64_t i = 0; i < n; ++i) {
+    const T g = gout[t0 + i], zi = r.z[t0 + i], yi = out_y[t0 + i];
+    const T s = sigmoid(zi);
+    if (lrp) {
+      gy[i] = T(0.5) * g * zi * s;
+      dz[t0 + i] = T(0.5) * g * yi * s;
+    } else {
+      gy[i] = g * zi * s;
+      dz[t0 + i] = g * yi * s * (T(1) + zi * (T(1) - s));
+    }
+  }
+}
+
+template <typename T>
+struct BwdRow {
+  RowPtrs<T> r;
+  const T* gout;
+  const T* out_y;
+  T* du;
+  T* dz;
+  T* ddelta;
+};
+
+template <typename T>
+BwdRow<T> bwd_row_ptrs(const SelectiveScanBwdParams& p, int64_t b, int64_t d) {
+  BwdRow<T> q;
+  q.r = row_ptrs<T>(p, b, d);
+  q.gout = static_cast<const T*>(p.grad_out) + b * p.grad_out_batch_stride + d * p.grad_out_dim_stride;
+  q.out_y = p.out_y ? static_cast<const T*>(p.out_y) + b * p.out_y_batch_stride + d * p.out_y_dim_stride : nullptr;
+  q.du = static_cast<T*>(p.du) + b * p.du_batch_stride + d * p.du_dim_stride;
+  q.dz = p.dz ? static_cast<T*>(p.dz) + b * p.dz_batch_stride + d * p.dz_dim_stride : nullptr;
+  q.ddelta = p.ddelta ? static_cast<T*>(p.ddelta) + b * p.ddelta_batch_stride + d * p.ddelta_dim_stride : nullptr;
+  return q;
+}
+
+template <typename T>
+void init_state_grad(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t b, int64_t d, T* gh) {
+  std::fill(gh, gh + w.dpad, T(0));
+  if (p.grad_last_state) {
+    const T* gls = static_cast<const T*>(p.grad_last_state) + (b * p.dim + d) * p.dstate;
+    std::copy(gls, gls + p.dstate, gh);
+  }
+}
+
+// MambaLRP backward of one row: a reverse linear scan, no forward states needed.
+template <typename T>
+void bwd_lrp_row(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t b, int64_t d) {
+  const int64_t g = d / p.dim_per_group();
+  const BwdRow<T> q = bwd_row_ptrs<T>(p, b, d);
+  const T* Bt = bc_rows<T>(w.Bt, p, w, b, g);
+  const T* Ct = bc_rows<T>(w.Ct, p, w, b, g);
+  alignas(64) T a[kMaxDState];
+  alignas(64) T gh[kMaxDState];  // exp(dt_{t+1} A) g_{t+1}: the part of g_t carried from the future
+  load_A_row(p, d, w.dpad, a);
+  init_state_grad(p, w, b, d, gh);
+  alignas(64) T dt[kChunk], gy[kChunk], acc[kChunk];
+
+  const int64_t chunks = (p.seqlen + kChunk - 1) / kChunk;
+  for (int64_t c = chunks - 1; c >= 0; --c) {
+    const int64_t t0 = c * kChunk, n = std::min(kChunk, p.seqlen - t0);
+    chunk_dt<T>(p, q.r, t0, n, dt, nullptr);
+    chunk_gate_grads(p, q.r, q.gout, q.out_y, q.dz, t0, n, gy);
+    std::fill(acc, acc + n, T(0));
+    for (int64_t nb = 0; nb < w.dpad; nb += kLanes) {
+      const Vec<T> av = load(a + nb);
+      Vec<T> carry = load(gh + nb);
+      const T* Brow = Bt + t0 * w.dpad + nb;
+      const T* Crow = Ct + t0 * w.dpad + nb;
+      for (int64_t i = n - 1; i >= 0; --i) {
+        const Vec<T> gt = carry + load(Crow + i * w.dpad) * gy[i];
+        acc[i] += hsum(load(Brow + i * w.dpad) * gt);
+        carry = vexp(av * dt[i]) * gt;
+      }
+      store(gh + nb, carry);
+    }
+    for (int64_t i = 0; i < n; ++i) q.du[t0 + i] = dt[i] * acc[i] + q.r.D * gy[i];
+  }
+}
+
+// Exact backward of the rows d in [d_begin, d_end) of one (batch, group); B, C gradient
+// partials go to this task's own buffers, so no two tasks write the same memory.
+template <typename T>
+void bwd_exact_task(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t task, int64_t b, int64_t g,
+                    int64_t d_begin, int64_t d_end) {
+  const int64_t dpad = w.dpad;
+  const int64_t chunks = (p.seqlen + kChunk - 1) / kChunk;
+  const T* Bt = bc_rows<T>(w.Bt, p, w, b, g);
+  const T* Ct = bc_rows<T>(w.Ct, p, w, b, g);
+  T* ckpt = static_cast<T*>(w.checkpoints) + task * chunks * dpad;
+  T* hs = static_cast<T*>(w.chunk_states) + task * (kChunk + 1) * dpad;
+  T* dBt = static_cast<T*>(w.dBt) + task * p.seqlen * dpad;
+  T* dCt = static_cast<T*>(w.dCt) + task * p.seqlen * dpad;
+  std::fill(dBt, dBt + p.seqlen * dpad, T(0));
+  std::fill(dCt, dCt + p.seqlen * dpad, T(0));
+
+  alignas(64) T a[kMaxDState], h[kMaxDState], gh[kMaxDState], dA_acc[kMaxDState];
+  alignas(64) T dt[kChunk], dsp[kChunk], dtu[kChunk], gy[kChunk], sum_bg[kChunk], sum_gah[kChunk];
+
+  for (int64_t d = d_begin; d < d_end; ++d) {
+    const BwdRow<T> q = bwd_row_ptrs<T>(p, b, d);
+    load_A_row(p, d, dpad, a);
+
+    // Pass 1: the state at the start of every chunk.
+    std::fill(h, h + dpad, T(0));
+    for (int64_t c = 0; c < chunks; ++c) {
+      const int64_t t0 = c * kChunk, n = std::min(kChunk, p.seqlen - t0);
+      std::copy(h, h + dpad, ckpt + c * dpad);
+      if (c == chunks - 1) break;
+      chunk_dt<T>(p, q.r, t0, n, dt, nullptr);
+      for (int64_t nb = 0; nb < dpad; nb += kLanes) {
+        const Vec<T> av = load(a + nb);
+        Vec<T> hv = load(h + nb);
+        for (int64_t i = 0; i < n; ++i)
+          hv = vexp(av * dt[i]) * hv + load(Bt + (t0 + i) * dpad + nb) * (dt[i] * q.r.u[t0 + i]);
+        store(h + nb, hv);
+      }
+    }
+
+    // Pass 2: chunks in reverse; recompute their states, then the reverse scan.
+    init_state_grad(p, w, b, d, gh);
+    std::fill(dA_acc, dA_acc + dpad, T(0));
+    T dD = 0, dbias = 0;
+    for (int64_t c = chunks - 1; c >= 0; --c) {
+      const int64_t t0 = c * kChunk, n = std::min(kChunk, p.seqlen - t0);
+      chunk_dt<T>(p, q.r, t0, n, dt, dsp);
+      chunk_gate_grads(p, q.r, q.gout, q.out_y, q.dz, t0, n, gy);
+      for (int64_t i = 0; i < n; ++i) {
+        dtu[i] = dt[i] * q.r.u[t0 + i];
+        sum_bg[i] = sum_gah[i] = T(0);
+      }
+      for (int64_t nb = 0; nb < dpad; nb += kLanes) {
+        const Vec<T> av = load(a + nb);
+        // hs[i] = state before step t0+i; hs[i+1] = after it.
+        Vec<T> hv = load(ckpt + c * dpad + nb);
+        store(hs + nb, hv);
+        for (int64_t i = 0; i < n; ++i) {
+          hv = vexp(av * dt[i]) * hv + load(Bt + (t0 + i) * dpad + nb) * dtu[i];
+          store(hs + (i + 1) * dpad + nb, hv);
+        }
+        Vec<T> carry = load(gh + nb);
+        Vec<T> dAv = load(dA_acc + nb);
+        for (int64_t i = n - 1; i >= 0; --i) {
+          const int64_t t = t0 + i;
+          const Vec<T> Bv = load(Bt + t * dpad + nb);
+          const Vec<T> gt = carry + load(Ct + t * dpad + nb) * gy[i];
+          store(dCt + t * dpad + nb, load(dCt + t * dpad + nb) + load(hs + (i + 1) * dpad + nb) * gy[i]);
+          store(dBt + t * dpad + nb, load(dBt + t * dpad + nb) + gt * dtu[i]);
+          sum_bg[i] += hsum(Bv * gt);
+          const Vec<T> e = vexp(av * dt[i]);
+          const Vec<T> geh = gt * e * load(hs + i * dpad + nb);  // g_t exp(dt A) h_{t-1}
+          sum_gah[i] += hsum(geh * av);
+          dAv += geh * dt[i];
+          carry = e * gt;
+        }
+        store(gh + nb, carry);
+        store(dA_acc + nb, dAv);
+      }
+      for (int64_t i = 0; i < n; ++i) {
+        const T u = q.r.u[t0 + i];
+        q.du[t0 + i] = dt[i] * sum_bg[i] + q.r.D * gy[i];
+        const T ddt = sum_gah[i] + u * sum_bg[i];
+        const T ddelta = ddt * dsp[i];
+        if (q.ddelta) q.ddelta[t0 + i] = ddelta;
+        dbias += ddelta;
+        dD += gy[i] * u;
+      }
+    }
+    if (w.dA) std::copy(dA_acc, dA_acc + dpad, static_cast<T*>(w.dA) + (b * p.dim + d) * dpad);
+    if (w.dD) static_cast<T*>(w.dD)[b * p.dim + d] = dD;
+    if (w.ddelta_bias) static_cast<T*>(w.ddelta_bias)[b * p.dim + d] = dbias;
+  }
+}
+
+}  // namespace
+
+void fwd_range(const SelectiveScanParams& p, const ScanWork& w, int64_t begin, int64_t end) {
+  for (int64_t item = begin; item < end; ++item) {
+    const int64_t b = item / p.dim, d = item % p.dim;
+    if (p.input_type == ScanDType::kFloat64) fwd_row<double>(p, w, b, d);
+    else fwd_row<float>(p, w, b, d);
+  }
+}
+
+void bwd_lrp_range(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t begin, int64_t end) {
+  for (int64_t item = begin; item < end; ++item) {
+    const int64_t b = item / p.dim, d = item % p.dim;
+    if (p.input_type == ScanDType::kFloat64) bwd_lrp_row<double>(p, w, b, d);
+    else bwd_lrp_row<float>(p, w, b, d);
+  }
+}
+
+void bwd_exact_range(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t begin, int64_t end) {
+  const int64_t per_group = p.dim_per_group();
+  const int64_t part_len = (per_group + w.parts - 1) / w.parts;
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t part = task % w.parts, bg = task / w.parts;
+    const int64_t b = bg / p.n_groups, g = bg % p.n_groups;
+    const int64_t d_begin = g * per_group + std::min(per_group, part * part_len);
+    const int64_t d_end = g * per_group + std::min(per_group, (part + 1) * part_len);
+    if (p.input_type == ScanDType::kFloat64) bwd_exact_task<double>(p, w, task, b, g, d_begin, d_end);
+    else bwd_exact_task<float>(p, w, task, b, g, d_begin, d_end);
+  }
+}
+
+}  // namespace MAMBA_LRP_CPU_ISA
+}  // namespace cpu
+}  // namespace kernels
+}  // namespace mamba_lrp

@@ -1,0 +1,46 @@
+// Scratch shared between the CPU dispatcher (which allocates it) and the per-ISA scan
+// loops (which only see raw pointers). Internal to kernels/cpu.
+#pragma once
+#include <cstdint>
+#include "kernels/selective_scan_params.h"
+
+namespace mamba_lrp {
+namespace kernels {
+namespace cpu {
+
+constexpr int64_t kChunk = 64;  // time steps per chunk: dt, gates and partial sums stay in L1
+
+struct ScanWork {
+  int64_t dpad = 0;          // dstate rounded up to a multiple of the 16 lanes
+  int64_t parts = 1;         // exact backward: dims of a group are split into this many tasks
+  // B and C transposed to (batch, groups, seqlen, dpad), zero in the padded states.
+  const void* Bt = nullptr;
+  const void* Ct = nullptr;
+  // Exact backward, per task (batch, group, part):
+  void* checkpoints = nullptr;  // (tasks, chunks, dpad): state before each chunk
+  void* chunk_states = nullptr; // (tasks, kChunk + 1, dpad): states recomputed inside a chunk
+  void* dBt = nullptr;          // (tasks, seqlen, dpad), summed over the parts afterwards
+  void* dCt = nullptr;          // (tasks, seqlen, dpad)
+  // Exact backward, per (batch, dim), summed over the batch afterwards:
+  void* dA = nullptr;           // (batch, dim, dpad)
+  void* dD = nullptr;           // (batch, dim)
+  void* ddelta_bias = nullptr;  // (batch, dim)
+};
+
+#define MAMBA_LRP_DECLARE_ISA(isa)                                                              \
+  namespace isa {                                                                               \
+  void fwd_range(const SelectiveScanParams& p, const ScanWork& w, int64_t begin, int64_t end);  \
+  void bwd_lrp_range(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t begin,         \
+                     int64_t end);                                                              \
+  void bwd_exact_range(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t begin,       \
+                       int64_t end);                                                            \
+  }
+
+MAMBA_LRP_DECLARE_ISA(baseline)
+MAMBA_LRP_DECLARE_ISA(avx2)
+MAMBA_LRP_DECLARE_ISA(avx512)
+#undef MAMBA_LRP_DECLARE_ISA
+
+}  // namespace cpu
+}  // namespace kernels
+}  // namespace mamba_lrp

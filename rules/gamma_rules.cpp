@@ -1,0 +1,211 @@
+// The generalized (mixed-sign) gamma rule on Linear, Conv1d and Conv2d, as Zennit's Gamma
+// and the official MambaLRP code define it. With x+ = max(x, 0), x- = min(x, 0),
+// W_a = W + gamma W+, W_b = W + gamma W- (and b_a, b_b likewise):
+//   for outputs z > 0:  z' = f(x+; W_a, b_a) + f(x-; W_b, 0)
+//   for outputs z <= 0: z' = f(x+; W_b, b_b) + f(x-; W_a, 0)
+// and the relevance R_out = z * g is redistributed in proportion to the terms of z':
+//   s = g z / z'   (0 where z' = 0)
+//   grad_x = [x >= 0] (f^T(s+; W_a) + f^T(s-; W_b)) + [x < 0] (f^T(s+; W_b) + f^T(s-; W_a))
+// with s+ = s [z > 0], s- = s [z <= 0]. Then x * grad_x is the input relevance, which
+// sums to sum(R_out) when the bias is zero. gamma = 0 gives W_a = W_b = W, z' = z and the
+// plain gradient.
+#include <torch/library.h>
+
+#include <functional>
+
+#include "csrc/selective_scan_common.h"
+#include "rules/rule_function.h"
+
+namespace mamba_lrp {
+namespace rules {
+namespace {
+
+// A layer linear in x: its forward and the transpose of its input Jacobian.
+struct LinearLayer {
+  std::function<at::Tensor(const at::Tensor& x, const at::Tensor& w, const OptTensor& b)> apply;
+  std::function<at::Tensor(const at::Tensor& g, const at::Tensor& w)> transpose;
+};
+
+at::Tensor gamma_input_grad(const LinearLayer& f, const at::Tensor& x, const at::Tensor& w, const OptTensor& b,
+                            const at::Tensor& z, const at::Tensor& g, double gamma) {
+  const at::Tensor x_pos = x.clamp_min(0), x_neg = x.clamp_max(0);
+  const at::Tensor w_a = w + gamma * w.clamp_min(0), w_b = w + gamma * w.clamp_max(0);
+  OptTensor b_a, b_b;
+  if (b) {
+    b_a = *b + gamma * b->clamp_min(0);
+    b_b = *b + gamma * b->clamp_max(0);
+  }
+  const at::Tensor positive = z > 0;
+  const at::Tensor zp_pos = f.apply(x_pos, w_a, b_a) + f.apply(x_neg, w_b, c10::nullopt);
+  const at::Tensor zp_neg = f.apply(x_pos, w_b, b_b) + f.apply(x_neg, w_a, c10::nullopt);
+  const at::Tensor zp = at::where(positive, zp_pos, zp_neg);
+  const at::Tensor nonzero = zp != 0;
+  const at::Tensor s = at::where(nonzero, g * z / at::where(nonzero, zp, at::ones_like(zp)), at::zeros_like(zp));
+  const at::Tensor s_pos = s * positive, s_neg = s * positive.logical_not();
+  const at::Tensor from_pos_x = f.transpose(s_pos, w_a) + f.transpose(s_neg, w_b);
+  const at::Tensor from_neg_x = f.transpose(s_pos, w_b) + f.transpose(s_neg, w_a);
+  return at::where(x >= 0, from_pos_x, from_neg_x);
+}
+
+void check_gamma(const char* op, double gamma) {
+  TORCH_CHECK(std::isfinite(gamma) && gamma >= 0, op, ": gamma must be finite and >= 0, got ", gamma);
+}
+
+void check_params(const char* op, const at::Tensor& x, const at::Tensor& w, const OptTensor& b) {
+  TORCH_CHECK(x.is_floating_point(), op, ": x must be a floating-point tensor, got ", x.scalar_type());
+  TORCH_CHECK(w.scalar_type() == x.scalar_type() && w.device() == x.device(), op,
+              ": weight must have x's dtype and device (", x.scalar_type(), ", ", x.device(), "), got ",
+              w.scalar_type(), ", ", w.device());
+  if (b) {
+    TORCH_CHECK(b->dim() == 1 && b->size(0) == w.size(0), op, ": bias must have shape (", w.size(0),
+                ") (weight's first dimension), got ", shape_str(*b));
+    TORCH_CHECK(b->scalar_type() == x.scalar_type() && b->device() == x.device(), op,
+                ": bias must have x's dtype and device");
+  }
+}
+
+// ---- Linear -----------------------------------------------------------------------------
+
+void check_linear(const at::Tensor& x, const at::Tensor& w, const OptTensor& b, double gamma) {
+  TORCH_CHECK(w.dim() == 2, "linear_gamma: weight must have shape (out_features, in_features), got ", shape_str(w));
+  TORCH_CHECK(x.dim() >= 1 && x.size(-1) == w.size(1), "linear_gamma: x's last dimension must be in_features = ",
+              w.size(1), ", got x ", shape_str(x));
+  check_params("linear_gamma", x, w, b);
+  check_gamma("linear_gamma", gamma);
+}
+
+LinearLayer linear_layer() {
+  return {[](const at::Tensor& x, const at::Tensor& w, const OptTensor& b) { return at::linear(x, w, b); },
+          [](const at::Tensor& g, const at::Tensor& w) { return g.matmul(w); }};
+}
+
+at::Tensor linear_gamma_forward(const at::Tensor& x, const at::Tensor& w, const OptTensor& b, double gamma) {
+  check_linear(x, w, b, gamma);
+  return at::linear(x, w, b);
+}
+
+// ---- Convolutions -------------------------------------------------------------------------
+
+struct ConvGeometry {
+  std::vector<int64_t> stride, padding, dilation;
+  int64_t groups;
+};
+
+LinearLayer conv_layer(const ConvGeometry& geo, const at::Tensor& x) {
+  return {[geo](const at::Tensor& xi, const at::Tensor& w, const OptTensor& b) {
+            return at::convolution(xi, w, b, geo.stride, geo.padding, geo.dilation, false,
+                                   std::vector<int64_t>(geo.stride.size(), 0), geo.groups);
+          },
+          [geo, x](const at::Tensor& g, const at::Tensor& w) {
+            return std::get<0>(at::convolution_backward(g, x, w, c10::nullopt, geo.stride, geo.padding, geo.dilation,
+                                                        false, std::vector<int64_t>(geo.stride.size(), 0),
+                                                        geo.groups, {true, false, false}));
+          }};
+}
+
+void check_conv(const char* op, int64_t spatial, const at::Tensor& x, const at::Tensor& w, const OptTensor& b,
+                const ConvGeometry& geo, double gamma) {
+  TORCH_CHECK(x.dim() == spatial + 2, op, ": x must have shape (batch, channels, ", spatial == 1 ? "length" : "H, W",
+              "), got ", shape_str(x));
+  TORCH_CHECK(w.dim() == spatial + 2, op, ": weight must have shape (out_channels, in_channels / groups, ",
+              spatial == 1 ? "kernel" : "kH, kW", "), got ", shape_str(w));
+  TORCH_CHECK(geo.groups >= 1 && x.size(1) % geo.groups == 0 && w.size(0) % geo.groups == 0 &&
+                  w.size(1) * geo.groups == x.size(1),
+              op, ": groups = ", geo.groups, " does not fit x ", shape_str(x), " and weight ", shape_str(w));
+  check_params(op, x, w, b);
+  check_gamma(op, gamma);
+}
+
+ConvGeometry geometry(at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  return {stride.vec(), padding.vec(), dilation.vec(), groups};
+}
+
+template <int64_t kSpatial>
+at::Tensor conv_gamma_forward(const at::Tensor& x, const at::Tensor& w, const OptTensor& b, at::IntArrayRef stride,
+                              at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, double gamma) {
+  const char* op = kSpatial == 1 ? "conv1d_gamma" : "conv2d_gamma";
+  const ConvGeometry geo = geometry(stride, padding, dilation, groups);
+  check_conv(op, kSpatial, x, w, b, geo, gamma);
+  return conv_layer(geo, x).apply(x, w, b);
+}
+
+// ---- Autograd ---------------------------------------------------------------------------------
+
+class LinearGamma : public torch::autograd::Function<LinearGamma> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w, const OptTensor& b,
+                            double gamma) {
+    at::Tensor z = at::linear(x, w, b);
+    ctx->save_for_backward({x, w, value_or_undefined(b), z});
+    ctx->saved_data["gamma"] = gamma;
+    return z;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto s = ctx->get_saved_variables();
+    const double gamma = ctx->saved_data["gamma"].toDouble();
+    return {gamma_input_grad(linear_layer(), s[0], s[1], opt(s[2]), s[3], grads[0], gamma), at::Tensor(),
+            at::Tensor(), at::Tensor()};
+  }
+};
+
+template <int64_t kSpatial>
+class ConvGamma : public torch::autograd::Function<ConvGamma<kSpatial>> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w, const OptTensor& b,
+                            at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                            double gamma) {
+    const ConvGeometry geo = geometry(stride, padding, dilation, groups);
+    at::Tensor z = conv_layer(geo, x).apply(x, w, b);
+    ctx->save_for_backward({x, w, value_or_undefined(b), z});
+    ctx->saved_data["stride"] = geo.stride;
+    ctx->saved_data["padding"] = geo.padding;
+    ctx->saved_data["dilation"] = geo.dilation;
+    ctx->saved_data["groups"] = groups;
+    ctx->saved_data["gamma"] = gamma;
+    return z;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto s = ctx->get_saved_variables();
+    ConvGeometry geo{ctx->saved_data["stride"].toIntVector(), ctx->saved_data["padding"].toIntVector(),
+                     ctx->saved_data["dilation"].toIntVector(), ctx->saved_data["groups"].toInt()};
+    const double gamma = ctx->saved_data["gamma"].toDouble();
+    return {gamma_input_grad(conv_layer(geo, s[0]), s[0], s[1], opt(s[2]), s[3], grads[0], gamma),
+            at::Tensor(),
+            at::Tensor(),
+            at::Tensor(),
+            at::Tensor(),
+            at::Tensor(),
+            at::Tensor(),
+            at::Tensor()};
+  }
+};
+
+at::Tensor linear_gamma_autograd(const at::Tensor& x, const at::Tensor& w, const OptTensor& b, double gamma) {
+  check_linear(x, w, b, gamma);
+  return LinearGamma::apply(x, w, b, gamma);
+}
+
+template <int64_t kSpatial>
+at::Tensor conv_gamma_autograd(const at::Tensor& x, const at::Tensor& w, const OptTensor& b, at::IntArrayRef stride,
+                               at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, double gamma) {
+  check_conv(kSpatial == 1 ? "conv1d_gamma" : "conv2d_gamma", kSpatial, x, w, b,
+             geometry(stride, padding, dilation, groups), gamma);
+  return ConvGamma<kSpatial>::apply(x, w, b, stride, padding, dilation, groups, gamma);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(mamba_lrp, CompositeExplicitAutograd, m) {
+  m.impl("linear_gamma", TORCH_FN(linear_gamma_forward));
+  m.impl("conv1d_gamma", TORCH_FN(conv_gamma_forward<1>));
+  m.impl("conv2d_gamma", TORCH_FN(conv_gamma_forward<2>));
+}
+
+TORCH_LIBRARY_IMPL(mamba_lrp, Autograd, m) {
+  m.impl("linear_gamma", TORCH_FN(linear_gamma_autograd));
+  m.impl("conv1d_gamma", TORCH_FN(conv_gamma_autograd<1>));
+  m.impl("conv2d_gamma", TORCH_FN(conv_gamma_autograd<2>));
+}
+
+}  // namespace rules
+}  // namespace mamba_lrp

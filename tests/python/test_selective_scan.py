@@ -1,0 +1,166 @@
+"""selective_scan against the naive reference in scan_reference.py."""
+import itertools
+
+import pytest
+import torch
+
+from scan_reference import selective_scan_ref
+
+
+def make_inputs(batch, dim, seqlen, dstate, groups=None, dtype=torch.float64, with_D=True, with_z=True,
+                with_bias=True, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=dtype)
+    bc_shape = (batch, dstate, seqlen) if groups is None else (batch, groups, dstate, seqlen)
+    return dict(
+        u=r(batch, dim, seqlen),
+        delta=0.5 * r(batch, dim, seqlen) - 1.0,
+        A=-torch.exp(0.5 * r(dim, dstate)),  # Mamba's A = -exp(A_log): negative
+        B=r(*bc_shape),
+        C=r(*bc_shape),
+        D=r(dim) if with_D else None,
+        z=r(batch, dim, seqlen) if with_z else None,
+        delta_bias=0.3 * r(dim) if with_bias else None,
+    )
+
+
+# (batch, dim, seqlen, dstate, groups) — seqlen 1, dstate 1, groups > 1, chunks crossed
+# (the CPU kernel works in 64-step chunks and 16-state lanes), Mamba-like state size.
+SHAPES = [
+    (1, 3, 1, 1, None),
+    (2, 4, 7, 16, None),
+    (2, 6, 130, 5, 3),
+    (3, 5, 65, 17, None),
+    (1, 8, 20, 40, 2),
+    (2, 4, 64, 16, 1),
+]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("softplus", [False, True])
+def test_forward_and_last_state_float64(ops, shape, softplus):
+    batch, dim, seqlen, dstate, groups = shape
+    x = make_inputs(batch, dim, seqlen, dstate, groups)
+    out, last = ops.selective_scan(**x, delta_softplus=softplus, return_last_state=True)
+    ref, ref_last = selective_scan_ref(**x, delta_softplus=softplus, return_last_state=True)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(last, ref_last, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("with_D,with_z,with_bias", list(itertools.product([False, True], repeat=3)))
+def test_optional_inputs(ops, with_D, with_z, with_bias):
+    x = make_inputs(2, 4, 33, 6, None, with_D=with_D, with_z=with_z, with_bias=with_bias)
+    out, last = ops.selective_scan(**x, delta_softplus=True)
+    assert last is None
+    torch.testing.assert_close(out, selective_scan_ref(**x, delta_softplus=True), rtol=1e-12, atol=1e-12)
+
+
+def test_forward_float32_matches_float64_reference(ops):
+    # Mamba-like ranges; float32 with a ~1-ulp exp over 300 steps stays within 1e-5.
+    x = make_inputs(2, 16, 300, 16, None, dtype=torch.float64, seed=3)
+    ref = selective_scan_ref(**x, delta_softplus=True)
+    x32 = {k: (v.float() if v is not None else None) for k, v in x.items()}
+    out = ops.selective_scan(**x32, delta_softplus=True)[0]
+    assert out.dtype == torch.float32
+    err = (out.double() - ref).abs().max() / ref.abs().max()
+    assert err < 1e-5, err
+
+
+@pytest.mark.parametrize("shape", [(1, 2, 1, 1, None), (2, 3, 9, 3, None), (2, 4, 70, 2, 2), (1, 2, 5, 18, None)])
+@pytest.mark.parametrize("rule", ["exact", "mambalrp"])
+def test_gradcheck_exact_or_linear_in_u(ops, shape, rule):
+    """exact: true gradients of every input (finite differences). mambalrp: y is linear
+    in u for fixed constants, so gradcheck holds for u alone when z is absent."""
+    batch, dim, seqlen, dstate, groups = shape
+    x = make_inputs(batch, dim, seqlen, dstate, groups, with_z=(rule == "exact"), seed=7)
+    names = list(x) if rule == "exact" else ["u"]
+    for n in names:
+        if x[n] is not None:
+            x[n].requires_grad_(True)
+
+    def f(*args):
+        kw = dict(x)
+        kw.update(dict(zip(names, args)))
+        out, last = ops.selective_scan(**kw, delta_softplus=True, return_last_state=True, rule=rule)
+        return out, last
+
+    torch.autograd.gradcheck(f, tuple(x[n] for n in names), eps=1e-6, atol=1e-7, rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("with_z", [False, True])
+def test_mambalrp_gradients_match_detach_reference(ops, shape, with_z):
+    batch, dim, seqlen, dstate, groups = shape
+    x = make_inputs(batch, dim, seqlen, dstate, groups, with_z=with_z, seed=11)
+    for v in x.values():
+        if v is not None:
+            v.requires_grad_(True)
+    g = torch.randn(batch, dim, seqlen, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    gl = torch.randn(batch, dim, dstate, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+
+    out, last = ops.selective_scan(**x, delta_softplus=True, return_last_state=True, rule="mambalrp")
+    (out * g).sum().add_((last * gl).sum()).backward()
+    ours = {k: (v.grad.clone() if v is not None and v.grad is not None else None) for k, v in x.items()}
+    for v in x.values():
+        if v is not None:
+            v.grad = None
+
+    ref, ref_last = selective_scan_ref(**x, delta_softplus=True, return_last_state=True, mambalrp=True)
+    (ref * g).sum().add_((ref_last * gl).sum()).backward()
+    torch.testing.assert_close(ours["u"], x["u"].grad, rtol=1e-11, atol=1e-11)
+    if with_z:
+        torch.testing.assert_close(ours["z"], x["z"].grad, rtol=1e-11, atol=1e-11)
+    # The constants get no gradient at all.
+    for name in ["delta", "A", "B", "C", "D", "delta_bias"]:
+        assert ours[name] is None, f"{name} received a gradient under the mambalrp rule"
+
+
+def test_mambalrp_conserves_relevance_without_gate(ops):
+    """Without D the SSM is linear in u with no bias: sum(u * du) = sum(out * g)."""
+    x = make_inputs(2, 5, 90, 8, None, with_D=False, with_z=False, with_bias=True, seed=2)
+    x["u"].requires_grad_(True)
+    out = ops.selective_scan(**x, delta_softplus=True, rule="mambalrp")[0]
+    out.sum().backward()
+    torch.testing.assert_close((x["u"] * x["u"].grad).sum(), out.sum(), rtol=1e-12, atol=1e-12)
+
+
+def test_gate_rule_splits_relevance_in_half(ops):
+    """With z: relevance on u (via y) plus relevance on z equals the output's, half each."""
+    x = make_inputs(1, 4, 50, 8, None, with_D=False, with_z=True, seed=4)
+    x["u"].requires_grad_(True)
+    x["z"].requires_grad_(True)
+    out = ops.selective_scan(**x, delta_softplus=True, rule="mambalrp")[0]
+    out.sum().backward()
+    r_u = (x["u"] * x["u"].grad).sum()
+    r_z = (x["z"] * x["z"].grad).sum()
+    torch.testing.assert_close(r_u, 0.5 * out.sum(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(r_z, 0.5 * out.sum(), rtol=1e-12, atol=1e-12)
+
+
+def test_noncontiguous_inputs_are_copied(ops):
+    x = make_inputs(2, 4, 12, 5, None)
+    ref = ops.selective_scan(**x, delta_softplus=True)[0]
+    nc = dict(x)
+    nc["u"] = x["u"].transpose(1, 2).contiguous().transpose(1, 2)  # last dim stride != 1
+    nc["B"] = x["B"].transpose(1, 2).contiguous().transpose(1, 2)
+    nc["z"] = torch.cat([x["z"], x["z"]], dim=-1)[..., ::2]  # step 2 in the last dim
+    nc["z"] = x["z"].repeat_interleave(2, dim=-1)[..., ::2]
+    assert nc["u"].stride(-1) != 1 and nc["z"].stride(-1) != 1
+    torch.testing.assert_close(ops.selective_scan(**nc, delta_softplus=True)[0], ref, rtol=0, atol=0)
+
+
+def test_inference_mode_and_no_grad(ops):
+    x = make_inputs(1, 3, 10, 4, None)
+    ref = ops.selective_scan(**x)[0]
+    with torch.inference_mode():
+        torch.testing.assert_close(ops.selective_scan(**x)[0], ref, rtol=0, atol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(ops.selective_scan(**x)[0], ref, rtol=0, atol=0)
+
+
+def test_large_index_arithmetic_is_64bit(ops):
+    """batch * dim * seqlen over 2^31 elements would overflow 32-bit offsets; too big to run
+    here, so check a shape whose B offsets exceed 2^31 / dstate with modest memory."""
+    x = make_inputs(1, 2, 70000, 16, None, dtype=torch.float32, with_z=False, seed=9)
+    out = ops.selective_scan(**x, delta_softplus=True)[0]
+    assert torch.isfinite(out).all()
