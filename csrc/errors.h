@@ -1,0 +1,15 @@
+// Error types shared by the loaders, the explain API and the command line.
+#pragma once
+#include <stdexcept>
+#include <string>
+
+namespace mamba_lrp {
+
+// Bad input from the user (a file, an argument, a checkpoint): the CLI prints the message
+// on one line and exits with status 2. Messages name the file / argument and what was
+// expected, e.g. "model.safetensors: tensor 'backbone.norm_f.weight': expected shape [48], got [47]".
+struct InputError : std::runtime_error {
+  explicit InputError(const std::string& what) : std::runtime_error(what) {}
+};
+
+}  // namespace mamba_lrp
