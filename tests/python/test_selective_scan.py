@@ -164,3 +164,42 @@ def test_large_index_arithmetic_is_64bit(ops):
     x = make_inputs(1, 2, 70000, 16, None, dtype=torch.float32, with_z=False, seed=9)
     out = ops.selective_scan(**x, delta_softplus=True)[0]
     assert torch.isfinite(out).all()
+
+
+def _bad(x, **changes):
+    y = dict(x)
+    y.update(changes)
+    return y
+
+
+@pytest.mark.parametrize("change,words", [
+    (lambda x: _bad(x, u=x["u"][0]), ["u", "(batch, dim, seqlen)"]),
+    (lambda x: _bad(x, delta=x["delta"][..., :-1]), ["delta", "shape of u"]),
+    (lambda x: _bad(x, A=x["A"][:-1]), ["A", "(dim, dstate)"]),
+    (lambda x: _bad(x, B=x["B"][..., :-1]), ["B", "seqlen"]),
+    (lambda x: _bad(x, C=x["C"][:, :-1]), ["C", "dstate"]),
+    (lambda x: _bad(x, B=x["B"].unsqueeze(1)), ["B and C", "groups"]),
+    (lambda x: _bad(x, B=x["B"].reshape(2, 1, 5, 12).expand(2, 3, 5, 12), C=x["C"].reshape(2, 1, 5, 12).expand(2, 3, 5, 12)),
+     ["groups", "divide dim"]),
+    (lambda x: _bad(x, z=x["z"][:, :2]), ["z", "shape of u"]),
+    (lambda x: _bad(x, D=x["D"][:2]), ["D", "(dim)"]),
+    (lambda x: _bad(x, delta_bias=x["delta_bias"].reshape(1, 4)), ["delta_bias", "(dim)"]),
+    (lambda x: _bad(x, B=x["B"].float()), ["B", "dtype of u"]),
+    (lambda x: _bad(x, A=x["A"].float()), ["A", "dtype"]),
+    (lambda x: {k: (v.half() if v is not None else None) for k, v in x.items()}, ["u", "float32 or float64"]),
+    (lambda x: _bad(x, A=torch.zeros(4, 300, dtype=torch.float64), B=torch.zeros(2, 300, 12, dtype=torch.float64),
+                    C=torch.zeros(2, 300, 12, dtype=torch.float64)), ["dstate", "256"]),
+])
+def test_bad_inputs_name_the_argument(ops, change, words):
+    x = change(make_inputs(2, 4, 12, 5, None))
+    with pytest.raises(RuntimeError) as e:
+        ops.selective_scan(**x)
+    for w in words:
+        assert w in str(e.value), (w, str(e.value))
+
+
+def test_unknown_rule_is_refused(ops):
+    x = make_inputs(1, 2, 3, 2, None)
+    for mode in [torch.no_grad, torch.enable_grad]:
+        with mode(), pytest.raises(RuntimeError, match='rule must be "exact" or "mambalrp", got "lrp"'):
+            ops.selective_scan(**x, rule="lrp")

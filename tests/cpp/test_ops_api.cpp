@@ -1,0 +1,136 @@
+// The C++ API (csrc/ops.h) used without Python: selective_scan against a naive loop
+// written here, the MambaLRP backward through torch::autograd, rule ops, and errors.
+#include <catch2/catch.hpp>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <string>
+
+#include "csrc/ops.h"
+
+namespace {
+
+struct ScanCase {
+  torch::Tensor u, delta, A, B, C, D, z, bias;
+};
+
+ScanCase make_case(int64_t batch, int64_t dim, int64_t seqlen, int64_t dstate, uint64_t seed) {
+  torch::manual_seed(seed);
+  auto o = torch::TensorOptions().dtype(torch::kFloat64);
+  return {torch::randn({batch, dim, seqlen}, o),           torch::randn({batch, dim, seqlen}, o) * 0.5 - 1.0,
+          -torch::exp(torch::randn({dim, dstate}, o) * 0.5), torch::randn({batch, dstate, seqlen}, o),
+          torch::randn({batch, dstate, seqlen}, o),         torch::randn({dim}, o),
+          torch::randn({batch, dim, seqlen}, o),            torch::randn({dim}, o) * 0.3};
+}
+
+double softplus(double x) { return x > 20 ? x : std::log1p(std::exp(x)); }
+
+// Scalar loops straight from the equations, float64.
+torch::Tensor naive_scan(const ScanCase& c) {
+  const int64_t batch = c.u.size(0), dim = c.u.size(1), seqlen = c.u.size(2), dstate = c.A.size(1);
+  auto u = c.u.accessor<double, 3>(), delta = c.delta.accessor<double, 3>(), z = c.z.accessor<double, 3>();
+  auto A = c.A.accessor<double, 2>();
+  auto B = c.B.accessor<double, 3>(), C = c.C.accessor<double, 3>();
+  auto D = c.D.accessor<double, 1>(), bias = c.bias.accessor<double, 1>();
+  torch::Tensor out = torch::zeros_like(c.u);
+  auto o = out.accessor<double, 3>();
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t d = 0; d < dim; ++d) {
+      std::vector<double> h(dstate, 0.0);
+      for (int64_t t = 0; t < seqlen; ++t) {
+        const double dt = softplus(delta[b][d][t] + bias[d]);
+        double y = D[d] * u[b][d][t];
+        for (int64_t n = 0; n < dstate; ++n) {
+          h[n] = std::exp(dt * A[d][n]) * h[n] + dt * B[b][n][t] * u[b][d][t];
+          y += C[b][n][t] * h[n];
+        }
+        const double zz = z[b][d][t];
+        o[b][d][t] = y * zz / (1.0 + std::exp(-zz));
+      }
+    }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("selective_scan from C++ equals a naive loop", "[ops]") {
+  for (int64_t seqlen : {1, 5, 70}) {
+    for (int64_t dstate : {1, 16, 19}) {
+      const ScanCase c = make_case(2, 3, seqlen, dstate, 42 + seqlen + dstate);
+      auto [out, last] = mamba_lrp::selective_scan(c.u, c.delta, c.A, c.B, c.C, c.D, c.z, c.bias, true, true, "exact");
+      REQUIRE(last.has_value());
+      CHECK(last->sizes() == torch::IntArrayRef({2, 3, dstate}));
+      CHECK(torch::allclose(out, naive_scan(c), 1e-12, 1e-12));
+    }
+  }
+}
+
+TEST_CASE("MambaLRP backward from C++: only u and z get gradient, relevance conserved", "[ops]") {
+  ScanCase c = make_case(1, 4, 33, 8, 7);
+  torch::Tensor u = c.u.clone().requires_grad_(true), z = c.z.clone().requires_grad_(true);
+  torch::Tensor A = c.A.clone().requires_grad_(true), delta = c.delta.clone().requires_grad_(true);
+  torch::Tensor B = c.B.clone().requires_grad_(true), C = c.C.clone().requires_grad_(true);
+  auto [out, last] = mamba_lrp::selective_scan(u, delta, A, B, C, c10::nullopt, z, c.bias, true, false, "mambalrp");
+  CHECK_FALSE(last.has_value());
+  out.sum().backward();
+  REQUIRE(u.grad().defined());
+  REQUIRE(z.grad().defined());
+  CHECK_FALSE(A.grad().defined());
+  CHECK_FALSE(delta.grad().defined());
+  CHECK_FALSE(B.grad().defined());
+  CHECK_FALSE(C.grad().defined());
+  // No D, no bias on the path: relevance on u plus on z equals the output's (half each).
+  const double r_out = out.sum().item<double>();
+  const double r_u = (u * u.grad()).sum().item<double>();
+  const double r_z = (z * z.grad()).sum().item<double>();
+  CHECK(r_u == Approx(0.5 * r_out).epsilon(1e-12));
+  CHECK(r_z == Approx(0.5 * r_out).epsilon(1e-12));
+}
+
+TEST_CASE("rule ops from C++: silu identity and gate half", "[ops]") {
+  torch::manual_seed(1);
+  torch::Tensor x = torch::randn({5, 3}, torch::kFloat64).requires_grad_(true);
+  torch::Tensor y = mamba_lrp::silu_identity(x);
+  CHECK(torch::allclose(y, torch::silu(x.detach()), 0, 0));
+  y.backward(torch::ones_like(y));
+  CHECK(torch::allclose(x.grad(), torch::sigmoid(x.detach()), 1e-15, 1e-15));
+
+  torch::Tensor a = torch::randn({4}, torch::kFloat64).requires_grad_(true);
+  torch::Tensor b = torch::randn({4}, torch::kFloat64).requires_grad_(true);
+  mamba_lrp::gate_half(a, b).sum().backward();
+  CHECK(torch::allclose(a.grad(), 0.5 * b.detach(), 1e-15, 1e-15));
+  CHECK(torch::allclose(b.grad(), 0.5 * a.detach(), 1e-15, 1e-15));
+}
+
+TEST_CASE("linear_gamma from C++ conserves relevance with zero bias", "[ops]") {
+  torch::manual_seed(3);
+  torch::Tensor x = torch::randn({6, 10}, torch::kFloat64).requires_grad_(true);
+  torch::Tensor w = torch::randn({7, 10}, torch::kFloat64);
+  torch::Tensor out = mamba_lrp::linear_gamma(x, w, torch::zeros({7}, torch::kFloat64), 0.25);
+  CHECK(torch::allclose(out, torch::nn::functional::linear(x.detach(), w), 1e-14, 1e-14));
+  out.sum().backward();
+  CHECK((x.detach() * x.grad()).sum().item<double>() == Approx(out.sum().item<double>()).epsilon(1e-12));
+}
+
+TEST_CASE("bad input raises an error naming the argument", "[ops]") {
+  const ScanCase c = make_case(2, 3, 4, 2, 1);
+  auto message_of = [](auto&& fn) -> std::string {
+    try {
+      fn();
+    } catch (const c10::Error& e) {
+      return e.what_without_backtrace();
+    }
+    return "";
+  };
+  CHECK_THAT(message_of([&] { mamba_lrp::selective_scan(c.u[0], c.delta, c.A, c.B, c.C); }),
+             Catch::Contains("u must have shape (batch, dim, seqlen)"));
+  CHECK_THAT(message_of([&] { mamba_lrp::selective_scan(c.u, c.delta, c.A, c.B, c.C, {}, {}, {}, false, false, "grad"); }),
+             Catch::Contains("rule must be \"exact\" or \"mambalrp\""));
+  CHECK_THAT(message_of([&] { mamba_lrp::selective_scan(c.u, c.delta, c.A.to(torch::kFloat32), c.B, c.C); }),
+             Catch::Contains("A must have dtype"));
+}
+
+TEST_CASE("the CPU scan reports its instruction set", "[ops]") {
+  const std::string isa = mamba_lrp::cpu_scan_isa();
+  CHECK((isa == "avx512" || isa == "avx2" || isa == "baseline"));
+}
