@@ -1,0 +1,76 @@
+// CUDA selective scan: checks the parameters and dispatches on the input dtype to the
+// launch templates instantiated in selective_scan_{fp32,fp16,bf16}.cu.
+#include <stdexcept>
+#include <string>
+
+#include "kernels/cuda/selective_scan_common.cuh"
+#include "kernels/cuda/selective_scan_cuda.h"
+
+namespace mamba_lrp {
+namespace kernels {
+namespace gpu {
+namespace {
+
+void fail(const std::string& what) { throw std::invalid_argument("selective_scan CUDA kernel: " + what); }
+
+void check_supported(const SelectiveScanParams& p) {
+  if (p.input_type != ScanDType::kFloat32 && p.input_type != ScanDType::kFloat16 &&
+      p.input_type != ScanDType::kBFloat16)
+    fail("inputs must be float32, float16 or bfloat16");
+  if (p.weight_type != ScanDType::kFloat32) fail("A, D and delta_bias must be float32");
+  if (p.dstate < 1 || p.dstate > kMaxDState) fail("dstate must be in [1, " + std::to_string(kMaxDState) + "]");
+  if (p.n_groups < 1 || p.dim % p.n_groups != 0) fail("the number of groups must divide dim");
+  if (p.batch < 0 || p.dim < 0 || p.seqlen < 0) fail("negative size");
+  if (!p.u || !p.delta || !p.A || !p.B || !p.C) {
+    if (p.batch * p.dim * p.seqlen > 0) fail("u, delta, A, B and C are required");
+  }
+}
+
+bool empty(const SelectiveScanParams& p) { return p.batch == 0 || p.dim == 0; }
+
+}  // namespace
+
+cudaError_t selective_scan_fwd(const SelectiveScanParams& p, cudaStream_t stream) {
+  check_supported(p);
+  if (!p.out) fail("out is required");
+  if (empty(p)) return cudaSuccess;
+  switch (p.input_type) {
+    case ScanDType::kFloat16: return run_fwd<__half>(p, stream);
+    case ScanDType::kBFloat16: return run_fwd<__nv_bfloat16>(p, stream);
+    default: return run_fwd<float>(p, stream);
+  }
+}
+
+size_t selective_scan_bwd_workspace_bytes(const SelectiveScanBwdParams& p) {
+  check_supported(p);
+  if (empty(p)) return 0;
+  return bwd_workspace_layout(p).total;
+}
+
+cudaError_t selective_scan_bwd(const SelectiveScanBwdParams& p, void* workspace, cudaStream_t stream) {
+  check_supported(p);
+  if (!p.grad_out || !p.du) fail("grad_out and du are required");
+  if (p.z && (!p.out_y || !p.dz)) fail("with z, the pre-gate output out_y and dz are required");
+  if (p.rule == ScanRule::kExact) {
+    if (!p.dA || !p.dB || !p.dC) fail("the exact rule needs dA, dB and dC");
+    if (!workspace && !empty(p) && bwd_workspace_layout(p).total > 0) fail("the exact rule needs its workspace");
+  }
+  if (empty(p)) {
+    // Nothing to scan; the exact rule's weight gradients are still zeros of shape (dim, ...).
+    if (p.rule != ScanRule::kExact || p.dim == 0) return cudaSuccess;
+    cudaError_t err = cudaMemsetAsync(p.dA, 0, static_cast<size_t>(p.dim) * p.dstate * sizeof(float), stream);
+    if (err == cudaSuccess && p.dD) err = cudaMemsetAsync(p.dD, 0, static_cast<size_t>(p.dim) * sizeof(float), stream);
+    if (err == cudaSuccess && p.ddelta_bias)
+      err = cudaMemsetAsync(p.ddelta_bias, 0, static_cast<size_t>(p.dim) * sizeof(float), stream);
+    return err;
+  }
+  switch (p.input_type) {
+    case ScanDType::kFloat16: return run_bwd<__half>(p, workspace, stream);
+    case ScanDType::kBFloat16: return run_bwd<__nv_bfloat16>(p, workspace, stream);
+    default: return run_bwd<float>(p, workspace, stream);
+  }
+}
+
+}  // namespace gpu
+}  // namespace kernels
+}  // namespace mamba_lrp
