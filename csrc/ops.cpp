@@ -35,6 +35,13 @@ TORCH_LIBRARY(mamba_lrp, m) {
   m.def(
       "conv2d_gamma(Tensor x, Tensor weight, Tensor? bias, int[2] stride=1, int[2] padding=0, int[2] dilation=1, "
       "int groups=1, float gamma=0.25) -> Tensor");
+  m.def("linear_epsilon(Tensor x, Tensor weight, Tensor? bias, float epsilon=1e-6) -> Tensor");
+  m.def(
+      "conv1d_epsilon(Tensor x, Tensor weight, Tensor? bias, int[1] stride=1, int[1] padding=0, int[1] dilation=1, "
+      "int groups=1, float epsilon=1e-6) -> Tensor");
+  m.def(
+      "conv2d_epsilon(Tensor x, Tensor weight, Tensor? bias, int[2] stride=1, int[2] padding=0, int[2] dilation=1, "
+      "int groups=1, float epsilon=1e-6) -> Tensor");
 }
 
 namespace {
@@ -85,21 +92,42 @@ at::Tensor linear_gamma(const at::Tensor& x, const at::Tensor& weight, const c10
   return handle.call(x, weight, bias, gamma);
 }
 
-using ConvGammaSignature = at::Tensor(const at::Tensor&, const at::Tensor&, const c10::optional<at::Tensor>&,
+using ConvRuleSignature = at::Tensor(const at::Tensor&, const at::Tensor&, const c10::optional<at::Tensor>&,
                                       at::IntArrayRef, at::IntArrayRef, at::IntArrayRef, int64_t, double);
 
 at::Tensor conv1d_gamma(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                         at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                         double gamma) {
-  static auto handle = op<ConvGammaSignature>("mamba_lrp::conv1d_gamma");
+  static auto handle = op<ConvRuleSignature>("mamba_lrp::conv1d_gamma");
   return handle.call(x, weight, bias, stride, padding, dilation, groups, gamma);
 }
 
 at::Tensor conv2d_gamma(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                         at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                         double gamma) {
-  static auto handle = op<ConvGammaSignature>("mamba_lrp::conv2d_gamma");
+  static auto handle = op<ConvRuleSignature>("mamba_lrp::conv2d_gamma");
   return handle.call(x, weight, bias, stride, padding, dilation, groups, gamma);
+}
+
+at::Tensor linear_epsilon(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+                          double epsilon) {
+  static auto handle = op<at::Tensor(const at::Tensor&, const at::Tensor&, const c10::optional<at::Tensor>&, double)>(
+      "mamba_lrp::linear_epsilon");
+  return handle.call(x, weight, bias, epsilon);
+}
+
+at::Tensor conv1d_epsilon(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+                          at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                          double epsilon) {
+  static auto handle = op<ConvRuleSignature>("mamba_lrp::conv1d_epsilon");
+  return handle.call(x, weight, bias, stride, padding, dilation, groups, epsilon);
+}
+
+at::Tensor conv2d_epsilon(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+                          at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                          double epsilon) {
+  static auto handle = op<ConvRuleSignature>("mamba_lrp::conv2d_epsilon");
+  return handle.call(x, weight, bias, stride, padding, dilation, groups, epsilon);
 }
 
 const char* cpu_scan_isa() { return kernels::cpu::selected_isa(); }

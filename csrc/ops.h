@@ -56,6 +56,16 @@ at::Tensor conv2d_gamma(const at::Tensor& x, const at::Tensor& weight, const c10
                         at::IntArrayRef stride = 1, at::IntArrayRef padding = 0, at::IntArrayRef dilation = 1,
                         int64_t groups = 1, double gamma = 0.25);
 
+// The epsilon rule on the same layers: s = g z / (z + epsilon sign(z)), grad_x = W^T s.
+at::Tensor linear_epsilon(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+                          double epsilon = 1e-6);
+at::Tensor conv1d_epsilon(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+                          at::IntArrayRef stride = 1, at::IntArrayRef padding = 0, at::IntArrayRef dilation = 1,
+                          int64_t groups = 1, double epsilon = 1e-6);
+at::Tensor conv2d_epsilon(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+                          at::IntArrayRef stride = 1, at::IntArrayRef padding = 0, at::IntArrayRef dilation = 1,
+                          int64_t groups = 1, double epsilon = 1e-6);
+
 // The instruction set the CPU scan runs with ("avx512", "avx2", "baseline").
 const char* cpu_scan_isa();
 

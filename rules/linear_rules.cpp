@@ -1,4 +1,6 @@
-// The generalized (mixed-sign) gamma rule on Linear, Conv1d and Conv2d, as Zennit's Gamma
+// LRP rules on the linear maps (Linear, Conv1d, Conv2d): the gamma rule and the epsilon rule.
+//
+// The generalized (mixed-sign) gamma rule, as Zennit's Gamma
 // and the official MambaLRP code define it. With x+ = max(x, 0), x- = min(x, 0),
 // W_a = W + gamma W+, W_b = W + gamma W- (and b_a, b_b likewise):
 //   for outputs z > 0:  z' = f(x+; W_a, b_a) + f(x-; W_b, 0)
@@ -9,6 +11,9 @@
 // with s+ = s [z > 0], s- = s [z <= 0]. Then x * grad_x is the input relevance, which
 // sums to sum(R_out) when the bias is zero. gamma = 0 gives W_a = W_b = W, z' = z and the
 // plain gradient.
+//
+// The epsilon rule: s = g z / (z + epsilon sign(z)) (sign(0) = +1), grad_x = f^T(s; W):
+// relevance is absorbed by epsilon where z is small; epsilon = 0 is the plain gradient.
 #include <torch/library.h>
 
 #include <functional>
@@ -47,8 +52,26 @@ at::Tensor gamma_input_grad(const LinearLayer& f, const at::Tensor& x, const at:
   return at::where(x >= 0, from_pos_x, from_neg_x);
 }
 
-void check_gamma(const char* op, double gamma) {
-  TORCH_CHECK(std::isfinite(gamma) && gamma >= 0, op, ": gamma must be finite and >= 0, got ", gamma);
+at::Tensor epsilon_input_grad(const LinearLayer& f, const at::Tensor& w, const at::Tensor& z, const at::Tensor& g,
+                              double epsilon) {
+  const at::Tensor sign = at::where(z >= 0, at::ones_like(z), -at::ones_like(z));
+  const at::Tensor denom = z + epsilon * sign;
+  const at::Tensor nonzero = denom != 0;
+  const at::Tensor s = at::where(nonzero, g * z / at::where(nonzero, denom, at::ones_like(denom)), at::zeros_like(z));
+  return f.transpose(s, w);
+}
+
+enum class RuleKind { kGamma, kEpsilon };
+
+const char* param_name(RuleKind k) { return k == RuleKind::kGamma ? "gamma" : "epsilon"; }
+
+void check_rule_param(const char* op, RuleKind kind, double value) {
+  TORCH_CHECK(std::isfinite(value) && value >= 0, op, ": ", param_name(kind), " must be finite and >= 0, got ", value);
+}
+
+at::Tensor rule_input_grad(RuleKind kind, const LinearLayer& f, const at::Tensor& x, const at::Tensor& w,
+                           const OptTensor& b, const at::Tensor& z, const at::Tensor& g, double value) {
+  return kind == RuleKind::kGamma ? gamma_input_grad(f, x, w, b, z, g, value) : epsilon_input_grad(f, w, z, g, value);
 }
 
 void check_params(const char* op, const at::Tensor& x, const at::Tensor& w, const OptTensor& b) {
@@ -66,12 +89,13 @@ void check_params(const char* op, const at::Tensor& x, const at::Tensor& w, cons
 
 // ---- Linear -----------------------------------------------------------------------------
 
-void check_linear(const at::Tensor& x, const at::Tensor& w, const OptTensor& b, double gamma) {
-  TORCH_CHECK(w.dim() == 2, "linear_gamma: weight must have shape (out_features, in_features), got ", shape_str(w));
-  TORCH_CHECK(x.dim() >= 1 && x.size(-1) == w.size(1), "linear_gamma: x's last dimension must be in_features = ",
-              w.size(1), ", got x ", shape_str(x));
-  check_params("linear_gamma", x, w, b);
-  check_gamma("linear_gamma", gamma);
+void check_linear(const char* op, RuleKind kind, const at::Tensor& x, const at::Tensor& w, const OptTensor& b,
+                  double value) {
+  TORCH_CHECK(w.dim() == 2, op, ": weight must have shape (out_features, in_features), got ", shape_str(w));
+  TORCH_CHECK(x.dim() >= 1 && x.size(-1) == w.size(1), op, ": x's last dimension must be in_features = ", w.size(1),
+              ", got x ", shape_str(x));
+  check_params(op, x, w, b);
+  check_rule_param(op, kind, value);
 }
 
 LinearLayer linear_layer() {
@@ -79,8 +103,9 @@ LinearLayer linear_layer() {
           [](const at::Tensor& g, const at::Tensor& w) { return g.matmul(w); }};
 }
 
-at::Tensor linear_gamma_forward(const at::Tensor& x, const at::Tensor& w, const OptTensor& b, double gamma) {
-  check_linear(x, w, b, gamma);
+template <RuleKind kKind>
+at::Tensor linear_rule_forward(const at::Tensor& x, const at::Tensor& w, const OptTensor& b, double value) {
+  check_linear(kKind == RuleKind::kGamma ? "linear_gamma" : "linear_epsilon", kKind, x, w, b, value);
   return at::linear(x, w, b);
 }
 
@@ -103,8 +128,8 @@ LinearLayer conv_layer(const ConvGeometry& geo, const at::Tensor& x) {
           }};
 }
 
-void check_conv(const char* op, int64_t spatial, const at::Tensor& x, const at::Tensor& w, const OptTensor& b,
-                const ConvGeometry& geo, double gamma) {
+void check_conv(const char* op, RuleKind kind, int64_t spatial, const at::Tensor& x, const at::Tensor& w,
+                const OptTensor& b, const ConvGeometry& geo, double value) {
   TORCH_CHECK(x.dim() == spatial + 2, op, ": x must have shape (batch, channels, ", spatial == 1 ? "length" : "H, W",
               "), got ", shape_str(x));
   TORCH_CHECK(w.dim() == spatial + 2, op, ": weight must have shape (out_channels, in_channels / groups, ",
@@ -113,47 +138,52 @@ void check_conv(const char* op, int64_t spatial, const at::Tensor& x, const at::
                   w.size(1) * geo.groups == x.size(1),
               op, ": groups = ", geo.groups, " does not fit x ", shape_str(x), " and weight ", shape_str(w));
   check_params(op, x, w, b);
-  check_gamma(op, gamma);
+  check_rule_param(op, kind, value);
+}
+
+const char* conv_op_name(RuleKind kind, int64_t spatial) {
+  if (kind == RuleKind::kGamma) return spatial == 1 ? "conv1d_gamma" : "conv2d_gamma";
+  return spatial == 1 ? "conv1d_epsilon" : "conv2d_epsilon";
 }
 
 ConvGeometry geometry(at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
   return {stride.vec(), padding.vec(), dilation.vec(), groups};
 }
 
-template <int64_t kSpatial>
-at::Tensor conv_gamma_forward(const at::Tensor& x, const at::Tensor& w, const OptTensor& b, at::IntArrayRef stride,
-                              at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, double gamma) {
-  const char* op = kSpatial == 1 ? "conv1d_gamma" : "conv2d_gamma";
+template <RuleKind kKind, int64_t kSpatial>
+at::Tensor conv_rule_forward(const at::Tensor& x, const at::Tensor& w, const OptTensor& b, at::IntArrayRef stride,
+                             at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, double value) {
   const ConvGeometry geo = geometry(stride, padding, dilation, groups);
-  check_conv(op, kSpatial, x, w, b, geo, gamma);
+  check_conv(conv_op_name(kKind, kSpatial), kKind, kSpatial, x, w, b, geo, value);
   return conv_layer(geo, x).apply(x, w, b);
 }
 
 // ---- Autograd ---------------------------------------------------------------------------------
 
-class LinearGamma : public torch::autograd::Function<LinearGamma> {
+template <RuleKind kKind>
+class LinearRule : public torch::autograd::Function<LinearRule<kKind>> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w, const OptTensor& b,
-                            double gamma) {
+                            double value) {
     at::Tensor z = at::linear(x, w, b);
     ctx->save_for_backward({x, w, value_or_undefined(b), z});
-    ctx->saved_data["gamma"] = gamma;
+    ctx->saved_data["value"] = value;
     return z;
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto s = ctx->get_saved_variables();
-    const double gamma = ctx->saved_data["gamma"].toDouble();
-    return {gamma_input_grad(linear_layer(), s[0], s[1], opt(s[2]), s[3], grads[0], gamma), at::Tensor(),
+    const double value = ctx->saved_data["value"].toDouble();
+    return {rule_input_grad(kKind, linear_layer(), s[0], s[1], opt(s[2]), s[3], grads[0], value), at::Tensor(),
             at::Tensor(), at::Tensor()};
   }
 };
 
-template <int64_t kSpatial>
-class ConvGamma : public torch::autograd::Function<ConvGamma<kSpatial>> {
+template <RuleKind kKind, int64_t kSpatial>
+class ConvRule : public torch::autograd::Function<ConvRule<kKind, kSpatial>> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w, const OptTensor& b,
                             at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
-                            double gamma) {
+                            double value) {
     const ConvGeometry geo = geometry(stride, padding, dilation, groups);
     at::Tensor z = conv_layer(geo, x).apply(x, w, b);
     ctx->save_for_backward({x, w, value_or_undefined(b), z});
@@ -161,15 +191,15 @@ class ConvGamma : public torch::autograd::Function<ConvGamma<kSpatial>> {
     ctx->saved_data["padding"] = geo.padding;
     ctx->saved_data["dilation"] = geo.dilation;
     ctx->saved_data["groups"] = groups;
-    ctx->saved_data["gamma"] = gamma;
+    ctx->saved_data["value"] = value;
     return z;
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto s = ctx->get_saved_variables();
     ConvGeometry geo{ctx->saved_data["stride"].toIntVector(), ctx->saved_data["padding"].toIntVector(),
                      ctx->saved_data["dilation"].toIntVector(), ctx->saved_data["groups"].toInt()};
-    const double gamma = ctx->saved_data["gamma"].toDouble();
-    return {gamma_input_grad(conv_layer(geo, s[0]), s[0], s[1], opt(s[2]), s[3], grads[0], gamma),
+    const double value = ctx->saved_data["value"].toDouble();
+    return {rule_input_grad(kKind, conv_layer(geo, s[0]), s[0], s[1], opt(s[2]), s[3], grads[0], value),
             at::Tensor(),
             at::Tensor(),
             at::Tensor(),
@@ -180,31 +210,38 @@ class ConvGamma : public torch::autograd::Function<ConvGamma<kSpatial>> {
   }
 };
 
-at::Tensor linear_gamma_autograd(const at::Tensor& x, const at::Tensor& w, const OptTensor& b, double gamma) {
-  check_linear(x, w, b, gamma);
-  return LinearGamma::apply(x, w, b, gamma);
+template <RuleKind kKind>
+at::Tensor linear_rule_autograd(const at::Tensor& x, const at::Tensor& w, const OptTensor& b, double value) {
+  check_linear(kKind == RuleKind::kGamma ? "linear_gamma" : "linear_epsilon", kKind, x, w, b, value);
+  return LinearRule<kKind>::apply(x, w, b, value);
 }
 
-template <int64_t kSpatial>
-at::Tensor conv_gamma_autograd(const at::Tensor& x, const at::Tensor& w, const OptTensor& b, at::IntArrayRef stride,
-                               at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, double gamma) {
-  check_conv(kSpatial == 1 ? "conv1d_gamma" : "conv2d_gamma", kSpatial, x, w, b,
-             geometry(stride, padding, dilation, groups), gamma);
-  return ConvGamma<kSpatial>::apply(x, w, b, stride, padding, dilation, groups, gamma);
+template <RuleKind kKind, int64_t kSpatial>
+at::Tensor conv_rule_autograd(const at::Tensor& x, const at::Tensor& w, const OptTensor& b, at::IntArrayRef stride,
+                              at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, double value) {
+  check_conv(conv_op_name(kKind, kSpatial), kKind, kSpatial, x, w, b, geometry(stride, padding, dilation, groups),
+             value);
+  return ConvRule<kKind, kSpatial>::apply(x, w, b, stride, padding, dilation, groups, value);
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(mamba_lrp, CompositeExplicitAutograd, m) {
-  m.impl("linear_gamma", TORCH_FN(linear_gamma_forward));
-  m.impl("conv1d_gamma", TORCH_FN(conv_gamma_forward<1>));
-  m.impl("conv2d_gamma", TORCH_FN(conv_gamma_forward<2>));
+  m.impl("linear_gamma", TORCH_FN(linear_rule_forward<RuleKind::kGamma>));
+  m.impl("conv1d_gamma", TORCH_FN((conv_rule_forward<RuleKind::kGamma, 1>)));
+  m.impl("conv2d_gamma", TORCH_FN((conv_rule_forward<RuleKind::kGamma, 2>)));
+  m.impl("linear_epsilon", TORCH_FN(linear_rule_forward<RuleKind::kEpsilon>));
+  m.impl("conv1d_epsilon", TORCH_FN((conv_rule_forward<RuleKind::kEpsilon, 1>)));
+  m.impl("conv2d_epsilon", TORCH_FN((conv_rule_forward<RuleKind::kEpsilon, 2>)));
 }
 
 TORCH_LIBRARY_IMPL(mamba_lrp, Autograd, m) {
-  m.impl("linear_gamma", TORCH_FN(linear_gamma_autograd));
-  m.impl("conv1d_gamma", TORCH_FN(conv_gamma_autograd<1>));
-  m.impl("conv2d_gamma", TORCH_FN(conv_gamma_autograd<2>));
+  m.impl("linear_gamma", TORCH_FN(linear_rule_autograd<RuleKind::kGamma>));
+  m.impl("conv1d_gamma", TORCH_FN((conv_rule_autograd<RuleKind::kGamma, 1>)));
+  m.impl("conv2d_gamma", TORCH_FN((conv_rule_autograd<RuleKind::kGamma, 2>)));
+  m.impl("linear_epsilon", TORCH_FN(linear_rule_autograd<RuleKind::kEpsilon>));
+  m.impl("conv1d_epsilon", TORCH_FN((conv_rule_autograd<RuleKind::kEpsilon, 1>)));
+  m.impl("conv2d_epsilon", TORCH_FN((conv_rule_autograd<RuleKind::kEpsilon, 2>)));
 }
 
 }  // namespace rules

@@ -172,3 +172,43 @@ def test_bad_arguments(ops, call, words):
         call(ops)
     for w in words:
         assert w in str(e.value), (w, str(e.value))
+
+
+# ---- epsilon rule -----------------------------------------------------------------------------
+
+EPS_LAYERS = {
+    "linear": (lambda ops: ops.linear_epsilon, lambda x, w, b, e, op: op(x, w, b, e), F.linear,
+               LAYERS["linear"][3]),
+    "conv1d": (lambda ops: ops.conv1d_epsilon, lambda x, w, b, e, op: op(x, w, b, [1], [3], [1], 6, e),
+               LAYERS["conv1d"][2], LAYERS["conv1d"][3]),
+    "conv2d": (lambda ops: ops.conv2d_epsilon, lambda x, w, b, e, op: op(x, w, b, [4, 4], [0, 0], [1, 1], 1, e),
+               LAYERS["conv2d"][2], LAYERS["conv2d"][3]),
+}
+
+
+@pytest.mark.parametrize("layer", list(EPS_LAYERS))
+@pytest.mark.parametrize("epsilon", [0.0, 1e-6, 0.5])
+def test_epsilon_rule(ops, layer, epsilon):
+    get_op, call, f, make = EPS_LAYERS[layer]
+    op = get_op(ops)
+    x, w, b = make()
+    out = call(x, w, b, epsilon, op)
+    torch.testing.assert_close(out, f(x, w, b), rtol=1e-14, atol=1e-14)
+    g = rand(*out.shape, seed=9)
+    _, (gx,) = grads_of(lambda x: call(x, w, b, epsilon, op), [x.clone()], g)
+
+    def reference(x):  # z * (z / (z + eps sign z)).detach(): gradient g z / (z + eps sign z) through z
+        z = f(x, w, b)
+        sign = torch.where(z >= 0, torch.ones_like(z), -torch.ones_like(z))
+        return z * (z / (z + epsilon * sign)).detach()
+
+    _, (gx_ref,) = grads_of(reference, [x.clone()], g)
+    torch.testing.assert_close(gx, gx_ref, rtol=1e-11, atol=1e-11)
+    # with zero bias, relevance is conserved up to what epsilon absorbs; exactly for epsilon = 0
+    zb = torch.zeros_like(b)
+    out0, (gx0,) = grads_of(lambda x: call(x, w, zb, epsilon, op), [x.clone()], g)
+    r_in, r_out = (x * gx0).sum(), (out0 * g).sum()
+    if epsilon == 0.0:
+        torch.testing.assert_close(r_in, r_out, rtol=1e-12, atol=1e-12)
+    elif epsilon == 0.5:
+        assert abs(r_in) < abs(r_out) + 1e-9 or not torch.isclose(r_in, r_out)
