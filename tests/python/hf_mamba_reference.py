@@ -247,7 +247,7 @@ HF_DEFAULTS = {
     "layer_norm_epsilon": 1e-5,
     "expand": 2,
     "conv_kernel": 4,
-    "use_bias": True,          # transformers' MambaConfig default (checkpoints say false)
+    "use_bias": False,         # transformers' MambaConfig default
     "use_conv_bias": True,
     "hidden_act": "silu",
     "residual_in_fp32": True,
