@@ -125,6 +125,11 @@ const char* kind_name(Value::Kind k) {
   }
   return "?";
 }
+// "a dict", "an int", ...
+std::string a_kind(Value::Kind k) {
+  const std::string n = kind_name(k);
+  return (n[0] == 'i' || n[0] == 'o' ? "an " : "a ") + n;
+}
 
 at::ScalarType storage_dtype(const std::string& global, const std::string& path) {
   static const std::pair<const char*, at::ScalarType> kTypes[] = {
@@ -374,14 +379,14 @@ class Unpickler {
     if (target->kind == Value::List) {
       target->items.insert(target->items.end(), xs.begin(), xs.end());
     } else if (target->kind != Value::Object) {  // list subclasses: contents not needed
-      bad(std::string("APPEND to a ") + kind_name(target->kind));
+      bad("APPEND to " + a_kind(target->kind));
     }
   }
   void set_items(const ValuePtr& target, const std::vector<ValuePtr>& kv) {
     if (kv.size() % 2) bad("odd number of values for dict items");
     if (target->kind != Value::Dict) {
       if (target->kind == Value::Object) return;  // dict subclasses of unknown classes: skipped
-      bad(std::string("SETITEM on a ") + kind_name(target->kind));
+      bad("SETITEM on " + a_kind(target->kind));
     }
     for (size_t k = 0; k < kv.size(); k += 2) {
       bool replaced = false;
@@ -530,19 +535,19 @@ std::string top_level_keys(const ValuePtr& root) {
 ValuePtr find_state_dict(const ValuePtr& root, const std::string& nested_key, const std::string& path) {
   if (!nested_key.empty()) {
     if (root->kind != Value::Dict)
-      throw InputError(path + ": expected a dict with key '" + nested_key + "' at the top level, found a " +
-                       kind_name(root->kind));
+      throw InputError(path + ": expected a dict with key '" + nested_key + "' at the top level, found " +
+                       a_kind(root->kind));
     for (const auto& kv : root->dict)
       if (kv.first->kind == Value::Str && kv.first->s == nested_key) {
         if (kv.second->kind != Value::Dict)
-          throw InputError(path + ": entry '" + nested_key + "' is a " + kind_name(kv.second->kind) +
+          throw InputError(path + ": entry '" + nested_key + "' is " + a_kind(kv.second->kind) +
                            ", not a dict of tensors");
         return kv.second;
       }
     throw InputError(path + ": no key '" + nested_key + "' at the top level (keys: " + top_level_keys(root) + ")");
   }
   if (root->kind != Value::Dict)
-    throw InputError(path + ": expected a state dict (a dict of tensors), found a " + std::string(kind_name(root->kind)));
+    throw InputError(path + ": expected a state dict (a dict of tensors), found " + a_kind(root->kind));
   if (is_tensor_dict(root)) return root;
   for (const char* key : {"model", "state_dict"})
     for (const auto& kv : root->dict)
@@ -557,7 +562,7 @@ StateDict to_state_dict(const ValuePtr& sd, const std::string& path, at::ScalarT
     if (kv.first->kind != Value::Str) throw InputError(path + ": state dict has a non-string key");
     const std::string& name = kv.first->s;
     if (kv.second->kind != Value::TensorRef)
-      throw InputError(path + ": entry '" + name + "' is a " + kind_name(kv.second->kind) + ", not a tensor");
+      throw InputError(path + ": entry '" + name + "' is " + a_kind(kv.second->kind) + ", not a tensor");
     out[name] = convert(materialize(*kv.second, path, name), dtype);
   }
   return out;
