@@ -210,6 +210,22 @@ bool json_bool(const nlohmann::json& o, const char* key, bool dflt) {
 
 using namespace tokenizer_detail;
 
+namespace {
+void check_utf8(const std::string& text) {
+  for (size_t i = 0; i < text.size();) {
+    uint32_t cp;
+    size_t len = next_utf8(text, i, &cp);
+    if (len == 0) throw InputError("text is not valid UTF-8 (byte " + std::to_string(i) + ")");
+    i += len;
+  }
+}
+}  // namespace
+
+std::vector<std::string> gpt2_pretokenize(const std::string& text) {
+  check_utf8(text);
+  return gpt2_split(text);
+}
+
 BpeTokenizer BpeTokenizer::from_file(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   if (!f) throw InputError(path + ": cannot open the tokenizer file");
@@ -446,12 +462,7 @@ void BpeTokenizer::encode_piece(const std::string& piece, std::vector<int64_t>* 
 }
 
 std::vector<int64_t> BpeTokenizer::encode(const std::string& text) const {
-  for (size_t i = 0; i < text.size();) {
-    uint32_t cp;
-    size_t len = next_utf8(text, i, &cp);
-    if (len == 0) throw InputError("text is not valid UTF-8 (byte " + std::to_string(i) + ")");
-    i += len;
-  }
+  check_utf8(text);
   // Pieces of text, or added tokens (id >= 0).
   struct Seg {
     std::string text;

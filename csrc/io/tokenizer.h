@@ -43,6 +43,10 @@
 namespace mamba_lrp {
 namespace io {
 
+// The GPT-2 split of step 2 on its own (exposed for tests and tools). Throws InputError if
+// `text` is not valid UTF-8.
+std::vector<std::string> gpt2_pretokenize(const std::string& text);
+
 class BpeTokenizer {
  public:
   static BpeTokenizer from_file(const std::string& path);
