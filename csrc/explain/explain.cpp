@@ -1,0 +1,130 @@
+#include "csrc/explain/explain.h"
+
+#include <torch/autograd.h>
+
+#include "csrc/errors.h"
+
+namespace mamba_lrp {
+
+bool is_lm_method(const std::string& method) {
+  static const std::vector<std::string> names = {"mambalrp",         "gi",           "standard",
+                                                 "lrp-ln",           "mambalrp-no-silu", "mambalrp-no-ssm",
+                                                 "mambalrp-no-gate"};
+  return std::find(names.begin(), names.end(), method) != names.end();
+}
+
+namespace {
+
+// Zeroes the given tensors and puts their values back when it goes out of scope.
+class ScopedZero {
+ public:
+  explicit ScopedZero(std::vector<at::Tensor> tensors) : tensors_(std::move(tensors)) {
+    torch::NoGradGuard g;
+    for (auto& t : tensors_) {
+      saved_.push_back(t.clone());
+      t.zero_();
+    }
+  }
+  ~ScopedZero() {
+    torch::NoGradGuard g;
+    for (size_t i = 0; i < tensors_.size(); ++i) tensors_[i].copy_(saved_[i]);
+  }
+
+ private:
+  std::vector<at::Tensor> tensors_, saved_;
+};
+
+// Restores the model's propagation mode and composite after the explanation.
+class ScopedPropagation {
+ public:
+  ScopedPropagation(MambaForCausalLM& m, Propagation p, const Composite& c) : m_(m), old_(m->propagation()) {
+    m_->set_propagation(p);
+    m_->set_composite(c);
+  }
+  ~ScopedPropagation() {
+    m_->set_propagation(old_);
+    m_->set_composite(Composite());
+  }
+
+ private:
+  MambaForCausalLM& m_;
+  Propagation old_;
+};
+
+}  // namespace
+
+Explanation explain(MambaForCausalLM& model, const at::Tensor& input_ids_in, const at::Tensor& attention_mask,
+                    const ExplainOptions& options) {
+  if (!is_lm_method(options.method))
+    throw InputError("method '" + options.method + "' is not available yet for Mamba language models");
+  const Propagation mode = parse_propagation(options.method == "gi" ? "standard" : options.method);
+
+  if (!input_ids_in.defined() || (input_ids_in.dim() != 1 && input_ids_in.dim() != 2))
+    throw InputError("input_ids must have shape (batch, length) or (length)");
+  at::Tensor ids = input_ids_in.dim() == 1 ? input_ids_in.unsqueeze(0) : input_ids_in;  // (B, L)
+  if (at::isFloatingType(ids.scalar_type()) || ids.scalar_type() == at::kBool)
+    throw InputError("input_ids must be integers");
+  ids = ids.to(at::kLong).contiguous();
+  const int64_t batch = ids.size(0), L = ids.size(1);
+  if (batch < 1 || L < 1) throw InputError("input_ids is empty: need at least one row and one token");
+  const int64_t vocab = model->config().vocab_size();
+  const int64_t lo = ids.min().item<int64_t>(), hi = ids.max().item<int64_t>();
+  if (lo < 0 || hi >= vocab)
+    throw InputError("token id " + std::to_string(lo < 0 ? lo : hi) + " is outside the vocabulary [0, " +
+                     std::to_string(vocab) + ")");
+  at::Tensor mask;
+  if (attention_mask.defined()) {
+    if (attention_mask.sizes() != ids.sizes())
+      throw InputError("attention_mask must have the shape of input_ids (batch, length)");
+    mask = attention_mask.to(at::kLong);
+    if (((mask != 0) & (mask != 1)).any().item<bool>()) throw InputError("attention_mask must hold only 0 and 1");
+  }
+  const int64_t pos = options.position < 0 ? L + options.position : options.position;
+  if (pos < 0 || pos >= L)
+    throw InputError("position " + std::to_string(options.position) + " is out of range for length " +
+                     std::to_string(L));
+  if (!options.targets.empty() && options.targets.size() != 1 && static_cast<int64_t>(options.targets.size()) != batch)
+    throw InputError("give one target, or one per row (" + std::to_string(batch) + ")");
+  const int64_t outputs = model->config().num_outputs();
+  for (int64_t t : options.targets)
+    if (t < 0 || t >= outputs)
+      throw InputError("target " + std::to_string(t) + " is out of range [0, " + std::to_string(outputs) + ")");
+
+  ScopedPropagation scoped_mode(model, mode, options.composite);
+  std::unique_ptr<ScopedZero> zero;
+  if (options.zero_bias) zero = std::make_unique<ScopedZero>(model->biases());
+
+  torch::AutoGradMode grad_mode(true);
+  at::Tensor embeds;
+  {
+    torch::NoGradGuard g;
+    embeds = model->embed(ids);  // (B, L, H)
+  }
+  embeds.set_requires_grad(true);
+  const at::Tensor mask_f = mask.defined() ? mask.to(embeds.scalar_type()) : at::Tensor();
+  at::Tensor logits = model->forward_embeds(embeds, mask_f);  // (B, L, V)
+  at::Tensor at_pos = logits.select(1, pos);                   // (B, V)
+
+  at::Tensor targets;
+  if (options.targets.empty()) {
+    targets = at_pos.detach().argmax(-1);  // (B)
+  } else {
+    std::vector<int64_t> t = options.targets;
+    if (t.size() == 1) t.assign(batch, t[0]);
+    targets = torch::tensor(t, at::kLong);
+  }
+  at::Tensor f = at_pos.gather(1, targets.unsqueeze(1)).squeeze(1);  // (B)
+  // Rows are independent, so one backward of the sum explains every row at once.
+  const at::Tensor grad = torch::autograd::grad({f.sum()}, {embeds})[0];  // (B, L, H)
+
+  torch::NoGradGuard g;
+  Explanation e;
+  e.relevance = (embeds.detach() * grad).sum(-1);  // (B, L)
+  if (mask.defined()) e.relevance = e.relevance * mask.to(e.relevance.scalar_type());
+  e.logits = f.detach();
+  e.targets = targets;
+  e.positions = at::full({batch}, pos, at::kLong);
+  return e;
+}
+
+}  // namespace mamba_lrp

@@ -1,0 +1,229 @@
+#include "models/mamba.h"
+
+#include <torch/nn/init.h>
+
+#include <filesystem>
+#include <set>
+#include <sstream>
+
+#include "csrc/errors.h"
+#include "csrc/io/checkpoint.h"
+#include "csrc/ops.h"
+
+namespace mamba_lrp {
+
+// ---- RMSNorm ----------------------------------------------------------------------------
+
+RMSNormImpl::RMSNormImpl(int64_t dim, double eps_) : eps(eps_) {
+  weight = register_parameter("weight", torch::ones({dim}));
+}
+
+at::Tensor RMSNormImpl::forward(const at::Tensor& x, bool norm_rule) {
+  if (norm_rule) return rms_norm_identity(x, weight, eps);
+  return x * at::rsqrt(x.square().mean(-1, true) + eps) * weight;
+}
+
+// ---- Mixer -------------------------------------------------------------------------------
+
+MambaMixerImpl::MambaMixerImpl(const MambaConfig& c) : config_(c) {
+  const int64_t H = c.hidden_size(), I = c.intermediate_size(), N = c.state_size(), R = c.time_step_rank();
+  in_proj = register_module("in_proj", torch::nn::Linear(torch::nn::LinearOptions(H, 2 * I).bias(c.use_bias())));
+  conv1d = register_module("conv1d", torch::nn::Conv1d(torch::nn::Conv1dOptions(I, I, c.conv_kernel())
+                                                            .groups(I)
+                                                            .padding(c.conv_kernel() - 1)
+                                                            .bias(c.use_conv_bias())));
+  x_proj = register_module("x_proj", torch::nn::Linear(torch::nn::LinearOptions(I, R + 2 * N).bias(false)));
+  dt_proj = register_module("dt_proj", torch::nn::Linear(torch::nn::LinearOptions(R, I).bias(true)));
+  out_proj = register_module("out_proj", torch::nn::Linear(torch::nn::LinearOptions(I, H).bias(c.use_bias())));
+  // S4D-real initialisation, as Mamba: A = -(1..N), D = 1.
+  A_log = register_parameter("A_log", torch::log(torch::arange(1, N + 1, torch::kFloat32)).repeat({I, 1}));
+  D = register_parameter("D", torch::ones({I}));
+}
+
+namespace {
+c10::optional<at::Tensor> opt_bias(const torch::nn::Linear& l) {
+  return l->bias.defined() ? c10::optional<at::Tensor>(l->bias) : c10::nullopt;
+}
+}  // namespace
+
+at::Tensor MambaMixerImpl::forward(const at::Tensor& hidden, const at::Tensor& mask, const PropagationContext& ctx) {
+  const RuleSet& r = ctx.rules;
+  const Composite& comp = ctx.composite;
+  const int64_t L = hidden.size(1), I = config_.intermediate_size(), N = config_.state_size();
+  const int64_t R = config_.time_step_rank();
+
+  at::Tensor proj = linear_with_rule(hidden, in_proj->weight, opt_bias(in_proj), comp.rule_for("in_proj"));  // (B, L, 2I)
+  proj = proj.transpose(1, 2);                                                     // (B, 2I, L)
+  at::Tensor x = proj.narrow(1, 0, I);                                             // (B, I, L)
+  at::Tensor z = proj.narrow(1, I, I);                                             // (B, I, L)
+  const bool masked = mask.defined();
+  at::Tensor m3 = masked ? mask.unsqueeze(1).to(hidden.scalar_type()) : at::Tensor();  // (B, 1, L)
+  if (masked) x = x * m3;
+
+  const c10::optional<at::Tensor> conv_bias =
+      conv1d->bias.defined() ? c10::optional<at::Tensor>(conv1d->bias) : c10::nullopt;
+  x = conv1d_with_rule(x, conv1d->weight, conv_bias, config_.conv_kernel() - 1, I, comp.rule_for("conv1d"))
+          .narrow(2, 0, L);                                                        // (B, I, L) causal
+  x = r.silu ? silu_identity(x) : at::silu(x);                                     // (B, I, L)
+  if (masked) x = x * m3;
+
+  at::Tensor params = linear_with_rule(x.transpose(1, 2), x_proj->weight, c10::nullopt, comp.rule_for("x_proj"));  // (B, L, R+2N)
+  at::Tensor dt = params.narrow(2, 0, R);                                          // (B, L, R)
+  at::Tensor B = params.narrow(2, R, N).transpose(1, 2);                           // (B, N, L)
+  at::Tensor C = params.narrow(2, R + N, N).transpose(1, 2);                       // (B, N, L)
+  at::Tensor delta =
+      linear_with_rule(dt, dt_proj->weight, opt_bias(dt_proj), comp.rule_for("dt_proj")).transpose(1, 2);  // (B, I, L)
+  at::Tensor A = -at::exp(A_log);                                                  // (I, N)
+
+  // The scan's own MambaLRP rule covers the SSM, the gate half rule and the gate's SiLU
+  // identity together; when the ablations switch those independently, the gate runs
+  // outside the scan.
+  at::Tensor y;
+  const bool fuse_gate = (r.ssm == r.gate) && (r.gate == r.silu);
+  const char* rule = r.ssm ? "mambalrp" : "exact";
+  if (fuse_gate) {
+    y = std::get<0>(selective_scan(x, delta, A, B, C, D, z, c10::nullopt, true, false, rule));  // (B, I, L)
+  } else {
+    y = std::get<0>(selective_scan(x, delta, A, B, C, D, c10::nullopt, c10::nullopt, true, false, rule));
+    at::Tensor gate = r.silu ? silu_identity(z) : at::silu(z);                      // (B, I, L)
+    y = r.gate ? gate_half(y, gate) : y * gate;
+  }
+  return linear_with_rule(y.transpose(1, 2), out_proj->weight, opt_bias(out_proj), comp.rule_for("out_proj"));  // (B, L, H)
+}
+
+// ---- Block, backbone, LM ----------------------------------------------------------------------
+
+MambaBlockImpl::MambaBlockImpl(const MambaConfig& c) : residual_in_fp32_(c.residual_in_fp32()) {
+  norm = register_module("norm", RMSNorm(c.hidden_size(), c.layer_norm_epsilon()));
+  mixer = register_module("mixer", MambaMixer(c));
+}
+
+at::Tensor MambaBlockImpl::forward(const at::Tensor& hidden, const at::Tensor& mask, const PropagationContext& ctx) {
+  // The residual stays in at least float32 (residual_in_fp32 matters for half models only;
+  // a float64 model keeps float64 throughout).
+  at::Tensor residual = hidden;
+  if (residual_in_fp32_ && at::elementSize(hidden.scalar_type()) < 4) residual = residual.to(at::kFloat);
+  at::Tensor out = mixer->forward(norm->forward(hidden, ctx.rules.norm), mask, ctx);  // (B, L, H)
+  return residual + out;
+}
+
+MambaModelImpl::MambaModelImpl(const MambaConfig& c) {
+  embeddings = register_module("embeddings", torch::nn::Embedding(c.vocab_size(), c.hidden_size()));
+  layers = register_module("layers", torch::nn::ModuleList());
+  for (int64_t i = 0; i < c.num_hidden_layers(); ++i) layers->push_back(MambaBlock(c));
+  norm_f = register_module("norm_f", RMSNorm(c.hidden_size(), c.layer_norm_epsilon()));
+}
+
+at::Tensor MambaModelImpl::forward_embeds(const at::Tensor& embeds, const at::Tensor& mask,
+                                          const PropagationContext& ctx) {
+  at::Tensor h = embeds;  // (B, L, H)
+  for (const auto& layer : *layers) h = layer->as<MambaBlock>()->forward(h, mask, ctx);
+  return norm_f->forward(h, ctx.rules.norm);
+}
+
+MambaForCausalLMImpl::MambaForCausalLMImpl(const MambaConfig& c) : config_(c) {
+  backbone = register_module("backbone", MambaModel(c));
+  const bool tied = c.tie_word_embeddings() && c.num_outputs() == c.vocab_size();
+  if (!tied)
+    lm_head = register_module("lm_head",
+                              torch::nn::Linear(torch::nn::LinearOptions(c.hidden_size(), c.num_outputs()).bias(false)));
+}
+
+at::Tensor MambaForCausalLMImpl::head_weight() {
+  return lm_head ? lm_head->weight : backbone->embeddings->weight;
+}
+
+at::Tensor MambaForCausalLMImpl::embed(const at::Tensor& input_ids) {
+  return backbone->embeddings->forward(input_ids);
+}
+
+at::Tensor MambaForCausalLMImpl::forward_embeds(const at::Tensor& embeds, const at::Tensor& mask) {
+  at::Tensor h = backbone->forward_embeds(embeds, mask, ctx_);  // (B, L, H)
+  return linear_with_rule(h, head_weight(), c10::nullopt, ctx_.composite.rule_for("head"));  // (B, L, V)
+}
+
+at::Tensor MambaForCausalLMImpl::forward(const at::Tensor& input_ids, const at::Tensor& mask) {
+  return forward_embeds(embed(input_ids), mask);
+}
+
+std::vector<at::Tensor> MambaForCausalLMImpl::biases() {
+  std::vector<at::Tensor> out;
+  for (const auto& item : named_parameters(/*recurse=*/true))
+    if (item.key().size() >= 4 && item.key().compare(item.key().size() - 4, 4, "bias") == 0) out.push_back(item.value());
+  return out;
+}
+
+// ---- Loading -------------------------------------------------------------------------------------
+
+namespace {
+
+std::string shape_of(const at::Tensor& t) {
+  std::ostringstream s;
+  s << t.sizes();
+  return s.str();
+}
+
+// Which file the weights come from, for messages.
+std::string weights_origin(const std::filesystem::path& dir) {
+  for (const char* name : {"model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                           "pytorch_model.bin.index.json"})
+    if (std::filesystem::exists(dir / name)) return (dir / name).string();
+  return dir.string();
+}
+
+}  // namespace
+
+MambaForCausalLM load_mamba_lm(const std::string& model_dir, at::ScalarType dtype) {
+  namespace fs = std::filesystem;
+  if (dtype != at::kFloat && dtype != at::kDouble)
+    throw InputError("model dtype must be float32 or float64");
+  const fs::path dir(model_dir);
+  if (!fs::is_directory(dir)) throw InputError(model_dir + ": not a model directory");
+  MambaConfig config = MambaConfig::from_file((dir / "config.json").string());
+  io::StateDict sd = io::load_state_dict(model_dir, dtype);
+  const std::string origin = weights_origin(dir);
+
+  if (config.state_spaces_names()) {
+    auto it = sd.find("backbone.embedding.weight");
+    if (it != sd.end()) {
+      sd["backbone.embeddings.weight"] = it->second;
+      sd.erase(it);
+    }
+  }
+  // The head decides between language model (vocab rows, possibly tied) and classifier.
+  auto head = sd.find("lm_head.weight");
+  if (head != sd.end()) {
+    const int64_t rows = head->second.dim() == 2 ? head->second.size(0) : -1;
+    if (rows < 1 || head->second.size(1) != config.hidden_size())
+      throw InputError(origin + ": tensor 'lm_head.weight': expected shape [rows, " +
+                       std::to_string(config.hidden_size()) + "], got " + shape_of(head->second));
+    config.num_outputs(rows);
+    if (rows == config.vocab_size() && config.tie_word_embeddings()) sd.erase(head);  // tied: the embedding serves
+  } else if (!config.tie_word_embeddings()) {
+    throw InputError(origin + ": missing tensor 'lm_head.weight' (tie_word_embeddings is false)");
+  }
+
+  MambaForCausalLM model(config);
+  model->to(dtype);
+  torch::NoGradGuard no_grad;
+  std::set<std::string> expected;
+  for (auto& item : model->named_parameters(/*recurse=*/true)) {
+    const std::string& name = item.key();
+    expected.insert(name);
+    auto it = sd.find(name);
+    if (it == sd.end()) throw InputError(origin + ": missing tensor '" + name + "'");
+    if (it->second.sizes() != item.value().sizes())
+      throw InputError(origin + ": tensor '" + name + "': expected shape " + shape_of(item.value()) + ", got " +
+                       shape_of(it->second));
+    if (!at::isFloatingType(it->second.scalar_type()))
+      throw InputError(origin + ": tensor '" + name + "' must be floating point");
+    item.value().copy_(it->second);
+  }
+  for (const auto& [name, t] : sd)
+    if (!expected.count(name)) throw InputError(origin + ": unexpected tensor '" + name + "'");
+  for (auto& p : model->parameters()) p.set_requires_grad(false);
+  model->eval();
+  return model;
+}
+
+}  // namespace mamba_lrp

@@ -1,0 +1,106 @@
+// Mamba language models as torch::nn modules (Hugging Face's MambaForCausalLM, tensor
+// names as HF), running the selective_scan op and the LRP rule ops. One propagation
+// switch per model decides which rules the backward applies; forward values are the same
+// in every mode.
+#pragma once
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/embedding.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/pimpl.h>
+
+#include "models/mamba_config.h"
+#include "rules/propagation.h"
+
+namespace mamba_lrp {
+
+// What a forward pass needs besides its input: the rules and the composite.
+struct PropagationContext {
+  RuleSet rules;
+  Composite composite;
+};
+
+// RMSNorm (weight only), with the norm rule when asked.
+class RMSNormImpl : public torch::nn::Module {
+ public:
+  RMSNormImpl(int64_t dim, double eps);
+  at::Tensor forward(const at::Tensor& x, bool norm_rule);  // (..., dim)
+  at::Tensor weight;
+  double eps;
+};
+TORCH_MODULE(RMSNorm);
+
+class MambaMixerImpl : public torch::nn::Module {
+ public:
+  explicit MambaMixerImpl(const MambaConfig& config);
+  // hidden (B, L, H); mask (B, L) of 0/1 or undefined -> (B, L, H)
+  at::Tensor forward(const at::Tensor& hidden, const at::Tensor& mask, const PropagationContext& ctx);
+
+  torch::nn::Linear in_proj{nullptr}, x_proj{nullptr}, dt_proj{nullptr}, out_proj{nullptr};
+  torch::nn::Conv1d conv1d{nullptr};
+  at::Tensor A_log, D;  // (I, N), (I)
+
+ private:
+  MambaConfig config_;
+};
+TORCH_MODULE(MambaMixer);
+
+class MambaBlockImpl : public torch::nn::Module {
+ public:
+  explicit MambaBlockImpl(const MambaConfig& config);
+  at::Tensor forward(const at::Tensor& hidden, const at::Tensor& mask, const PropagationContext& ctx);  // (B, L, H)
+
+  RMSNorm norm{nullptr};
+  MambaMixer mixer{nullptr};
+
+ private:
+  bool residual_in_fp32_;
+};
+TORCH_MODULE(MambaBlock);
+
+class MambaModelImpl : public torch::nn::Module {
+ public:
+  explicit MambaModelImpl(const MambaConfig& config);
+  // From the embedding output: embeds (B, L, H) -> final hidden states (B, L, H).
+  at::Tensor forward_embeds(const at::Tensor& embeds, const at::Tensor& mask, const PropagationContext& ctx);
+
+  torch::nn::Embedding embeddings{nullptr};
+  torch::nn::ModuleList layers{nullptr};
+  RMSNorm norm_f{nullptr};
+};
+TORCH_MODULE(MambaModel);
+
+// The language model (head rows = vocab) or a classifier (head rows = classes, the class
+// logit read at the last position). Tied head: lm_head uses the embedding matrix.
+class MambaForCausalLMImpl : public torch::nn::Module {
+ public:
+  explicit MambaForCausalLMImpl(const MambaConfig& config);
+  at::Tensor embed(const at::Tensor& input_ids);  // (B, L) int64 -> (B, L, H)
+  at::Tensor forward_embeds(const at::Tensor& embeds, const at::Tensor& mask = {});  // -> logits (B, L, V)
+  at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& mask = {});
+
+  void set_propagation(Propagation p) { ctx_.rules = rules_of(p); propagation_ = p; }
+  Propagation propagation() const { return propagation_; }
+  void set_composite(Composite c) { ctx_.composite = std::move(c); }
+  const MambaConfig& config() const { return config_; }
+  at::Tensor head_weight();  // (num_outputs, H)
+  // Every bias tensor of the model (conv1d, dt_proj, and in/out_proj when present).
+  std::vector<at::Tensor> biases();
+
+  MambaModel backbone{nullptr};
+  torch::nn::Linear lm_head{nullptr};  // null when tied
+
+ private:
+  MambaConfig config_;
+  Propagation propagation_ = Propagation::kStandard;
+  PropagationContext ctx_;
+};
+TORCH_MODULE(MambaForCausalLM);
+
+// Loads a model directory (config.json + weights, DESIGN.md §4) in float32 or float64.
+// The parameters do not require gradients (explanations need none); every problem is an
+// InputError naming the file and the tensor.
+MambaForCausalLM load_mamba_lm(const std::string& model_dir, at::ScalarType dtype);
+
+}  // namespace mamba_lrp

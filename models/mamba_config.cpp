@@ -1,0 +1,112 @@
+#include "models/mamba_config.h"
+
+#include <fstream>
+
+#include "csrc/errors.h"
+
+namespace mamba_lrp {
+
+namespace {
+
+template <typename T>
+T get_or(const nlohmann::json& j, const char* key, T fallback, const std::string& origin) {
+  if (!j.contains(key) || j[key].is_null()) return fallback;
+  try {
+    return j[key].get<T>();
+  } catch (const nlohmann::json::exception&) {
+    throw InputError(origin + ": config key \"" + key + "\" has the wrong type (" + j[key].dump() + ")");
+  }
+}
+
+int64_t get_int(const nlohmann::json& j, const char* key, int64_t fallback, const std::string& origin) {
+  if (j.contains(key) && !j[key].is_null() && !j[key].is_number_integer())
+    throw InputError(origin + ": config key \"" + key + "\" must be an integer, got " + j[key].dump());
+  return get_or<int64_t>(j, key, fallback, origin);
+}
+
+}  // namespace
+
+MambaConfig MambaConfig::from_json(const nlohmann::json& j, const std::string& origin) {
+  if (!j.is_object()) throw InputError(origin + ": config.json must hold a JSON object");
+  MambaConfig c;
+  if (j.contains("d_model") && !j.contains("hidden_size")) {
+    // state-spaces format: {"d_model", "n_layer", "vocab_size", "ssm_cfg": {...}, "rms_norm",
+    // "residual_in_fp32", "fused_add_norm", "pad_vocab_size_multiple", "tie_embeddings"}
+    c.state_spaces_names(true);
+    c.hidden_size(get_int(j, "d_model", 768, origin));
+    c.num_hidden_layers(get_int(j, "n_layer", 24, origin));
+    int64_t vocab = get_int(j, "vocab_size", 50277, origin);
+    const int64_t pad = get_int(j, "pad_vocab_size_multiple", 8, origin);
+    if (pad > 1 && vocab % pad) vocab += pad - vocab % pad;
+    c.vocab_size(vocab);
+    const nlohmann::json ssm = j.contains("ssm_cfg") && j["ssm_cfg"].is_object() ? j["ssm_cfg"] : nlohmann::json::object();
+    c.state_size(get_int(ssm, "d_state", 16, origin));
+    c.conv_kernel(get_int(ssm, "d_conv", 4, origin));
+    c.expand(get_int(ssm, "expand", 2, origin));
+    c.use_bias(get_or<bool>(ssm, "bias", false, origin));
+    c.use_conv_bias(get_or<bool>(ssm, "conv_bias", true, origin));
+    c.intermediate_size(c.expand() * c.hidden_size());
+    c.time_step_rank((c.hidden_size() + 15) / 16);
+    if (ssm.contains("dt_rank") && !(ssm["dt_rank"].is_string() && ssm["dt_rank"] == "auto"))
+      c.time_step_rank(get_int(ssm, "dt_rank", c.time_step_rank(), origin));
+    if (j.contains("rms_norm") && !get_or<bool>(j, "rms_norm", true, origin))
+      throw InputError(origin + ": rms_norm = false (LayerNorm) is not supported for Mamba language models");
+    c.residual_in_fp32(get_or<bool>(j, "residual_in_fp32", true, origin));
+    c.tie_word_embeddings(get_or<bool>(j, "tie_embeddings", true, origin));
+    c.layer_norm_epsilon(get_or<double>(j, "norm_epsilon", 1e-5, origin));
+  } else {
+    if (j.contains("model_type") && j["model_type"] != "mamba")
+      throw InputError(origin + ": model_type is " + j["model_type"].dump() + ", expected \"mamba\"");
+    c.vocab_size(get_int(j, "vocab_size", 50280, origin));
+    c.hidden_size(get_int(j, "hidden_size", 768, origin));
+    c.state_size(get_int(j, "state_size", 16, origin));
+    c.num_hidden_layers(get_int(j, "num_hidden_layers", 32, origin));
+    c.layer_norm_epsilon(get_or<double>(j, "layer_norm_epsilon", 1e-5, origin));
+    c.expand(get_int(j, "expand", 2, origin));
+    c.conv_kernel(get_int(j, "conv_kernel", 4, origin));
+    c.intermediate_size(get_int(j, "intermediate_size", c.expand() * c.hidden_size(), origin));
+    c.time_step_rank((c.hidden_size() + 15) / 16);
+    if (j.contains("time_step_rank") && !(j["time_step_rank"].is_string() && j["time_step_rank"] == "auto"))
+      c.time_step_rank(get_int(j, "time_step_rank", c.time_step_rank(), origin));
+    c.use_bias(get_or<bool>(j, "use_bias", false, origin));
+    c.use_conv_bias(get_or<bool>(j, "use_conv_bias", true, origin));
+    c.residual_in_fp32(get_or<bool>(j, "residual_in_fp32", true, origin));
+    c.tie_word_embeddings(get_or<bool>(j, "tie_word_embeddings", true, origin));
+    c.hidden_act(get_or<std::string>(j, "hidden_act", "silu", origin));
+  }
+  c.num_outputs(c.vocab_size());
+  c.validate(origin);
+  return c;
+}
+
+MambaConfig MambaConfig::from_file(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) throw InputError(path + ": cannot open (a model directory needs config.json)");
+  nlohmann::json j;
+  try {
+    f >> j;
+  } catch (const nlohmann::json::exception& e) {
+    throw InputError(path + ": invalid JSON (" + std::string(e.what()) + ")");
+  }
+  return from_json(j, path);
+}
+
+void MambaConfig::validate(const std::string& origin) const {
+  auto positive = [&](const char* key, int64_t v, int64_t max) {
+    if (v < 1 || v > max)
+      throw InputError(origin + ": " + key + " must be in [1, " + std::to_string(max) + "], got " + std::to_string(v));
+  };
+  positive("vocab_size", vocab_size(), int64_t(1) << 24);
+  positive("hidden_size", hidden_size(), 1 << 16);
+  positive("state_size", state_size(), 256);
+  positive("num_hidden_layers", num_hidden_layers(), 1024);
+  positive("conv_kernel", conv_kernel(), 64);
+  positive("intermediate_size", intermediate_size(), 1 << 18);
+  positive("time_step_rank", time_step_rank(), 1 << 16);
+  if (!(layer_norm_epsilon() >= 0) || !std::isfinite(layer_norm_epsilon()))
+    throw InputError(origin + ": layer_norm_epsilon must be finite and >= 0");
+  if (hidden_act() != "silu")
+    throw InputError(origin + ": hidden_act \"" + hidden_act() + "\" is not supported (Mamba uses \"silu\")");
+}
+
+}  // namespace mamba_lrp

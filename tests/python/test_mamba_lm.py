@@ -1,0 +1,293 @@
+"""The C++ Mamba language model and the mamba-lrp command line against the independent
+pure-PyTorch reference (hf_mamba_reference.py) and the official code's golden numbers."""
+import json
+import os
+import pathlib
+import struct
+import subprocess
+
+import pytest
+import torch
+
+import fixtures
+import st_io
+from hf_mamba_reference import MambaLMReference, explain as ref_explain
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BUILD = pathlib.Path(os.environ.get("MAMBA_LRP_BUILD", ROOT / "build"))
+CLI = BUILD / "mamba-lrp"
+GOLDEN = pathlib.Path(os.environ.get("MAMBA_LRP_GOLDEN", ROOT.parent / "shared" / "golden"))
+METHODS = ["mambalrp", "gi", "lrp-ln", "mambalrp-no-silu", "mambalrp-no-ssm", "mambalrp-no-gate"]
+REF_MODE = {"gi": "standard"}
+
+
+def run(*args, check=True):
+    p = subprocess.run([str(CLI), *map(str, args)], capture_output=True, text=True)
+    if check and p.returncode != 0:
+        raise AssertionError(f"mamba-lrp {' '.join(map(str, args))} exited {p.returncode}: {p.stderr}")
+    return p
+
+
+def explain_json(model, inputs, method="mambalrp", dtype="float64", extra=()):
+    p = run("explain", "--model", model, "--input", inputs, "--method", method, "--dtype", dtype, "--json", "-", *extra)
+    return json.loads(p.stdout)
+
+
+def cpp_logits(model, inputs, dtype, tmp_path):
+    out = tmp_path / "logits.safetensors"
+    run("forward", "--model", model, "--input", inputs, "--dtype", dtype, "--output", out)
+    return st_io.load_file(out)["logits"]
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    d = tmp_path_factory.mktemp("hf_small")
+    fixtures.write_hf_mamba_dir(d, seed=1)
+    return d
+
+
+@pytest.fixture(scope="module")
+def small_inputs(tmp_path_factory):
+    p = tmp_path_factory.mktemp("inputs") / "ids.safetensors"
+    ids = fixtures.random_ids(3, 13, 64, seed=4)
+    fixtures.write_inputs(p, input_ids=ids)
+    return p, ids
+
+
+# ---- forward --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype,rtol", [("float32", 1e-5), ("float64", 1e-10)])
+def test_forward_equals_reference(small_model, small_inputs, tmp_path, dtype, rtol):
+    path, ids = small_inputs
+    tdtype = torch.float64 if dtype == "float64" else torch.float32
+    ours = cpp_logits(small_model, path, dtype, tmp_path)
+    ref = MambaLMReference.from_dir(small_model, dtype=tdtype)(ids)
+    assert ours.dtype == tdtype and ours.shape == ref.shape
+    err = ((ours - ref).abs().max() / ref.abs().max()).item()
+    assert err < rtol, err
+
+
+@pytest.mark.parametrize("variant", ["untied_bias", "classifier", "state_spaces", "sharded", "float16_weights"])
+def test_model_variants_forward(tmp_path, variant):
+    kw = {}
+    over = {}
+    if variant == "untied_bias":
+        over = {"tie_word_embeddings": False, "use_bias": True, "time_step_rank": 3, "state_size": 17}
+    elif variant == "classifier":
+        over = {"num_labels": 2}
+    elif variant == "state_spaces":
+        kw = {"state_spaces": True}
+    elif variant == "sharded":
+        kw = {"shards": 3}
+    elif variant == "float16_weights":
+        kw = {"dtype": torch.float16}
+    d = tmp_path / "m"
+    fixtures.write_hf_mamba_dir(d, over, seed=2, **kw)
+    ids = fixtures.random_ids(2, 9, 64, seed=3)
+    fixtures.write_inputs(tmp_path / "ids.safetensors", input_ids=ids)
+    ours = cpp_logits(d, tmp_path / "ids.safetensors", "float64", tmp_path)
+    ref = MambaLMReference.from_dir(d, dtype=torch.float64)(ids)
+    assert ours.shape == ref.shape
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
+
+
+# ---- relevance ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", METHODS)
+def test_relevance_equals_reference(small_model, small_inputs, method):
+    path, ids = small_inputs
+    out = explain_json(small_model, path, method)
+    assert out["model_type"] == "mamba" and out["method"] == method
+    model = MambaLMReference.from_dir(small_model, dtype=torch.float64)
+    R, f, targets = ref_explain(model, ids, REF_MODE.get(method, method))
+    ours = torch.tensor([e["relevance"] for e in out["explanations"]], dtype=torch.float64)
+    assert [e["target"] for e in out["explanations"]] == targets.tolist()
+    torch.testing.assert_close(torch.tensor([e["logit"] for e in out["explanations"]], dtype=torch.float64), f,
+                               rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(ours, R, rtol=1e-9, atol=1e-9 * R.abs().max().item())
+    for e, r in zip(out["explanations"], ours):
+        assert e["position"] == ids.shape[1] - 1
+        assert abs(e["relevance_sum"] - r.sum().item()) < 1e-9
+
+
+def test_target_and_position(small_model, small_inputs):
+    path, ids = small_inputs
+    out = explain_json(small_model, path, extra=("--target", "7", "--position", "5"))
+    R, f, _ = ref_explain(MambaLMReference.from_dir(small_model, dtype=torch.float64), ids, "mambalrp", target=7,
+                          position=5)
+    ours = torch.tensor([e["relevance"] for e in out["explanations"]], dtype=torch.float64)
+    torch.testing.assert_close(ours, R, rtol=1e-9, atol=1e-12)
+    assert all(e["target"] == 7 and e["position"] == 5 for e in out["explanations"])
+    # tokens after the position get no relevance (causal model)
+    assert ours[:, 6:].abs().max().item() == 0.0
+
+
+def test_composite_gamma(small_model, small_inputs, tmp_path):
+    path, ids = small_inputs
+    comp = {"conv1d": {"rule": "gamma", "gamma": 0.25}, "out_proj": {"rule": "epsilon", "epsilon": 1e-3}}
+    (tmp_path / "c.json").write_text(json.dumps(comp))
+    out = explain_json(small_model, path, extra=("--composite", tmp_path / "c.json"))
+    R, _, _ = ref_explain(MambaLMReference.from_dir(small_model, dtype=torch.float64), ids, "mambalrp",
+                          composite=comp)
+    ours = torch.tensor([e["relevance"] for e in out["explanations"]], dtype=torch.float64)
+    torch.testing.assert_close(ours, R, rtol=1e-9, atol=1e-12)
+
+
+def test_conservation_with_zero_bias(small_model, small_inputs):
+    path, _ = small_inputs
+    for method, conserved in [("mambalrp", True), ("gi", False)]:
+        out = explain_json(small_model, path, method, extra=("--zero-bias",))
+        for e in out["explanations"]:
+            gap = abs(e["relevance_sum"] - e["logit"])
+            if conserved:
+                assert gap <= 1e-8 * max(1.0, abs(e["logit"])), (method, gap)
+            else:
+                assert gap > 1e-3 * max(1.0, abs(e["logit"])), (method, gap)  # GI is visibly off
+
+
+def test_batch_rows_are_independent(small_model, small_inputs, tmp_path):
+    path, ids = small_inputs
+    batch = explain_json(small_model, path)["explanations"]
+    for b in range(ids.shape[0]):
+        fixtures.write_inputs(tmp_path / "one.safetensors", input_ids=ids[b])
+        one = explain_json(small_model, tmp_path / "one.safetensors")["explanations"][0]
+        torch.testing.assert_close(torch.tensor(one["relevance"]), torch.tensor(batch[b]["relevance"]), rtol=1e-12,
+                                   atol=1e-13)
+
+
+def test_left_padding_with_attention_mask(small_model, tmp_path):
+    ids = fixtures.random_ids(1, 8, 64, seed=9)
+    padded = torch.cat([torch.zeros(1, 3, dtype=torch.int64), ids], dim=1)
+    mask = torch.cat([torch.zeros(1, 3, dtype=torch.int64), torch.ones(1, 8, dtype=torch.int64)], dim=1)
+    batch_ids = torch.cat([padded, fixtures.random_ids(1, 11, 64, seed=10)])
+    batch_mask = torch.cat([mask, torch.ones(1, 11, dtype=torch.int64)])
+    fixtures.write_inputs(tmp_path / "pad.safetensors", input_ids=batch_ids, attention_mask=batch_mask)
+    fixtures.write_inputs(tmp_path / "one.safetensors", input_ids=ids)
+    pad = explain_json(small_model, tmp_path / "pad.safetensors")["explanations"][0]
+    one = explain_json(small_model, tmp_path / "one.safetensors")["explanations"][0]
+    assert pad["relevance"][:3] == [0.0, 0.0, 0.0]
+    torch.testing.assert_close(torch.tensor(pad["relevance"][3:]), torch.tensor(one["relevance"]), rtol=1e-9,
+                               atol=1e-12)
+    R, _, _ = ref_explain(MambaLMReference.from_dir(small_model, dtype=torch.float64), batch_ids, "mambalrp",
+                          attention_mask=batch_mask)
+    out = explain_json(small_model, tmp_path / "pad.safetensors")["explanations"]
+    torch.testing.assert_close(torch.tensor([e["relevance"] for e in out], dtype=torch.float64), R, rtol=1e-9,
+                               atol=1e-12)
+
+
+# ---- golden numbers of the official implementation --------------------------------------------
+
+@pytest.mark.skipif(not (GOLDEN / "mamba-lm").exists(), reason="golden files not found")
+@pytest.mark.parametrize("method,key", [("mambalrp", "relevance_mambalrp"), ("gi", "relevance_gi")])
+def test_golden_official_relevance(tmp_path, method, key):
+    exp = st_io.load_file(GOLDEN / "mamba-lm" / "expected.safetensors")
+    ids = exp["input_ids"].to(torch.int64)
+    fixtures.write_inputs(tmp_path / "ids.safetensors", input_ids=ids)
+    out = explain_json(GOLDEN / "mamba-lm", tmp_path / "ids.safetensors", method, dtype="float32")
+    ours = torch.tensor([e["relevance"] for e in out["explanations"]])
+    assert [e["target"] for e in out["explanations"]] == exp["target"].to(torch.int64).tolist()
+    torch.testing.assert_close(torch.tensor([e["logit"] for e in out["explanations"]]), exp["output_f"], rtol=1e-5,
+                               atol=1e-4)
+    # The official code's SiLU ratio carries a 1e-6 stabiliser: agreement to ~1e-5 of max |R|.
+    err = ((ours - exp[key]).abs().max() / exp[key].abs().max()).item()
+    assert err < 1e-5, err
+    logits = cpp_logits(GOLDEN / "mamba-lm", tmp_path / "ids.safetensors", "float32", tmp_path)
+    torch.testing.assert_close(logits, exp["logits"], rtol=1e-5, atol=1e-4)
+
+
+# ---- bad input: exit 2 with a one-line reason --------------------------------------------------
+
+def _corrupt(src, dst, fn):
+    dst.mkdir()
+    for name in os.listdir(src):
+        (dst / name).write_bytes((src / name).read_bytes())
+    fn(dst)
+    return dst
+
+
+def _rewrite_config(d, **changes):
+    cfg = json.loads((d / "config.json").read_text())
+    cfg.update(changes)
+    (d / "config.json").write_text(json.dumps(cfg))
+
+
+def _truncate(d):
+    data = (d / "model.safetensors").read_bytes()
+    (d / "model.safetensors").write_bytes(data[: len(data) - 100])
+
+
+def _header_len_huge(d):
+    data = bytearray((d / "model.safetensors").read_bytes())
+    data[:8] = struct.pack("<Q", len(data) * 4)
+    (d / "model.safetensors").write_bytes(bytes(data))
+
+
+def _drop_tensor(d, name="backbone.norm_f.weight"):
+    sd = st_io.load_file(d / "model.safetensors")
+    del sd[name]
+    st_io.save_file(sd, d / "model.safetensors")
+
+
+def _extra_tensor(d):
+    sd = st_io.load_file(d / "model.safetensors")
+    sd["backbone.surprise.weight"] = torch.zeros(2)
+    st_io.save_file(sd, d / "model.safetensors")
+
+
+def _wrong_shape(d):
+    sd = st_io.load_file(d / "model.safetensors")
+    sd["backbone.layers.0.mixer.D"] = torch.zeros(5)
+    st_io.save_file(sd, d / "model.safetensors")
+
+
+@pytest.mark.parametrize("name,corrupt,words", [
+    ("truncated", _truncate, ["model.safetensors"]),
+    ("header", _header_len_huge, ["model.safetensors", "header"]),
+    ("missing", _drop_tensor, ["model.safetensors", "missing", "backbone.norm_f.weight"]),
+    ("unexpected", _extra_tensor, ["unexpected", "backbone.surprise.weight"]),
+    ("shape", _wrong_shape, ["backbone.layers.0.mixer.D", "shape"]),
+    ("config_json", lambda d: (d / "config.json").write_text("{not json"), ["config.json", "JSON"]),
+    ("config_value", lambda d: _rewrite_config(d, hidden_size=-4), ["config.json", "hidden_size"]),
+    ("config_act", lambda d: _rewrite_config(d, hidden_act="gelu"), ["config.json", "hidden_act"]),
+])
+def test_bad_checkpoints_exit_2(small_model, tmp_path, name, corrupt, words):
+    d = _corrupt(small_model, tmp_path / name, corrupt)
+    p = run("explain", "--model", d, "--ids", "1,2,3", check=False)
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    assert p.stderr.count("\n") == 1 and p.stderr.startswith("mamba-lrp: ")
+    for w in words:
+        assert w in p.stderr, (w, p.stderr)
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--ids", "1,2,64"], ["64", "vocabulary"]),
+    (["--ids", "1,-2"], ["-2", "vocabulary"]),
+    (["--ids", ""], ["--ids"]),
+    (["--ids", "1,x"], ["--ids", "integer"]),
+    (["--ids", "1,2", "--target", "64"], ["target 64", "out of range"]),
+    (["--ids", "1,2", "--position", "2"], ["position 2", "out of range"]),
+    (["--ids", "1,2", "--position", "-3"], ["position -3"]),
+    (["--ids", "1,2", "--method", "lrp"], ["unknown method 'lrp'"]),
+    (["--ids", "1,2", "--method", "ig"], ["not available yet"]),
+    (["--ids", "1,2", "--dtype", "float16"], ["--dtype"]),
+    (["--ids", "1,2", "--bogus", "1"], ["unknown option '--bogus'"]),
+    (["--text", "hello"], ["tokenizer.json"]),
+    ([], ["exactly one of"]),
+])
+def test_bad_arguments_exit_2(small_model, args, words):
+    p = run("explain", "--model", small_model, *args, check=False)
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    for w in words:
+        assert w in p.stderr, (w, p.stderr)
+
+
+def test_bad_input_files_exit_2(small_model, tmp_path):
+    fixtures.write_inputs(tmp_path / "empty.safetensors", input_ids=torch.zeros(1, 0, dtype=torch.int64))
+    fixtures.write_inputs(tmp_path / "float.safetensors", input_ids=torch.zeros(1, 3))
+    fixtures.write_inputs(tmp_path / "none.safetensors", pixel_values=torch.zeros(1, 3, 2, 2))
+    (tmp_path / "junk.safetensors").write_bytes(b"\x01\x02")
+    for f, word in [("empty", "empty"), ("float", "I64 or I32"), ("none", "input_ids"), ("junk", "junk.safetensors")]:
+        p = run("explain", "--model", small_model, "--input", tmp_path / f"{f}.safetensors", check=False)
+        assert p.returncode == 2 and word in p.stderr, (f, p.returncode, p.stderr)
+    p = run("explain", "--model", tmp_path / "nowhere", "--ids", "1", check=False)
+    assert p.returncode == 2 and "nowhere" in p.stderr
