@@ -344,15 +344,17 @@ __global__ void convert_kernel(const float* __restrict__ src, T* __restrict__ ds
 
 template <typename T, int S>
 cudaError_t launch_bwd_lrp(const SelectiveScanBwdParams& p, const Geometry& geo, cudaStream_t stream) {
-  scan_bwd_lrp_kernel<T, S><<<static_cast<unsigned>(geo.blocks), geo.threads(), geo.smem, stream>>>(p, geo);
+  auto* kernel = &scan_bwd_lrp_kernel<T, S>;
+  MAMBA_LRP_CUDA_LAUNCH(kernel, static_cast<unsigned>(geo.blocks), geo.threads(), geo.smem, stream, p, geo);
   return cudaGetLastError();
 }
 
 template <typename T, int S>
 cudaError_t launch_bwd_exact(const SelectiveScanBwdParams& p, const Geometry& geo, const float* ckpt, float* dB_sum,
                              float* dC_sum, cudaStream_t stream) {
-  scan_bwd_exact_kernel<T, S>
-      <<<static_cast<unsigned>(geo.blocks), geo.threads(), geo.smem, stream>>>(p, geo, ckpt, dB_sum, dC_sum);
+  auto* kernel = &scan_bwd_exact_kernel<T, S>;
+  MAMBA_LRP_CUDA_LAUNCH(kernel, static_cast<unsigned>(geo.blocks), geo.threads(), geo.smem, stream, p, geo, ckpt,
+                        dB_sum, dC_sum);
   return cudaGetLastError();
 }
 
@@ -398,9 +400,12 @@ cudaError_t run_bwd(const SelectiveScanBwdParams& p, void* workspace, cudaStream
     const int threads = 256;
     const int64_t want = (static_cast<int64_t>(bc_elems) + threads - 1) / threads;
     const unsigned blocks = static_cast<unsigned>(want < 65535 ? want : 65535);
-    convert_kernel<T><<<blocks, threads, 0, stream>>>(dB_sum, static_cast<T*>(p.dB), static_cast<int64_t>(bc_elems));
+    auto* convert = &convert_kernel<T>;
+    MAMBA_LRP_CUDA_LAUNCH(convert, blocks, threads, 0, stream, dB_sum, static_cast<T*>(p.dB),
+                          static_cast<int64_t>(bc_elems));
     if ((err = cudaGetLastError()) != cudaSuccess) return err;
-    convert_kernel<T><<<blocks, threads, 0, stream>>>(dC_sum, static_cast<T*>(p.dC), static_cast<int64_t>(bc_elems));
+    MAMBA_LRP_CUDA_LAUNCH(convert, blocks, threads, 0, stream, dC_sum, static_cast<T*>(p.dC),
+                          static_cast<int64_t>(bc_elems));
     if ((err = cudaGetLastError()) != cudaSuccess) return err;
   }
   return cudaSuccess;

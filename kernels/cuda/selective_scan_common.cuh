@@ -187,6 +187,13 @@ __device__ __forceinline__ float step_dt(const SelectiveScanParams& p, float del
   return softplusf_(raw);
 }
 
+// Kernel launch. A seam for tests that run the kernels' code on the host (a macro defined
+// before this header replaces it); nvcc builds always use the triple-chevron launch.
+#ifndef MAMBA_LRP_CUDA_LAUNCH
+#define MAMBA_LRP_CUDA_LAUNCH(kernel, blocks, threads, smem, stream, ...) \
+  kernel<<<(blocks), (threads), (smem), (stream)>>>(__VA_ARGS__)
+#endif
+
 // Launch templates, instantiated once per input dtype in selective_scan_{fp32,fp16,bf16}.cu.
 template <typename T>
 cudaError_t run_fwd(const SelectiveScanParams& p, cudaStream_t stream);

@@ -127,7 +127,8 @@ __global__ void __launch_bounds__(kFwdThreads) scan_fwd_kernel(const SelectiveSc
 
 template <typename T, int S>
 cudaError_t launch_fwd(const SelectiveScanParams& p, const Geometry& geo, float* ckpt, cudaStream_t stream) {
-  scan_fwd_kernel<T, S><<<static_cast<unsigned>(geo.blocks), geo.threads(), geo.smem, stream>>>(p, geo, ckpt);
+  auto* kernel = &scan_fwd_kernel<T, S>;
+  MAMBA_LRP_CUDA_LAUNCH(kernel, static_cast<unsigned>(geo.blocks), geo.threads(), geo.smem, stream, p, geo, ckpt);
   return cudaGetLastError();
 }
 
