@@ -89,6 +89,31 @@ struct Value {
   int64_t offset = 0;                             // TensorRef
   std::vector<int64_t> sizes, strides;            // TensorRef
   ValuePtr state;                                 // Object after BUILD
+
+  Value() = default;
+  Value(const Value&) = delete;
+  Value& operator=(const Value&) = delete;
+  // Iterative teardown: a pickle can nest lists a million deep in 2 MB, and the default
+  // recursive destruction of such a chain would overflow the stack.
+  ~Value() {
+    std::vector<ValuePtr> pending;
+    take_children(&pending);
+    while (!pending.empty()) {
+      ValuePtr v = std::move(pending.back());
+      pending.pop_back();
+      if (v && v.use_count() == 1) v->take_children(&pending);
+    }  // v goes here, childless
+  }
+  void take_children(std::vector<ValuePtr>* out) {
+    for (auto& x : items) out->push_back(std::move(x));
+    for (auto& kv : dict) {
+      out->push_back(std::move(kv.first));
+      out->push_back(std::move(kv.second));
+    }
+    if (state) out->push_back(std::move(state));
+    items.clear();
+    dict.clear();
+  }
 };
 
 ValuePtr make(Value::Kind k) {
@@ -437,8 +462,10 @@ class Unpickler {
         return a[0];
       }
       if (g == "torch._tensor._rebuild_from_type_v2" || g == "torch._tensor._rebuild_from_type") {
-        if (a.size() < 3 || a[2]->kind != Value::Tuple) bad(g + ": bad arguments");
-        return call(a[0], a[2]);
+        if (a.size() < 3 || a[2]->kind != Value::Tuple || a[0]->kind != Value::Global ||
+            a[0]->s.rfind("torch._tensor._rebuild_from_type", 0) == 0)
+          bad(g + ": bad arguments");
+        return call(a[0], a[2]);  // one level only: a[0] is not this function again
       }
       if (g == "collections.OrderedDict" || g == "builtins.dict" || g == "__builtin__.dict") {
         auto d = make(Value::Dict);

@@ -113,6 +113,24 @@ TEST_CASE("checkpoint: sharded safetensors through model.safetensors.index.json"
   }
 }
 
+TEST_CASE("checkpoint: hostile pickles are refused without crashing", "[checkpoint]") {
+  TempDir dir;
+  const std::string p = dir.file("evil.pth");
+  auto err = [&](const std::string& bytes) {
+    write_bytes(p, bytes);
+    return input_error_of([&] { load_state_dict(p, at::kFloat); });
+  };
+  // a million nested lists (torn down without recursion), then no magic number
+  const int n = 1000000;
+  CHECK_THAT(err("\x80\x02" + std::string(n, ']') + std::string(n - 1, 'a') + "."),
+             Contains("evil.pth") && Contains("not a torch.save file"));
+  // lengths beyond the data, memo keys never stored, stack underflow, no STOP
+  CHECK_THAT(err(std::string("\x80\x02X\xff\xff\xff\x7f", 7)), Contains("evil.pth") && Contains("end of data"));
+  CHECK_THAT(err(std::string("\x80\x02h\x05.", 5)), Contains("evil.pth") && Contains("memo"));
+  CHECK_THAT(err(std::string("\x80\x02" "a.", 4)), Contains("evil.pth") && Contains("underflow"));
+  CHECK_THAT(err(std::string("\x80\x02]", 3)), Contains("evil.pth") && Contains("end of data"));
+}
+
 TEST_CASE("checkpoint: torch.save files read by our unpickler", "[checkpoint]") {
   if (!python_has_torch()) {
     WARN("skipped: /usr/bin/python3 has no torch");
