@@ -1,0 +1,98 @@
+// Argument parsing and helpers shared by the commands of mamba-lrp.
+#include "csrc/cli/cli.h"
+
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "csrc/errors.h"
+
+namespace mamba_lrp {
+namespace cli {
+
+using mamba_lrp::InputError;
+
+const char* const kUsage =
+    "usage: mamba-lrp explain --model DIR (--input FILE | --ids 1,2,3 | --text \"...\")\n"
+    "           [--method NAME] [--target N|argmax] [--position P] [--composite FILE.json]\n"
+    "           [--dtype float32|float64] [--zero-bias] [--json OUT|-] [--html OUT]\n"
+    "       mamba-lrp forward --model DIR (--input FILE | --ids ... | --text ...) [--dtype ...] --output OUT.safetensors\n"
+    "methods: mambalrp (default), gi, lrp-ln, mambalrp-no-silu, mambalrp-no-ssm, mambalrp-no-gate\n";
+
+Args parse_args(int argc, char** argv) {
+  if (argc < 2) throw InputError("no command given\n" + std::string(kUsage));
+  Args a;
+  a.command = argv[1];
+  const std::map<std::string, std::string*> values = {
+      {"--model", &a.model},   {"--input", &a.input},         {"--ids", &a.ids},     {"--text", &a.text},
+      {"--method", &a.method}, {"--target", &a.target},       {"--position", &a.position},
+      {"--composite", &a.composite}, {"--dtype", &a.dtype},   {"--json", &a.json},   {"--html", &a.html},
+      {"--png", &a.png},       {"--image", &a.image},         {"--output", &a.output}};
+  for (int i = 2; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (flag == "--zero-bias") {
+      a.zero_bias = true;
+      continue;
+    }
+    auto it = values.find(flag);
+    if (it == values.end()) throw InputError("unknown option '" + flag + "'");
+    if (i + 1 >= argc) throw InputError("option " + flag + " needs a value");
+    *it->second = argv[++i];
+    if (flag == "--text") a.has_text = true;
+  }
+  return a;
+}
+
+int64_t parse_int(const std::string& s, const std::string& what) {
+  size_t used = 0;
+  long long v = 0;
+  try {
+    v = std::stoll(s, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != s.size()) throw InputError(what + " must be an integer, got '" + s + "'");
+  return v;
+}
+
+std::vector<int64_t> parse_id_list(const std::string& s) {
+  std::vector<int64_t> ids;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (item.empty()) throw InputError("--ids: empty entry in '" + s + "'");
+    ids.push_back(parse_int(item, "--ids entry"));
+  }
+  if (ids.empty()) throw InputError("--ids: no token ids given");
+  return ids;
+}
+
+std::string read_model_type(const std::filesystem::path& dir) {
+  std::ifstream f(dir / "config.json");
+  if (!f) throw InputError((dir / "config.json").string() + ": cannot open (a model directory needs config.json)");
+  nlohmann::json j;
+  try {
+    f >> j;
+  } catch (const nlohmann::json::exception& e) {
+    throw InputError((dir / "config.json").string() + ": invalid JSON (" + e.what() + ")");
+  }
+  if (j.is_object() && j.contains("model_type") && j["model_type"].is_string()) return j["model_type"];
+  return "mamba";
+}
+
+void write_output(const std::string& dest, const std::string& content) {
+  if (dest == "-") {
+    std::cout << content;
+    return;
+  }
+  std::ofstream f(dest, std::ios::binary);
+  if (!f) throw InputError(dest + ": cannot write");
+  f << content;
+  if (!f) throw InputError(dest + ": write failed");
+}
+
+}  // namespace cli
+}  // namespace mamba_lrp
