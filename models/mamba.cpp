@@ -46,48 +46,51 @@ c10::optional<at::Tensor> opt_bias(const torch::nn::Linear& l) {
 }
 }  // namespace
 
-at::Tensor MambaMixerImpl::forward(const at::Tensor& hidden, const at::Tensor& mask, const PropagationContext& ctx) {
+at::Tensor ssm_branch_forward(const at::Tensor& x_in, const at::Tensor& z, const at::Tensor& mask, const SsmBranch& w,
+                              const PropagationContext& ctx) {
   const RuleSet& r = ctx.rules;
   const Composite& comp = ctx.composite;
-  const int64_t L = hidden.size(1), I = config_.intermediate_size(), N = config_.state_size();
-  const int64_t R = config_.time_step_rank();
-
-  at::Tensor proj = linear_with_rule(hidden, in_proj->weight, opt_bias(in_proj), comp.rule_for("in_proj"));  // (B, L, 2I)
-  proj = proj.transpose(1, 2);                                                     // (B, 2I, L)
-  at::Tensor x = proj.narrow(1, 0, I);                                             // (B, I, L)
-  at::Tensor z = proj.narrow(1, I, I);                                             // (B, I, L)
-  const bool masked = mask.defined();
-  at::Tensor m3 = masked ? mask.unsqueeze(1).to(hidden.scalar_type()) : at::Tensor();  // (B, 1, L)
-  if (masked) x = x * m3;
-
-  const c10::optional<at::Tensor> conv_bias =
-      conv1d->bias.defined() ? c10::optional<at::Tensor>(conv1d->bias) : c10::nullopt;
-  x = conv1d_with_rule(x, conv1d->weight, conv_bias, config_.conv_kernel() - 1, I, comp.rule_for("conv1d"))
-          .narrow(2, 0, L);                                                        // (B, I, L) causal
+  const int64_t L = x_in.size(2), I = x_in.size(1), N = w.A_log.size(1);
+  const int64_t R = w.dt_proj_weight.size(1), K = w.conv_weight.size(2);
+  at::Tensor x = x_in;                                                             // (B, I, L)
+  at::Tensor m3 = mask.defined() ? mask.unsqueeze(1).to(x.scalar_type()) : at::Tensor();  // (B, 1, L)
+  if (m3.defined()) x = x * m3;
+  x = conv1d_with_rule(x, w.conv_weight, w.conv_bias, K - 1, I, comp.rule_for("conv1d")).narrow(2, 0, L);  // (B, I, L) causal
   x = r.silu ? silu_identity(x) : at::silu(x);                                     // (B, I, L)
-  if (masked) x = x * m3;
+  if (m3.defined()) x = x * m3;
 
-  at::Tensor params = linear_with_rule(x.transpose(1, 2), x_proj->weight, c10::nullopt, comp.rule_for("x_proj"));  // (B, L, R+2N)
+  at::Tensor params = linear_with_rule(x.transpose(1, 2), w.x_proj_weight, c10::nullopt, comp.rule_for("x_proj"));  // (B, L, R+2N)
   at::Tensor dt = params.narrow(2, 0, R);                                          // (B, L, R)
   at::Tensor B = params.narrow(2, R, N).transpose(1, 2);                           // (B, N, L)
   at::Tensor C = params.narrow(2, R + N, N).transpose(1, 2);                       // (B, N, L)
   at::Tensor delta =
-      linear_with_rule(dt, dt_proj->weight, opt_bias(dt_proj), comp.rule_for("dt_proj")).transpose(1, 2);  // (B, I, L)
-  at::Tensor A = -at::exp(A_log);                                                  // (I, N)
+      linear_with_rule(dt, w.dt_proj_weight, w.dt_proj_bias, comp.rule_for("dt_proj")).transpose(1, 2);  // (B, I, L)
+  at::Tensor A = -at::exp(w.A_log);                                                // (I, N)
 
   // The scan's own MambaLRP rule covers the SSM, the gate half rule and the gate's SiLU
   // identity together; when the ablations switch those independently, the gate runs
   // outside the scan.
-  at::Tensor y;
   const bool fuse_gate = (r.ssm == r.gate) && (r.gate == r.silu);
   const char* rule = r.ssm ? "mambalrp" : "exact";
-  if (fuse_gate) {
-    y = std::get<0>(selective_scan(x, delta, A, B, C, D, z, c10::nullopt, true, false, rule));  // (B, I, L)
-  } else {
-    y = std::get<0>(selective_scan(x, delta, A, B, C, D, c10::nullopt, c10::nullopt, true, false, rule));
-    at::Tensor gate = r.silu ? silu_identity(z) : at::silu(z);                      // (B, I, L)
-    y = r.gate ? gate_half(y, gate) : y * gate;
-  }
+  if (fuse_gate) return std::get<0>(selective_scan(x, delta, A, B, C, w.D, z, c10::nullopt, true, false, rule));
+  at::Tensor y = std::get<0>(selective_scan(x, delta, A, B, C, w.D, c10::nullopt, c10::nullopt, true, false, rule));
+  at::Tensor gate = r.silu ? silu_identity(z) : at::silu(z);                        // (B, I, L)
+  return r.gate ? gate_half(y, gate) : y * gate;
+}
+
+at::Tensor MambaMixerImpl::forward(const at::Tensor& hidden, const at::Tensor& mask, const PropagationContext& ctx) {
+  const int64_t I = config_.intermediate_size();
+  const Composite& comp = ctx.composite;
+  at::Tensor proj = linear_with_rule(hidden, in_proj->weight, opt_bias(in_proj), comp.rule_for("in_proj"));  // (B, L, 2I)
+  proj = proj.transpose(1, 2);                                                     // (B, 2I, L)
+  SsmBranch w{conv1d->weight,
+              conv1d->bias.defined() ? c10::optional<at::Tensor>(conv1d->bias) : c10::nullopt,
+              x_proj->weight,
+              dt_proj->weight,
+              opt_bias(dt_proj),
+              A_log,
+              D};
+  at::Tensor y = ssm_branch_forward(proj.narrow(1, 0, I), proj.narrow(1, I, I), mask, w, ctx);  // (B, I, L)
   return linear_with_rule(y.transpose(1, 2), out_proj->weight, opt_bias(out_proj), comp.rule_for("out_proj"));  // (B, L, H)
 }
 
