@@ -37,7 +37,7 @@ void check_same_device(const char* name, const at::Tensor& t, const at::Tensor& 
 // a CUDA error is reported with its name, then any sticky launch error.
 template <typename Fn>
 void launch(const char* what, Fn fn) {
-  cudaError_t err;
+  cudaError_t err = cudaSuccess;
   try {
     err = fn();
   } catch (const std::invalid_argument& e) {
