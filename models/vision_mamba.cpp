@@ -1,0 +1,356 @@
+#include "models/vision_mamba.h"
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "csrc/errors.h"
+#include "csrc/io/checkpoint.h"
+#include "csrc/ops.h"
+
+namespace mamba_lrp {
+
+// ---- Config ---------------------------------------------------------------------------------
+
+namespace {
+
+template <typename T>
+T get_or(const nlohmann::json& j, const char* key, T fallback, const std::string& origin) {
+  if (!j.contains(key) || j[key].is_null()) return fallback;
+  try {
+    return j[key].get<T>();
+  } catch (const nlohmann::json::exception&) {
+    throw InputError(origin + ": config key \"" + key + "\" has the wrong type (" + j[key].dump() + ")");
+  }
+}
+
+int64_t get_int(const nlohmann::json& j, const char* key, int64_t fallback, const std::string& origin) {
+  if (j.contains(key) && !j[key].is_null() && !j[key].is_number_integer())
+    throw InputError(origin + ": config key \"" + key + "\" must be an integer, got " + j[key].dump());
+  return get_or<int64_t>(j, key, fallback, origin);
+}
+
+std::vector<double> get_triple(const nlohmann::json& j, const char* key, std::vector<double> fallback,
+                               const std::string& origin) {
+  if (!j.contains(key) || j[key].is_null()) return fallback;
+  const auto& v = j[key];
+  std::vector<double> out;
+  if (v.is_array())
+    for (const auto& x : v) {
+      if (!x.is_number()) {
+        out.clear();
+        break;
+      }
+      out.push_back(x.get<double>());
+    }
+  if (out.empty()) throw InputError(origin + ": config key \"" + key + "\" must be a list of numbers, got " + v.dump());
+  return out;
+}
+
+}  // namespace
+
+VimConfig VimConfig::from_json(const nlohmann::json& j, const std::string& origin) {
+  if (!j.is_object()) throw InputError(origin + ": config.json must hold a JSON object");
+  if (j.contains("model_type") && j["model_type"] != "vim")
+    throw InputError(origin + ": model_type is " + j["model_type"].dump() + ", expected \"vim\"");
+  VimConfig c;
+  c.img_size(get_int(j, "img_size", 224, origin));
+  c.patch_size(get_int(j, "patch_size", 16, origin));
+  c.stride(get_int(j, "stride", c.patch_size(), origin));
+  c.in_chans(get_int(j, "in_chans", get_int(j, "channels", 3, origin), origin));
+  c.embed_dim(get_int(j, "embed_dim", 192, origin));
+  c.depth(get_int(j, "depth", 24, origin));
+  c.d_state(get_int(j, "d_state", 16, origin));
+  const nlohmann::json ssm = j.contains("ssm_cfg") && j["ssm_cfg"].is_object() ? j["ssm_cfg"] : nlohmann::json::object();
+  c.d_conv(get_int(j, "d_conv", get_int(ssm, "d_conv", 4, origin), origin));
+  c.expand(get_int(j, "expand", get_int(ssm, "expand", 2, origin), origin));
+  c.dt_rank((c.embed_dim() + 15) / 16);
+  for (const nlohmann::json* src : {&ssm, &j})
+    if (src->contains("dt_rank") && !(*src)["dt_rank"].is_null() &&
+        !((*src)["dt_rank"].is_string() && (*src)["dt_rank"] == "auto"))
+      c.dt_rank(get_int(*src, "dt_rank", c.dt_rank(), origin));
+  c.num_classes(get_int(j, "num_classes", 1000, origin));
+  c.norm_epsilon(get_or<double>(j, "norm_epsilon", 1e-5, origin));
+  c.rms_norm(get_or<bool>(j, "rms_norm", true, origin));
+  c.residual_in_fp32(get_or<bool>(j, "residual_in_fp32", true, origin));
+  c.final_pool_type(get_or<std::string>(j, "final_pool_type", "mean", origin));
+  c.if_abs_pos_embed(get_or<bool>(j, "if_abs_pos_embed", true, origin));
+  c.bimamba_type(get_or<std::string>(j, "bimamba_type", "v2", origin));
+  c.if_cls_token(get_or<bool>(j, "if_cls_token", true, origin));
+  c.use_middle_cls_token(get_or<bool>(j, "use_middle_cls_token", true, origin));
+  if (j.contains("if_divide_out") && j.contains("if_devide_out") &&
+      get_or<bool>(j, "if_divide_out", true, origin) != get_or<bool>(j, "if_devide_out", true, origin))
+    throw InputError(origin + ": if_divide_out and if_devide_out disagree");
+  c.if_divide_out(get_or<bool>(j, "if_divide_out", get_or<bool>(j, "if_devide_out", true, origin), origin));
+  c.mean(get_triple(j, "mean", c.mean(), origin));
+  c.std(get_triple(j, "std", c.std(), origin));
+  c.crop_pct(get_or<double>(j, "crop_pct", 0.875, origin));
+  // Vim features this implementation does not have: refuse rather than compute something else.
+  for (const char* key : {"if_rope", "if_rope_residual", "if_bidirectional", "use_double_cls_token", "if_bimamba"})
+    if (get_or<bool>(j, key, false, origin))
+      throw InputError(origin + ": " + key + " = true is not supported");
+  if (j.contains("init_layer_scale") && !j["init_layer_scale"].is_null())
+    throw InputError(origin + ": init_layer_scale is not supported");
+  c.validate(origin);
+  return c;
+}
+
+VimConfig VimConfig::from_file(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) throw InputError(path + ": cannot open (a Vim model needs config.json)");
+  nlohmann::json j;
+  try {
+    f >> j;
+  } catch (const nlohmann::json::exception& e) {
+    throw InputError(path + ": invalid JSON (" + std::string(e.what()) + ")");
+  }
+  return from_json(j, path);
+}
+
+void VimConfig::validate(const std::string& origin) const {
+  auto positive = [&](int64_t v, const char* key, int64_t limit) {
+    if (v < 1 || v > limit)
+      throw InputError(origin + ": config key \"" + key + "\" must be in [1, " + std::to_string(limit) + "], got " +
+                       std::to_string(v));
+  };
+  positive(img_size(), "img_size", 1 << 14);
+  positive(patch_size(), "patch_size", img_size());
+  positive(stride(), "stride", 1 << 14);
+  positive(in_chans(), "in_chans", 64);
+  positive(embed_dim(), "embed_dim", 1 << 16);
+  positive(depth(), "depth", 4096);
+  positive(d_state(), "d_state", 256);
+  positive(d_conv(), "d_conv", 64);
+  positive(expand(), "expand", 64);
+  positive(dt_rank(), "dt_rank", 1 << 16);
+  if (num_classes() < 0 || num_classes() > (1 << 24))
+    throw InputError(origin + ": config key \"num_classes\" must be in [0, 16777216], got " +
+                     std::to_string(num_classes()));
+  if (!(norm_epsilon() > 0) || !std::isfinite(norm_epsilon()))
+    throw InputError(origin + ": config key \"norm_epsilon\" must be a positive number");
+  if (bimamba_type() != "v2" && bimamba_type() != "none")
+    throw InputError(origin + ": bimamba_type \"" + bimamba_type() + "\" is not supported (expected \"v2\" or \"none\")");
+  if (final_pool_type() != "mean" && final_pool_type() != "none" && final_pool_type() != "max")
+    throw InputError(origin + ": final_pool_type \"" + final_pool_type() +
+                     "\" is not supported (expected \"mean\", \"none\" or \"max\")");
+  if (static_cast<int64_t>(mean().size()) != in_chans() || static_cast<int64_t>(std().size()) != in_chans())
+    throw InputError(origin + ": config keys \"mean\" and \"std\" need one value per channel (" +
+                     std::to_string(in_chans()) + ")");
+  for (double s : std())
+    if (!(s > 0) || !std::isfinite(s)) throw InputError(origin + ": config key \"std\" must hold positive numbers");
+  for (double m : mean())
+    if (!std::isfinite(m)) throw InputError(origin + ": config key \"mean\" must hold finite numbers");
+  if (!(crop_pct() > 0 && crop_pct() <= 1))
+    throw InputError(origin + ": config key \"crop_pct\" must be in (0, 1]");
+}
+
+// ---- Modules ----------------------------------------------------------------------------------
+
+VimNormImpl::VimNormImpl(int64_t dim, double eps, bool rms) : eps_(eps), rms_(rms) {
+  weight = register_parameter("weight", torch::ones({dim}));
+  if (!rms) bias = register_parameter("bias", torch::zeros({dim}));
+}
+
+at::Tensor VimNormImpl::forward(const at::Tensor& x, bool norm_rule) {
+  if (rms_) {
+    if (norm_rule) return rms_norm_identity(x, weight, eps_);
+    return x * at::rsqrt(x.square().mean(-1, true) + eps_) * weight;
+  }
+  if (norm_rule) return layer_norm_identity(x, weight, bias, eps_);
+  return at::layer_norm(x, {x.size(-1)}, weight, bias, eps_);
+}
+
+VimMixerImpl::VimMixerImpl(const VimConfig& c) : config_(c) {
+  const int64_t H = c.embed_dim(), I = c.d_inner(), N = c.d_state(), R = c.dt_rank(), K = c.d_conv();
+  using torch::nn::Conv1dOptions;
+  using torch::nn::LinearOptions;
+  in_proj = register_module("in_proj", torch::nn::Linear(LinearOptions(H, 2 * I).bias(false)));
+  auto conv = [&] { return torch::nn::Conv1d(Conv1dOptions(I, I, K).groups(I).padding(K - 1).bias(true)); };
+  conv1d = register_module("conv1d", conv());
+  x_proj = register_module("x_proj", torch::nn::Linear(LinearOptions(I, R + 2 * N).bias(false)));
+  dt_proj = register_module("dt_proj", torch::nn::Linear(LinearOptions(R, I).bias(true)));
+  A_log = register_parameter("A_log", torch::log(torch::arange(1, N + 1, torch::kFloat32)).repeat({I, 1}));
+  D = register_parameter("D", torch::ones({I}));
+  if (c.bidirectional()) {
+    conv1d_b = register_module("conv1d_b", conv());
+    x_proj_b = register_module("x_proj_b", torch::nn::Linear(LinearOptions(I, R + 2 * N).bias(false)));
+    dt_proj_b = register_module("dt_proj_b", torch::nn::Linear(LinearOptions(R, I).bias(true)));
+    A_b_log = register_parameter("A_b_log", torch::log(torch::arange(1, N + 1, torch::kFloat32)).repeat({I, 1}));
+    D_b = register_parameter("D_b", torch::ones({I}));
+  }
+  out_proj = register_module("out_proj", torch::nn::Linear(LinearOptions(I, H).bias(false)));
+}
+
+namespace {
+c10::optional<at::Tensor> opt(const at::Tensor& t) { return t.defined() ? c10::optional<at::Tensor>(t) : c10::nullopt; }
+}  // namespace
+
+at::Tensor VimMixerImpl::forward(const at::Tensor& hidden, const PropagationContext& ctx) {
+  const int64_t I = config_.d_inner();
+  const Composite& comp = ctx.composite;
+  at::Tensor xz = linear_with_rule(hidden, in_proj->weight, opt(in_proj->bias), comp.rule_for("in_proj"));  // (B, L, 2I)
+  xz = xz.transpose(1, 2);                                                                                   // (B, 2I, L)
+  const SsmBranch fwd{conv1d->weight, opt(conv1d->bias), x_proj->weight, dt_proj->weight, opt(dt_proj->bias), A_log, D};
+  at::Tensor y = ssm_branch_forward(xz.narrow(1, 0, I), xz.narrow(1, I, I), at::Tensor(), fwd, ctx);  // (B, I, L)
+  if (config_.bidirectional()) {
+    const SsmBranch bwd{conv1d_b->weight, opt(conv1d_b->bias), x_proj_b->weight, dt_proj_b->weight,
+                        opt(dt_proj_b->bias), A_b_log, D_b};
+    const at::Tensor xz_b = xz.flip({2});                                                                  // (B, 2I, L)
+    const at::Tensor y_b = ssm_branch_forward(xz_b.narrow(1, 0, I), xz_b.narrow(1, I, I), at::Tensor(), bwd, ctx);
+    y = y + y_b.flip({2});                                                                                 // (B, I, L)
+    if (config_.if_divide_out()) y = y / 2;
+  }
+  return linear_with_rule(y.transpose(1, 2), out_proj->weight, opt(out_proj->bias), comp.rule_for("out_proj"));  // (B, L, D)
+}
+
+VimBlockImpl::VimBlockImpl(const VimConfig& c) : residual_in_fp32_(c.residual_in_fp32()) {
+  norm = register_module("norm", VimNorm(c.embed_dim(), c.norm_epsilon(), c.rms_norm()));
+  mixer = register_module("mixer", VimMixer(c));
+}
+
+std::pair<at::Tensor, at::Tensor> VimBlockImpl::forward(const at::Tensor& hidden, const at::Tensor& residual_in,
+                                                        const PropagationContext& ctx) {
+  at::Tensor residual = residual_in.defined() ? residual_in + hidden : hidden;  // (B, L, D)
+  // residual_in_fp32 matters for half models only; float32/float64 stay as they are.
+  if (residual_in_fp32_ && at::elementSize(residual.scalar_type()) < 4) residual = residual.to(at::kFloat);
+  at::Tensor out = mixer->forward(norm->forward(residual.to(hidden.scalar_type()), ctx.rules.norm), ctx);  // (B, L, D)
+  return {out, residual};
+}
+
+VimPatchEmbedImpl::VimPatchEmbedImpl(const VimConfig& c) : stride_(c.stride()) {
+  proj = register_module("proj", torch::nn::Conv2d(torch::nn::Conv2dOptions(c.in_chans(), c.embed_dim(), c.patch_size())
+                                                       .stride(c.stride())
+                                                       .bias(true)));
+}
+
+at::Tensor VimPatchEmbedImpl::forward(const at::Tensor& pixels, const PropagationContext& ctx) {
+  at::Tensor p = conv2d_with_rule(pixels, proj->weight, opt(proj->bias), {stride_, stride_},
+                                  ctx.composite.rule_for("patch_embed"));  // (B, D, rows, cols)
+  return p.flatten(2).transpose(1, 2);                                      // (B, P, D)
+}
+
+VisionMambaImpl::VisionMambaImpl(const VimConfig& c) : config_(c) {
+  const int64_t H = c.embed_dim();
+  patch_embed = register_module("patch_embed", VimPatchEmbed(c));
+  if (c.if_cls_token()) cls_token = register_parameter("cls_token", torch::zeros({1, 1, H}));
+  if (c.if_abs_pos_embed()) pos_embed = register_parameter("pos_embed", torch::zeros({1, c.num_tokens(), H}));
+  layers = register_module("layers", torch::nn::ModuleList());
+  for (int64_t i = 0; i < c.depth(); ++i) layers->push_back(VimBlock(c));
+  norm_f = register_module("norm_f", VimNorm(H, c.norm_epsilon(), c.rms_norm()));
+  if (c.num_classes() > 0)
+    head = register_module("head", torch::nn::Linear(torch::nn::LinearOptions(H, c.num_classes()).bias(true)));
+}
+
+at::Tensor VisionMambaImpl::tokens(const at::Tensor& pixel_values) {
+  at::Tensor x = patch_embed->forward(pixel_values, ctx_);  // (B, P, D)
+  const int64_t pos = config_.cls_position();
+  if (pos >= 0) {
+    const at::Tensor cls = cls_token.expand({x.size(0), 1, x.size(2)});  // (B, 1, D)
+    x = at::cat({x.narrow(1, 0, pos), cls, x.narrow(1, pos, x.size(1) - pos)}, 1);  // (B, T, D)
+  }
+  if (pos_embed.defined()) x = x + pos_embed;  // (B, T, D)
+  return x;
+}
+
+at::Tensor VisionMambaImpl::forward_tokens(const at::Tensor& tokens) {
+  at::Tensor hidden = tokens, residual;  // (B, T, D)
+  for (const auto& layer : *layers) std::tie(hidden, residual) = layer->as<VimBlock>()->forward(hidden, residual, ctx_);
+  residual = residual.defined() ? residual + hidden : hidden;
+  at::Tensor h = norm_f->forward(residual.to(tokens.scalar_type()), ctx_.rules.norm);  // (B, T, D)
+  const int64_t pos = config_.cls_position();
+  const std::string& pool = config_.final_pool_type();
+  at::Tensor feat;
+  if (pos >= 0) feat = h.select(1, pos);            // (B, D): Vim reads the cls token whenever it has one
+  else if (pool == "mean") feat = h.mean(1);        // (B, D)
+  else if (pool == "none") feat = h.select(1, -1);  // (B, D)
+  else feat = h;                                    // "max": (B, T, D)
+  at::Tensor out = feat;
+  if (head) out = linear_with_rule(feat, head->weight, opt(head->bias), ctx_.composite.rule_for("head"));
+  if (pos < 0 && pool == "max") out = std::get<0>(out.max(1));  // (B, classes)
+  return out;
+}
+
+at::Tensor VisionMambaImpl::forward(const at::Tensor& pixel_values) { return forward_tokens(tokens(pixel_values)); }
+
+std::vector<at::Tensor> VisionMambaImpl::biases() {
+  std::vector<at::Tensor> out;
+  for (const auto& item : named_parameters(/*recurse=*/true))
+    if (item.key().size() >= 4 && item.key().compare(item.key().size() - 4, 4, "bias") == 0) out.push_back(item.value());
+  return out;
+}
+
+// ---- Loading -------------------------------------------------------------------------------------
+
+namespace {
+
+std::string shape_of(const at::Tensor& t) {
+  std::ostringstream s;
+  s << t.sizes();
+  return s.str();
+}
+
+}  // namespace
+
+VisionMamba load_vision_mamba(const std::string& dir_or_file, at::ScalarType dtype) {
+  namespace fs = std::filesystem;
+  if (dtype != at::kFloat && dtype != at::kDouble) throw InputError("model dtype must be float32 or float64");
+  const fs::path given(dir_or_file);
+  fs::path dir, weights;
+  if (fs::is_directory(given)) {
+    dir = given;
+    for (const char* name : {"model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                             "pytorch_model.bin.index.json"})
+      if (fs::exists(dir / name)) {
+        weights = dir / name;
+        break;
+      }
+    if (weights.empty()) {
+      // A Vim checkpoint as hustvl publishes it: one .pth (or .pt) in the directory.
+      std::vector<fs::path> found;
+      for (const auto& entry : fs::directory_iterator(dir)) {
+        const std::string ext = entry.path().extension().string();
+        if (entry.is_regular_file() && (ext == ".pth" || ext == ".pt")) found.push_back(entry.path());
+      }
+      if (found.empty())
+        throw InputError(dir.string() + ": no weights (model.safetensors or a Vim .pth checkpoint)");
+      if (found.size() > 1)
+        throw InputError(dir.string() + ": several .pth/.pt checkpoints; pass the one to use");
+      weights = found[0];
+    }
+  } else if (fs::is_regular_file(given)) {
+    weights = given;
+    dir = given.has_parent_path() ? given.parent_path() : fs::path(".");
+  } else {
+    throw InputError(dir_or_file + ": not a model directory or checkpoint file");
+  }
+  const VimConfig config = VimConfig::from_file((dir / "config.json").string());
+  io::StateDict sd = io::load_state_dict(weights.string(), dtype);
+  const std::string origin = weights.string();
+
+  VisionMamba model(config);
+  model->to(dtype);
+  torch::NoGradGuard no_grad;
+  std::set<std::string> expected;
+  for (auto& item : model->named_parameters(/*recurse=*/true)) {
+    const std::string& name = item.key();
+    expected.insert(name);
+    auto it = sd.find(name);
+    if (it == sd.end()) throw InputError(origin + ": missing tensor '" + name + "' (a checkpoint of another model?)");
+    if (it->second.sizes() != item.value().sizes())
+      throw InputError(origin + ": tensor '" + name + "': expected shape " + shape_of(item.value()) + ", got " +
+                       shape_of(it->second));
+    if (!at::isFloatingType(it->second.scalar_type()))
+      throw InputError(origin + ": tensor '" + name + "' must be floating point");
+    item.value().copy_(it->second);
+  }
+  for (const auto& [name, t] : sd)
+    if (!expected.count(name))
+      throw InputError(origin + ": unexpected tensor '" + name + "' (a checkpoint of another model or configuration?)");
+  for (auto& p : model->parameters()) p.set_requires_grad(false);
+  model->eval();
+  return model;
+}
+
+}  // namespace mamba_lrp

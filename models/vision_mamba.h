@@ -1,0 +1,177 @@
+// Vision Mamba (hustvl/Vim's VisionMamba, bimamba_type "v2") as torch::nn modules, tensor
+// names as hustvl/Vim, running the selective_scan op and the LRP rule ops of the Mamba
+// language model (models/mamba.h): the bidirectional mixer is two ssm_branch_forward calls
+// sharing in_proj and out_proj. One propagation switch per model decides which rules the
+// backward applies; forward values are the same in every mode.
+#pragma once
+#include <torch/arg.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/pimpl.h>
+
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "models/mamba.h"
+#include "rules/propagation.h"
+
+namespace mamba_lrp {
+
+// hustvl/Vim's VisionMamba constructor keys (DESIGN.md §4), one TORCH_ARG per key, with
+// the constructor's defaults for missing keys; plus the image preprocessing (mean, std,
+// crop_pct) that timm keeps beside the model.
+struct VimConfig {
+  // `origin` names the file in error messages (InputError).
+  static VimConfig from_json(const nlohmann::json& j, const std::string& origin);
+  static VimConfig from_file(const std::string& path);
+  void validate(const std::string& origin) const;
+
+  TORCH_ARG(int64_t, img_size) = 224;
+  TORCH_ARG(int64_t, patch_size) = 16;
+  TORCH_ARG(int64_t, stride) = 16;  // the patch embedding's stride; Vim's models use patch_size
+  TORCH_ARG(int64_t, in_chans) = 3;  // also "channels"
+  TORCH_ARG(int64_t, embed_dim) = 192;
+  TORCH_ARG(int64_t, depth) = 24;
+  TORCH_ARG(int64_t, d_state) = 16;
+  TORCH_ARG(int64_t, d_conv) = 4;    // also ssm_cfg.d_conv
+  TORCH_ARG(int64_t, expand) = 2;    // also ssm_cfg.expand
+  TORCH_ARG(int64_t, dt_rank) = 12;  // "auto": ceil(embed_dim / 16)
+  TORCH_ARG(int64_t, num_classes) = 1000;
+  TORCH_ARG(double, norm_epsilon) = 1e-5;
+  TORCH_ARG(bool, rms_norm) = true;  // false: LayerNorm (weight and bias)
+  TORCH_ARG(bool, residual_in_fp32) = true;
+  // With a cls token the head always reads the cls token (as Vim does, whatever this says);
+  // without one: "mean" over the tokens, "none" the last token, "max" the head on every
+  // token and the max over tokens.
+  TORCH_ARG(std::string, final_pool_type) = "mean";
+  TORCH_ARG(bool, if_abs_pos_embed) = true;
+  TORCH_ARG(std::string, bimamba_type) = "v2";  // "v2", or "none" (one direction)
+  TORCH_ARG(bool, if_cls_token) = true;
+  TORCH_ARG(bool, use_middle_cls_token) = true;
+  TORCH_ARG(bool, if_divide_out) = true;  // also "if_devide_out" (Vim's spelling)
+  // Preprocessing of --image: shorter side resized to img_size / crop_pct, centre crop,
+  // normalised per channel. ImageNet's statistics by default (timm's, used by Vim).
+  TORCH_ARG(std::vector<double>, mean) = std::vector<double>({0.485, 0.456, 0.406});
+  TORCH_ARG(std::vector<double>, std) = std::vector<double>({0.229, 0.224, 0.225});
+  TORCH_ARG(double, crop_pct) = 0.875;
+
+ public:  // (TORCH_ARG leaves the section private)
+  int64_t d_inner() const { return expand() * embed_dim(); }
+  int64_t grid() const { return (img_size() - patch_size()) / stride() + 1; }  // rows = cols
+  int64_t num_patches() const { return grid() * grid(); }
+  int64_t num_tokens() const { return num_patches() + (if_cls_token() ? 1 : 0); }
+  // Index of the cls token in the sequence the first block sees; -1 without one.
+  int64_t cls_position() const {
+    return if_cls_token() ? (use_middle_cls_token() ? num_patches() / 2 : 0) : -1;
+  }
+  bool bidirectional() const { return bimamba_type() == "v2"; }
+};
+
+// RMSNorm (weight) or LayerNorm (weight and bias), with the norm rule when asked.
+class VimNormImpl : public torch::nn::Module {
+ public:
+  VimNormImpl(int64_t dim, double eps, bool rms);
+  at::Tensor forward(const at::Tensor& x, bool norm_rule);  // (..., dim)
+  at::Tensor weight, bias;  // bias undefined for RMSNorm
+
+ private:
+  double eps_;
+  bool rms_;
+};
+TORCH_MODULE(VimNorm);
+
+// The bidirectional mixer (bimamba v2): shared in_proj; the forward branch on the sequence
+// and the backward branch (conv1d_b, x_proj_b, dt_proj_b, A_b_log, D_b) on x and z flipped
+// along the sequence; out_proj((y + flip(y_b)) / 2) (no /2 without if_divide_out).
+class VimMixerImpl : public torch::nn::Module {
+ public:
+  explicit VimMixerImpl(const VimConfig& config);
+  at::Tensor forward(const at::Tensor& hidden, const PropagationContext& ctx);  // (B, L, D) -> (B, L, D)
+
+  torch::nn::Linear in_proj{nullptr}, x_proj{nullptr}, dt_proj{nullptr}, out_proj{nullptr};
+  torch::nn::Linear x_proj_b{nullptr}, dt_proj_b{nullptr};
+  torch::nn::Conv1d conv1d{nullptr}, conv1d_b{nullptr};
+  at::Tensor A_log, D, A_b_log, D_b;  // (I, N), (I); the _b ones undefined without v2
+
+ private:
+  VimConfig config_;
+};
+TORCH_MODULE(VimMixer);
+
+// hustvl/Vim's Block without fused add-norm: residual = residual + hidden (the first block:
+// its input), hidden = mixer(norm(residual)).
+class VimBlockImpl : public torch::nn::Module {
+ public:
+  explicit VimBlockImpl(const VimConfig& config);
+  // hidden, residual (B, L, D) (residual undefined for the first block) -> (hidden, residual)
+  std::pair<at::Tensor, at::Tensor> forward(const at::Tensor& hidden, const at::Tensor& residual,
+                                            const PropagationContext& ctx);
+
+  VimNorm norm{nullptr};
+  VimMixer mixer{nullptr};
+
+ private:
+  bool residual_in_fp32_;
+};
+TORCH_MODULE(VimBlock);
+
+// The patch embedding: Conv2d(in_chans, embed_dim, patch_size, stride), flattened to tokens.
+class VimPatchEmbedImpl : public torch::nn::Module {
+ public:
+  explicit VimPatchEmbedImpl(const VimConfig& config);
+  at::Tensor forward(const at::Tensor& pixels, const PropagationContext& ctx);  // (B, C, H, W) -> (B, P, D)
+  torch::nn::Conv2d proj{nullptr};
+
+ private:
+  int64_t stride_;
+};
+TORCH_MODULE(VimPatchEmbed);
+
+class VisionMambaImpl : public torch::nn::Module {
+ public:
+  explicit VisionMambaImpl(const VimConfig& config);
+  // The sequence the first block sees: patch embeddings, the cls token inserted at
+  // cls_position, pos_embed added. (B, C, H, W) -> (B, T, D)
+  at::Tensor tokens(const at::Tensor& pixel_values);
+  // From that sequence to the logits (B, classes) (the pooled features when num_classes is 0).
+  at::Tensor forward_tokens(const at::Tensor& tokens);
+  at::Tensor forward(const at::Tensor& pixel_values);  // -> (B, classes)
+
+  void set_propagation(Propagation p) {
+    ctx_.rules = rules_of(p);
+    propagation_ = p;
+  }
+  Propagation propagation() const { return propagation_; }
+  void set_composite(Composite c) { ctx_.composite = std::move(c); }
+  const Composite& composite() const { return ctx_.composite; }
+  const VimConfig& config() const { return config_; }
+  // Every bias tensor of the model (patch embedding, conv1d, dt_proj, head, LayerNorm).
+  // cls_token and pos_embed are not biases: they are learned inputs.
+  std::vector<at::Tensor> biases();
+
+  VimPatchEmbed patch_embed{nullptr};
+  at::Tensor cls_token;  // (1, 1, D), undefined without a cls token
+  at::Tensor pos_embed;  // (1, T, D), undefined without if_abs_pos_embed
+  torch::nn::ModuleList layers{nullptr};
+  VimNorm norm_f{nullptr};
+  torch::nn::Linear head{nullptr};  // null when num_classes is 0
+
+ private:
+  VimConfig config_;
+  Propagation propagation_ = Propagation::kStandard;
+  PropagationContext ctx_;
+};
+TORCH_MODULE(VisionMamba);
+
+// Loads a Vim model in float32 or float64 from a directory (config.json + model.safetensors,
+// or one Vim .pth/.pt checkpoint with the state dict under "model"), or from a checkpoint
+// file with config.json beside it. Parameters do not require gradients; every problem
+// (missing, unexpected or misshapen tensor: a checkpoint of another model) is an InputError
+// naming the file and the tensor.
+VisionMamba load_vision_mamba(const std::string& dir_or_file, at::ScalarType dtype);
+
+}  // namespace mamba_lrp
