@@ -19,6 +19,8 @@ const char* const kUsage =
     "usage: mamba-lrp explain --model DIR (--input FILE | --ids 1,2,3 | --text \"...\")\n"
     "           [--method NAME] [--target N|argmax] [--position P] [--composite FILE.json]\n"
     "           [--dtype float32|float64] [--zero-bias] [--json OUT|-] [--html OUT]\n"
+    "       mamba-lrp explain --model VIM_DIR (--input PIXELS.safetensors | --image F.png|F.jpg) [--no-resize]\n"
+    "           [--method NAME] [--target N|argmax] [--composite FILE.json] [--png OUT.png] [--output OUT.safetensors]\n"
     "       mamba-lrp forward --model DIR (--input FILE | --ids ... | --text ...) [--dtype ...] --output OUT.safetensors\n"
     "methods: mambalrp (default), gi, lrp-ln, mambalrp-no-silu, mambalrp-no-ssm, mambalrp-no-gate\n";
 
@@ -35,6 +37,10 @@ Args parse_args(int argc, char** argv) {
     const std::string flag = argv[i];
     if (flag == "--zero-bias") {
       a.zero_bias = true;
+      continue;
+    }
+    if (flag == "--no-resize") {
+      a.no_resize = true;
       continue;
     }
     auto it = values.find(flag);

@@ -12,7 +12,7 @@ namespace cli {
 struct Args {
   std::string command, model, input, ids, text, method = "mambalrp", target = "argmax", composite,
       dtype = "float32", json, html, png, image, output;
-  bool has_text = false, zero_bias = false;
+  bool has_text = false, zero_bias = false, no_resize = false;
   std::string position;
 };
 
