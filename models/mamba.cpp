@@ -12,6 +12,13 @@
 
 namespace mamba_lrp {
 
+// ---- Weights ----------------------------------------------------------------------------
+
+WeightsImpl::WeightsImpl(std::vector<int64_t> weight_shape, int64_t bias_size) {
+  weight = register_parameter("weight", torch::empty(weight_shape));
+  if (bias_size > 0) bias = register_parameter("bias", torch::empty({bias_size}));
+}
+
 // ---- RMSNorm ----------------------------------------------------------------------------
 
 RMSNormImpl::RMSNormImpl(int64_t dim, double eps_) : eps(eps_) {
@@ -27,24 +34,15 @@ at::Tensor RMSNormImpl::forward(const at::Tensor& x, bool norm_rule) {
 
 MambaMixerImpl::MambaMixerImpl(const MambaConfig& c) : config_(c) {
   const int64_t H = c.hidden_size(), I = c.intermediate_size(), N = c.state_size(), R = c.time_step_rank();
-  in_proj = register_module("in_proj", torch::nn::Linear(torch::nn::LinearOptions(H, 2 * I).bias(c.use_bias())));
-  conv1d = register_module("conv1d", torch::nn::Conv1d(torch::nn::Conv1dOptions(I, I, c.conv_kernel())
-                                                            .groups(I)
-                                                            .padding(c.conv_kernel() - 1)
-                                                            .bias(c.use_conv_bias())));
-  x_proj = register_module("x_proj", torch::nn::Linear(torch::nn::LinearOptions(I, R + 2 * N).bias(false)));
-  dt_proj = register_module("dt_proj", torch::nn::Linear(torch::nn::LinearOptions(R, I).bias(true)));
-  out_proj = register_module("out_proj", torch::nn::Linear(torch::nn::LinearOptions(I, H).bias(c.use_bias())));
+  in_proj = register_module("in_proj", Weights(std::vector<int64_t>{2 * I, H}, c.use_bias() ? 2 * I : 0));
+  conv1d = register_module("conv1d", Weights(std::vector<int64_t>{I, 1, c.conv_kernel()}, c.use_conv_bias() ? I : 0));
+  x_proj = register_module("x_proj", Weights(std::vector<int64_t>{R + 2 * N, I}, 0));
+  dt_proj = register_module("dt_proj", Weights(std::vector<int64_t>{I, R}, I));
+  out_proj = register_module("out_proj", Weights(std::vector<int64_t>{H, I}, c.use_bias() ? H : 0));
   // S4D-real initialisation, as Mamba: A = -(1..N), D = 1.
   A_log = register_parameter("A_log", torch::log(torch::arange(1, N + 1, torch::kFloat32)).repeat({I, 1}));
   D = register_parameter("D", torch::ones({I}));
 }
-
-namespace {
-c10::optional<at::Tensor> opt_bias(const torch::nn::Linear& l) {
-  return l->bias.defined() ? c10::optional<at::Tensor>(l->bias) : c10::nullopt;
-}
-}  // namespace
 
 at::Tensor ssm_branch_forward(const at::Tensor& x_in, const at::Tensor& z, const at::Tensor& mask, const SsmBranch& w,
                               const PropagationContext& ctx) {
@@ -81,17 +79,17 @@ at::Tensor ssm_branch_forward(const at::Tensor& x_in, const at::Tensor& z, const
 at::Tensor MambaMixerImpl::forward(const at::Tensor& hidden, const at::Tensor& mask, const PropagationContext& ctx) {
   const int64_t I = config_.intermediate_size();
   const Composite& comp = ctx.composite;
-  at::Tensor proj = linear_with_rule(hidden, in_proj->weight, opt_bias(in_proj), comp.rule_for("in_proj"));  // (B, L, 2I)
+  at::Tensor proj = linear_with_rule(hidden, in_proj->weight, in_proj->opt_bias(), comp.rule_for("in_proj"));  // (B, L, 2I)
   proj = proj.transpose(1, 2);                                                     // (B, 2I, L)
   SsmBranch w{conv1d->weight,
-              conv1d->bias.defined() ? c10::optional<at::Tensor>(conv1d->bias) : c10::nullopt,
+              conv1d->opt_bias(),
               x_proj->weight,
               dt_proj->weight,
-              opt_bias(dt_proj),
+              dt_proj->opt_bias(),
               A_log,
               D};
   at::Tensor y = ssm_branch_forward(proj.narrow(1, 0, I), proj.narrow(1, I, I), mask, w, ctx);  // (B, I, L)
-  return linear_with_rule(y.transpose(1, 2), out_proj->weight, opt_bias(out_proj), comp.rule_for("out_proj"));  // (B, L, H)
+  return linear_with_rule(y.transpose(1, 2), out_proj->weight, out_proj->opt_bias(), comp.rule_for("out_proj"));  // (B, L, H)
 }
 
 // ---- Block, backbone, LM ----------------------------------------------------------------------
@@ -111,7 +109,7 @@ at::Tensor MambaBlockImpl::forward(const at::Tensor& hidden, const at::Tensor& m
 }
 
 MambaModelImpl::MambaModelImpl(const MambaConfig& c) {
-  embeddings = register_module("embeddings", torch::nn::Embedding(c.vocab_size(), c.hidden_size()));
+  embeddings = register_module("embeddings", Weights(std::vector<int64_t>{c.vocab_size(), c.hidden_size()}, 0));
   layers = register_module("layers", torch::nn::ModuleList());
   for (int64_t i = 0; i < c.num_hidden_layers(); ++i) layers->push_back(MambaBlock(c));
   norm_f = register_module("norm_f", RMSNorm(c.hidden_size(), c.layer_norm_epsilon()));
@@ -128,8 +126,7 @@ MambaForCausalLMImpl::MambaForCausalLMImpl(const MambaConfig& c) : config_(c) {
   backbone = register_module("backbone", MambaModel(c));
   const bool tied = c.tie_word_embeddings() && c.num_outputs() == c.vocab_size();
   if (!tied)
-    lm_head = register_module("lm_head",
-                              torch::nn::Linear(torch::nn::LinearOptions(c.hidden_size(), c.num_outputs()).bias(false)));
+    lm_head = register_module("lm_head", Weights(std::vector<int64_t>{c.num_outputs(), c.hidden_size()}, 0));
 }
 
 at::Tensor MambaForCausalLMImpl::head_weight() {
@@ -137,12 +134,19 @@ at::Tensor MambaForCausalLMImpl::head_weight() {
 }
 
 at::Tensor MambaForCausalLMImpl::embed(const at::Tensor& input_ids) {
-  return backbone->embeddings->forward(input_ids);
+  return at::embedding(backbone->embeddings->weight, input_ids);  // (B, L, H)
+}
+
+at::Tensor MambaForCausalLMImpl::hidden_states(const at::Tensor& embeds, const at::Tensor& mask) {
+  return backbone->forward_embeds(embeds, mask, ctx_);  // (B, L, H)
+}
+
+at::Tensor MambaForCausalLMImpl::head(const at::Tensor& hidden) {
+  return linear_with_rule(hidden, head_weight(), c10::nullopt, ctx_.composite.rule_for("head"));  // (..., V)
 }
 
 at::Tensor MambaForCausalLMImpl::forward_embeds(const at::Tensor& embeds, const at::Tensor& mask) {
-  at::Tensor h = backbone->forward_embeds(embeds, mask, ctx_);  // (B, L, H)
-  return linear_with_rule(h, head_weight(), c10::nullopt, ctx_.composite.rule_for("head"));  // (B, L, V)
+  return head(hidden_states(embeds, mask));  // (B, L, V)
 }
 
 at::Tensor MambaForCausalLMImpl::forward(const at::Tensor& input_ids, const at::Tensor& mask) {
@@ -207,7 +211,6 @@ MambaForCausalLM load_mamba_lm(const std::string& model_dir, at::ScalarType dtyp
   }
 
   MambaForCausalLM model(config);
-  model->to(dtype);
   torch::NoGradGuard no_grad;
   std::set<std::string> expected;
   for (auto& item : model->named_parameters(/*recurse=*/true)) {
@@ -220,7 +223,8 @@ MambaForCausalLM load_mamba_lm(const std::string& model_dir, at::ScalarType dtyp
                        shape_of(it->second));
     if (!at::isFloatingType(it->second.scalar_type()))
       throw InputError(origin + ": tensor '" + name + "' must be floating point");
-    item.value().copy_(it->second);
+    // The loaded tensor becomes the parameter's data: no second copy of the weights.
+    item.value().set_data(it->second.to(dtype).contiguous());
   }
   for (const auto& [name, t] : sd)
     if (!expected.count(name)) throw InputError(origin + ": unexpected tensor '" + name + "'");

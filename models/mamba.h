@@ -5,9 +5,6 @@
 #pragma once
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
-#include <torch/nn/modules/conv.h>
-#include <torch/nn/modules/embedding.h>
-#include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
 
 #include "models/mamba_config.h"
@@ -40,6 +37,17 @@ struct SsmBranch {
 at::Tensor ssm_branch_forward(const at::Tensor& x, const at::Tensor& z, const at::Tensor& mask, const SsmBranch& w,
                               const PropagationContext& ctx);
 
+// The weight (and optional bias) of a linear map, convolution or embedding, allocated
+// without initialisation: a model is built to be filled by the loader, and an
+// initialisation of 130M parameters would cost more than reading them.
+class WeightsImpl : public torch::nn::Module {
+ public:
+  WeightsImpl(std::vector<int64_t> weight_shape, int64_t bias_size /* 0: no bias */);
+  c10::optional<at::Tensor> opt_bias() const { return bias.defined() ? c10::optional<at::Tensor>(bias) : c10::nullopt; }
+  at::Tensor weight, bias;  // bias undefined when absent
+};
+TORCH_MODULE(Weights);
+
 // RMSNorm (weight only), with the norm rule when asked.
 class RMSNormImpl : public torch::nn::Module {
  public:
@@ -56,8 +64,8 @@ class MambaMixerImpl : public torch::nn::Module {
   // hidden (B, L, H); mask (B, L) of 0/1 or undefined -> (B, L, H)
   at::Tensor forward(const at::Tensor& hidden, const at::Tensor& mask, const PropagationContext& ctx);
 
-  torch::nn::Linear in_proj{nullptr}, x_proj{nullptr}, dt_proj{nullptr}, out_proj{nullptr};
-  torch::nn::Conv1d conv1d{nullptr};
+  Weights in_proj{nullptr}, x_proj{nullptr}, dt_proj{nullptr}, out_proj{nullptr};  // Linear maps
+  Weights conv1d{nullptr};  // (I, 1, K) depthwise
   at::Tensor A_log, D;  // (I, N), (I)
 
  private:
@@ -84,7 +92,7 @@ class MambaModelImpl : public torch::nn::Module {
   // From the embedding output: embeds (B, L, H) -> final hidden states (B, L, H).
   at::Tensor forward_embeds(const at::Tensor& embeds, const at::Tensor& mask, const PropagationContext& ctx);
 
-  torch::nn::Embedding embeddings{nullptr};
+  Weights embeddings{nullptr};  // (V, H)
   torch::nn::ModuleList layers{nullptr};
   RMSNorm norm_f{nullptr};
 };
@@ -97,6 +105,10 @@ class MambaForCausalLMImpl : public torch::nn::Module {
   explicit MambaForCausalLMImpl(const MambaConfig& config);
   at::Tensor embed(const at::Tensor& input_ids);  // (B, L) int64 -> (B, L, H)
   at::Tensor forward_embeds(const at::Tensor& embeds, const at::Tensor& mask = {});  // -> logits (B, L, V)
+  // The final hidden states (B, L, H) and the head applied to any of them (..., H) -> (..., V):
+  // an explanation needs the head at one position only.
+  at::Tensor hidden_states(const at::Tensor& embeds, const at::Tensor& mask = {});
+  at::Tensor head(const at::Tensor& hidden);
   at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& mask = {});
 
   void set_propagation(Propagation p) { ctx_.rules = rules_of(p); propagation_ = p; }
@@ -108,7 +120,7 @@ class MambaForCausalLMImpl : public torch::nn::Module {
   std::vector<at::Tensor> biases();
 
   MambaModel backbone{nullptr};
-  torch::nn::Linear lm_head{nullptr};  // null when tied
+  Weights lm_head{nullptr};  // (num_outputs, H); null when tied
 
  private:
   MambaConfig config_;

@@ -84,6 +84,10 @@ VimConfig VimConfig::from_json(const nlohmann::json& j, const std::string& origi
       get_or<bool>(j, "if_divide_out", true, origin) != get_or<bool>(j, "if_devide_out", true, origin))
     throw InputError(origin + ": if_divide_out and if_devide_out disagree");
   c.if_divide_out(get_or<bool>(j, "if_divide_out", get_or<bool>(j, "if_devide_out", true, origin), origin));
+  if (c.in_chans() != 3) {  // ImageNet's statistics averaged over the colours, one per channel
+    c.mean(std::vector<double>(c.in_chans(), (0.485 + 0.456 + 0.406) / 3));
+    c.std(std::vector<double>(c.in_chans(), (0.229 + 0.224 + 0.225) / 3));
+  }
   c.mean(get_triple(j, "mean", c.mean(), origin));
   c.std(get_triple(j, "std", c.std(), origin));
   c.crop_pct(get_or<double>(j, "crop_pct", 0.875, origin));

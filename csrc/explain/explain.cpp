@@ -102,8 +102,8 @@ Explanation explain(MambaForCausalLM& model, const at::Tensor& input_ids_in, con
   }
   embeds.set_requires_grad(true);
   const at::Tensor mask_f = mask.defined() ? mask.to(embeds.scalar_type()) : at::Tensor();
-  at::Tensor logits = model->forward_embeds(embeds, mask_f);  // (B, L, V)
-  at::Tensor at_pos = logits.select(1, pos);                   // (B, V)
+  at::Tensor hidden = model->hidden_states(embeds, mask_f);    // (B, L, H)
+  at::Tensor at_pos = model->head(hidden.select(1, pos));      // (B, V): the head at the explained position only
 
   at::Tensor targets;
   if (options.targets.empty()) {

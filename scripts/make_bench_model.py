@@ -1,0 +1,30 @@
+"""Writes a Mamba-130M-shaped model with random weights as a Hugging Face directory
+(24 layers, d_model 768, vocab 50280, d_state 16) for the benchmarks.
+
+usage: make_bench_model.py OUT_DIR [--layers 24] [--hidden 768] [--vocab 50280]
+"""
+import argparse
+import os
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests" / "python"))
+import fixtures  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out")
+    ap.add_argument("--layers", type=int, default=24)
+    ap.add_argument("--hidden", type=int, default=768)
+    ap.add_argument("--vocab", type=int, default=50280)
+    a = ap.parse_args()
+    if (pathlib.Path(a.out) / "model.safetensors").exists():
+        return
+    fixtures.write_hf_mamba_dir(a.out, {"num_hidden_layers": a.layers, "hidden_size": a.hidden, "vocab_size": a.vocab,
+                                        "state_size": 16}, seed=0)
+    print(f"wrote {a.out}: {os.path.getsize(os.path.join(a.out, 'model.safetensors')) / 1e6:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
