@@ -29,5 +29,14 @@ cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release ${MAMBA_LRP_CMAKE_ARGS:-
 cmake --build build -j "$(nproc)"
 
 echo
-echo "== mamba-lrp main job =="
+echo "== mamba-lrp main job: explain a sentence with MambaLRP =="
+# A small Mamba LM with a BPE tokenizer trained on this repository's text, built here
+# (random weights, seeded: it shows the mechanics and the conservation, not learned meaning).
+/usr/bin/python3 scripts/make_demo_model.py build/demo_model
+build/mamba-lrp explain --model build/demo_model \
+  --text "MambaLRP explains what a selective state-space model bases its prediction on" \
+  --dtype float64 --zero-bias --json build/demo_explanation.json --html build/demo_explanation.html
+echo "wrote build/demo_explanation.html (token heatmap) and build/demo_explanation.json"
+echo
+echo "== the selective scan at a Mamba-130M layer shape =="
 build/scan_demo

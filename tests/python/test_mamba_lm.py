@@ -1,6 +1,7 @@
 """The C++ Mamba language model and the mamba-lrp command line against the independent
 pure-PyTorch reference (hf_mamba_reference.py) and the official code's golden numbers."""
 import json
+import re
 import os
 import pathlib
 import struct
@@ -291,3 +292,61 @@ def test_bad_input_files_exit_2(small_model, tmp_path):
         assert p.returncode == 2 and word in p.stderr, (f, p.returncode, p.stderr)
     p = run("explain", "--model", tmp_path / "nowhere", "--ids", "1", check=False)
     assert p.returncode == 2 and "nowhere" in p.stderr
+
+
+# ---- --text with the model's tokenizer.json, and the HTML page -------------------------------
+
+@pytest.fixture(scope="module")
+def demo_model(tmp_path_factory):
+    d = tmp_path_factory.mktemp("demo")
+    subprocess.run(["/usr/bin/python3", str(ROOT / "scripts" / "make_demo_model.py"), str(d), "--vocab", "320"],
+                   check=True, capture_output=True)
+    return d
+
+
+def test_text_input_uses_the_tokenizer_and_writes_html(demo_model, tmp_path):
+    import html.parser
+    text = 'Mamba <models> & "tokens"'
+    html_path = tmp_path / "out.html"
+    p = run("explain", "--model", demo_model, "--text", text, "--json", tmp_path / "out.json", "--html", html_path,
+            "--dtype", "float64", "--zero-bias")
+    out = json.loads((tmp_path / "out.json").read_text())["explanations"][0]
+    tok = json.loads((demo_model / "tokenizer.json").read_text())
+    assert len(out["relevance"]) >= 5
+    assert abs(out["relevance_sum"] - out["logit"]) < 1e-8 * max(1, abs(out["logit"]))
+    assert "most relevant tokens" in p.stdout
+
+    class Spans(html.parser.HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.spans, self.texts, self.inside = [], [], False
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if tag == "span" and a.get("class") == "tok":
+                self.spans.append(a)
+                self.inside = True
+                self.texts.append("")
+
+        def handle_endtag(self, tag):
+            self.inside = False
+
+        def handle_data(self, data):
+            if self.inside:
+                self.texts[-1] += data
+
+    parser = Spans()
+    parser.feed(html_path.read_text(encoding="utf-8"))
+    # one span per token, whose text joins back to the input, with its relevance and colour
+    assert len(parser.spans) == len(out["relevance"])
+    assert "".join(parser.texts) == text
+    vmax = max(abs(r) for r in out["relevance"])
+    for span, r in zip(parser.spans, out["relevance"]):
+        assert abs(float(span["data-relevance"]) - r) <= 1e-5 * max(1.0, abs(r))
+        rgb = [int(v) for v in re.findall(r"\d+", span["style"])]
+        if r > 0.05 * vmax:
+            assert rgb[0] == 255 and rgb[2] < 255  # red
+        elif r < -0.05 * vmax:
+            assert rgb[2] == 255 and rgb[0] < 255  # blue
+    page = html_path.read_text(encoding="utf-8")
+    assert "<models" not in page and "&lt;" in page and "&amp;" in page  # escaped, not markup

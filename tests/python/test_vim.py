@@ -1,0 +1,404 @@
+"""The C++ Vision Mamba and `mamba-lrp explain` for Vim models against the independent
+pure-PyTorch reference (vim_reference.py), the official code's golden numbers, conservation,
+image input and bad input."""
+import io
+import json
+import os
+import pathlib
+import shutil
+import struct
+import subprocess
+import zlib
+
+import pytest
+import torch
+
+import fixtures
+import st_io
+from vim_reference import VimReference, explain_vim as ref_explain
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BUILD = pathlib.Path(os.environ.get("MAMBA_LRP_BUILD", ROOT / "build"))
+CLI = BUILD / "mamba-lrp"
+GOLDEN = pathlib.Path(os.environ.get("MAMBA_LRP_GOLDEN", ROOT.parent / "shared" / "golden"))
+COMPOSITES = ROOT / "configs" / "composites"
+METHODS = ["mambalrp", "gi", "lrp-ln", "mambalrp-no-silu", "mambalrp-no-ssm", "mambalrp-no-gate"]
+REF_MODE = {"gi": "standard"}
+GAMMA_CONV1D = {"conv1d": {"rule": "gamma", "gamma": 0.25}}
+DEFAULT_COMPOSITE = {"patch_embed": {"rule": "gamma", "gamma": 0.25}, "conv1d": {"rule": "gamma", "gamma": 0.25}}
+IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406], dtype=torch.float64)[:, None, None]
+IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225], dtype=torch.float64)[:, None, None]
+
+
+def run(*args, check=True):
+    p = subprocess.run([str(CLI), *map(str, args)], capture_output=True, text=True)
+    if check and p.returncode != 0:
+        raise AssertionError(f"mamba-lrp {' '.join(map(str, args))} exited {p.returncode}: {p.stderr}")
+    return p
+
+
+def explain(model, inputs, tmp_path, method="mambalrp", dtype="float64", composite=None, extra=()):
+    """(JSON output, tensors of --output) of one explain run on a pixel_values file."""
+    args = ["explain", "--model", model, "--input", inputs, "--method", method, "--dtype", dtype, "--json", "-",
+            "--output", tmp_path / "out.safetensors", *extra]
+    if composite is not None:
+        (tmp_path / "composite.json").write_text(json.dumps(composite))
+        args += ["--composite", tmp_path / "composite.json"]
+    p = run(*args)
+    return json.loads(p.stdout), st_io.load_file(tmp_path / "out.safetensors")
+
+
+def relevance_of(out):
+    return torch.tensor([e["relevance"] for e in out["explanations"]], dtype=torch.float64)
+
+
+@pytest.fixture(scope="module")
+def vim_model(tmp_path_factory):
+    d = tmp_path_factory.mktemp("vim_small")
+    fixtures.write_vim_dir(d, seed=1)
+    return d
+
+
+@pytest.fixture(scope="module")
+def vim_inputs(tmp_path_factory):
+    p = tmp_path_factory.mktemp("inputs") / "pixels.safetensors"
+    x = fixtures.random_pixels(3, seed=5)
+    fixtures.write_inputs(p, pixel_values=x)
+    return p, x
+
+
+# ---- forward --------------------------------------------------------------------------------
+
+VARIANTS = {
+    "middle_cls": {},
+    "head_cls": {"use_middle_cls_token": False},
+    "no_cls_mean": {"if_cls_token": False, "final_pool_type": "mean"},
+    "no_cls_last": {"if_cls_token": False, "final_pool_type": "none"},
+    "no_cls_max": {"if_cls_token": False, "final_pool_type": "max"},
+    "layernorm": {"rms_norm": False},
+    "no_divide_no_pos": {"if_devide_out": False, "if_abs_pos_embed": False},
+    "one_direction": {"bimamba_type": "none"},
+    "overlapping_patches": {"stride": 4, "d_state": 5, "expand": 1, "depth": 3},
+    "grey": {"in_chans": 1},
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_forward_and_relevance_equal_reference(tmp_path, variant):
+    over = VARIANTS[variant]
+    d = tmp_path / "m"
+    fixtures.write_vim_dir(d, over, seed=2)
+    x = fixtures.random_pixels(2, over, seed=3)
+    fixtures.write_inputs(tmp_path / "px.safetensors", pixel_values=x)
+    ref = VimReference.from_dir(d, dtype=torch.float64)
+    out, t = explain(d, tmp_path / "px.safetensors", tmp_path, "gi", composite={})
+    torch.testing.assert_close(t["logits"], ref(x.double()), rtol=1e-10, atol=1e-10)
+    out, t = explain(d, tmp_path / "px.safetensors", tmp_path, "mambalrp", composite=GAMMA_CONV1D)
+    r = ref_explain(ref, x.double(), "mambalrp", composite=GAMMA_CONV1D)
+    assert [e["target"] for e in out["explanations"]] == r.targets.tolist()
+    assert all(e["cls_position"] == (-1 if r.cls_position is None else r.cls_position) for e in out["explanations"])
+    R = r.token_relevance
+    torch.testing.assert_close(relevance_of(out), R, rtol=1e-9, atol=1e-9 * R.abs().max().item())
+
+
+def test_float32_forward(vim_model, vim_inputs, tmp_path):
+    path, x = vim_inputs
+    _, t = explain(vim_model, path, tmp_path, "gi", dtype="float32")
+    ref = VimReference.from_dir(vim_model, dtype=torch.float64)(x.double())
+    assert t["logits"].dtype == torch.float32
+    assert ((t["logits"].double() - ref).abs().max() / ref.abs().max()).item() < 1e-5
+
+
+# ---- relevance ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("composite", [{}, GAMMA_CONV1D], ids=["lrp0", "gamma_conv1d"])
+@pytest.mark.parametrize("method", METHODS)
+def test_relevance_equals_reference(vim_model, vim_inputs, tmp_path, method, composite):
+    path, x = vim_inputs
+    out, t = explain(vim_model, path, tmp_path, method, composite=composite)
+    assert out["model_type"] == "vim" and out["method"] == method
+    model = VimReference.from_dir(vim_model, dtype=torch.float64)
+    r = ref_explain(model, x.double(), REF_MODE.get(method, method), composite=composite, pixels=True)
+    R = r.token_relevance
+    assert [e["target"] for e in out["explanations"]] == r.targets.tolist()
+    torch.testing.assert_close(torch.tensor([e["logit"] for e in out["explanations"]], dtype=torch.float64), r.logit,
+                               rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(relevance_of(out), R, rtol=1e-9, atol=1e-9 * R.abs().max().item())
+    P = r.pixel_relevance
+    torch.testing.assert_close(t["pixel_relevance"], P, rtol=1e-9, atol=1e-9 * P.abs().max().item())
+    for e, row in zip(out["explanations"], R):
+        assert e["cls_position"] == 2 and e["position"] == 2  # 4 patches, cls in the middle
+        assert abs(e["relevance_sum"] - row.sum().item()) < 1e-9
+        grid = torch.tensor(e["patch_relevance"], dtype=torch.float64)
+        assert grid.shape == (2, 2)
+        torch.testing.assert_close(grid.flatten(), torch.cat([row[:2], row[3:]]), rtol=1e-12, atol=1e-15)
+
+
+def test_default_composite_is_mambalrp_vim(vim_model, vim_inputs, tmp_path):
+    """No --composite: γ on the patch embedding and conv1d (configs/composites/mambalrp-vim.json)."""
+    path, x = vim_inputs
+    assert json.loads((COMPOSITES / "mambalrp-vim.json").read_text()) == DEFAULT_COMPOSITE
+    out, t = explain(vim_model, path, tmp_path, "mambalrp")
+    r = ref_explain(VimReference.from_dir(vim_model, dtype=torch.float64), x.double(), "mambalrp",
+                    composite=DEFAULT_COMPOSITE, pixels=True)
+    torch.testing.assert_close(relevance_of(out), r.token_relevance, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(t["pixel_relevance"], r.pixel_relevance, rtol=1e-9, atol=1e-12)
+    out2, _ = explain(vim_model, path, tmp_path, "mambalrp", extra=("--composite", COMPOSITES / "mambalrp-vim.json"))
+    assert relevance_of(out2).tolist() == relevance_of(out).tolist()
+    # GI stays the plain gradient x input without --composite
+    out_gi, _ = explain(vim_model, path, tmp_path, "gi")
+    r_gi = ref_explain(VimReference.from_dir(vim_model, dtype=torch.float64), x.double(), "standard")
+    torch.testing.assert_close(relevance_of(out_gi), r_gi.token_relevance, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in COMPOSITES.glob("*.json")))
+def test_shipped_composites(vim_model, vim_inputs, tmp_path, name):
+    path, x = vim_inputs
+    comp = json.loads((COMPOSITES / name).read_text())
+    out, _ = explain(vim_model, path, tmp_path, extra=("--composite", COMPOSITES / name))
+    r = ref_explain(VimReference.from_dir(vim_model, dtype=torch.float64), x.double(), "mambalrp", composite=comp)
+    torch.testing.assert_close(relevance_of(out), r.token_relevance, rtol=1e-8, atol=1e-10)
+
+
+def test_target_and_batch_rows(vim_model, vim_inputs, tmp_path):
+    path, x = vim_inputs
+    out, _ = explain(vim_model, path, tmp_path, extra=("--target", "1"))
+    r = ref_explain(VimReference.from_dir(vim_model, dtype=torch.float64), x.double(), "mambalrp",
+                    composite=DEFAULT_COMPOSITE, target=1)
+    assert all(e["target"] == 1 for e in out["explanations"])
+    torch.testing.assert_close(relevance_of(out), r.token_relevance, rtol=1e-9, atol=1e-12)
+    fixtures.write_inputs(tmp_path / "one.safetensors", pixel_values=x[1])  # (C, H, W)
+    one, _ = explain(vim_model, tmp_path / "one.safetensors", tmp_path, extra=("--target", "1"))
+    torch.testing.assert_close(relevance_of(one)[0], relevance_of(out)[1], rtol=1e-12, atol=1e-13)
+
+
+# ---- conservation (every bias zero, float64) ---------------------------------------------------
+
+def test_conservation_head_to_tokens(vim_model, vim_inputs, tmp_path):
+    path, _ = vim_inputs
+    for method, comp, conserved in [("mambalrp", None, True), ("mambalrp", {}, True), ("gi", {}, False)]:
+        out, _ = explain(vim_model, path, tmp_path, method, composite=comp, extra=("--zero-bias",))
+        for e in out["explanations"]:
+            gap = abs(e["relevance_sum"] - e["logit"])
+            if conserved:
+                assert gap <= 1e-8 * max(1.0, abs(e["logit"])), (method, comp, gap)
+            else:
+                assert gap > 1e-3 * max(1.0, abs(e["logit"])), (method, gap)
+
+
+def test_conservation_down_to_pixels(vim_model, vim_inputs, tmp_path):
+    """LRP-0 everywhere incl. the patch embedding: pixels + the share of the learned inputs
+    (cls token, pos_embed) = f; a model without those puts everything on the pixels."""
+    path, _ = vim_inputs
+    out, _ = explain(vim_model, path, tmp_path, composite={}, extra=("--zero-bias",))
+    for e in out["explanations"]:
+        assert abs(e["pixel_relevance_sum"] + e["constant_relevance"] - e["logit"]) <= 1e-8 * max(1, abs(e["logit"]))
+    over = {"if_cls_token": False, "if_abs_pos_embed": False}
+    d = tmp_path / "plain"
+    fixtures.write_vim_dir(d, over, seed=4)
+    fixtures.write_inputs(tmp_path / "px.safetensors", pixel_values=fixtures.random_pixels(2, over, seed=6))
+    for comp in ({}, {"patch_embed": {"rule": "gamma", "gamma": 0.5}, "conv1d": {"rule": "gamma"}}):
+        out, t = explain(d, tmp_path / "px.safetensors", tmp_path, composite=comp, extra=("--zero-bias",))
+        for e, pix in zip(out["explanations"], t["pixel_relevance"]):
+            assert e["constant_relevance"] == 0.0
+            assert abs(pix.sum().item() - e["logit"]) <= 1e-8 * max(1, abs(e["logit"])), comp
+
+
+# ---- golden numbers of the official implementation ----------------------------------------------
+
+@pytest.mark.skipif(not (GOLDEN / "vim").exists(), reason="golden files not found")
+@pytest.mark.parametrize("folder,composite", [("vim", "lrp0.json"), ("vim-gamma-conv1d", "vim-gamma-conv1d.json")])
+def test_golden_official_relevance(tmp_path, folder, composite):
+    exp = st_io.load_file(GOLDEN / folder / "expected.safetensors")
+    fixtures.write_inputs(tmp_path / "px.safetensors", pixel_values=exp["image"])
+    out, t = explain(GOLDEN / folder, tmp_path / "px.safetensors", tmp_path, dtype="float32",
+                     extra=("--composite", COMPOSITES / composite))
+    assert [e["target"] for e in out["explanations"]] == exp["target"].to(torch.int64).tolist()
+    torch.testing.assert_close(t["logits"], exp["logits"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(torch.tensor([e["logit"] for e in out["explanations"]]), exp["output_f"], rtol=1e-5,
+                               atol=1e-5)
+    # The official SiLU ratio carries a 1e-6 stabiliser (golden README): ~1e-5 of max |R| in float32.
+    R = relevance_of(out).float()
+    err = ((R - exp["token_relevance"]).abs().max() / exp["token_relevance"].abs().max()).item()
+    assert err < 5e-5, err
+
+
+# ---- checkpoints ---------------------------------------------------------------------------------
+
+def test_pth_checkpoint(tmp_path, vim_inputs):
+    path, x = vim_inputs
+    fixtures.write_vim_dir(tmp_path / "st", seed=7)
+    fixtures.write_vim_dir(tmp_path / "pth", seed=7, pth=True)
+    assert not (tmp_path / "pth" / "model.safetensors").exists()
+    a, _ = explain(tmp_path / "st", path, tmp_path)
+    b, _ = explain(tmp_path / "pth", path, tmp_path)
+    c, _ = explain(tmp_path / "pth" / "checkpoint.pth", path, tmp_path)  # the file itself, config.json beside it
+    assert relevance_of(a).tolist() == relevance_of(b).tolist() == relevance_of(c).tolist()
+    # float16 weights (as some released checkpoints) load and convert
+    fixtures.write_vim_dir(tmp_path / "half", seed=7, dtype=torch.float16, pth=True)
+    explain(tmp_path / "half", path, tmp_path)
+
+
+# ---- images --------------------------------------------------------------------------------------
+
+def png_bytes(rgb):
+    """A minimal PNG encoder: rgb (H, W, 3) or (H, W) uint8."""
+    h, w = rgb.shape[:2]
+    colour = 2 if rgb.dim() == 3 else 0
+    raw = b"".join(b"\x00" + rgb[y].contiguous().numpy().tobytes() for y in range(h))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, colour, 0, 0, 0)) +
+            chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def random_rgb(h, w, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (h, w, 3), generator=g, dtype=torch.uint8)
+
+
+def normalise(rgb):
+    return ((rgb.permute(2, 0, 1).double() / 255) - IMAGENET_MEAN) / IMAGENET_STD
+
+
+def test_png_input_exact_size(vim_model, tmp_path):
+    rgb = random_rgb(16, 16, seed=1)
+    (tmp_path / "img.png").write_bytes(png_bytes(rgb))
+    p = run("explain", "--model", vim_model, "--image", tmp_path / "img.png", "--no-resize", "--dtype", "float64",
+            "--json", "-", "--output", tmp_path / "o.safetensors", "--png", tmp_path / "heat.png")
+    out = json.loads(p.stdout)
+    t = st_io.load_file(tmp_path / "o.safetensors")
+    x = normalise(rgb)[None]
+    torch.testing.assert_close(t["pixel_values"], x, rtol=0, atol=1e-6)
+    r = ref_explain(VimReference.from_dir(vim_model, dtype=torch.float64), t["pixel_values"], "mambalrp",
+                    composite=DEFAULT_COMPOSITE)
+    torch.testing.assert_close(relevance_of(out), r.token_relevance, rtol=1e-9, atol=1e-12)
+    PIL = pytest.importorskip("PIL.Image")
+    heat = PIL.open(tmp_path / "heat.png")
+    patches = PIL.open(tmp_path / "heat_patches.png")
+    assert heat.size == (16, 16) and heat.mode == "RGB"
+    assert patches.size == (16, 16)
+    # the patch grid image: the most relevant patch is pure red or pure blue
+    cells = torch.tensor(list(patches.getdata()), dtype=torch.int64).view(16, 16, 3)[::8, ::8]
+    assert any(c.tolist() in ([255, 0, 0], [0, 0, 255]) for c in cells.reshape(-1, 3))
+
+
+def test_png_resize_and_centre_crop_like_pil(vim_model, tmp_path):
+    """Shorter side to floor(16 / 0.875) = 18 (antialiased bilinear), centre 16x16 crop."""
+    PIL = pytest.importorskip("PIL.Image")
+    rgb = random_rgb(45, 60, seed=2)  # H 45, W 60 -> 18 x 24
+    (tmp_path / "img.png").write_bytes(png_bytes(rgb))
+    run("explain", "--model", vim_model, "--image", tmp_path / "img.png", "--output", tmp_path / "o.safetensors")
+    ours = st_io.load_file(tmp_path / "o.safetensors")["pixel_values"].double()
+    img = PIL.fromarray(rgb.numpy()).resize((24, 18), PIL.BILINEAR)
+    ref = torch.tensor(list(img.getdata()), dtype=torch.uint8).view(18, 24, 3)[1:17, 4:20]
+    # PIL rounds to 8 bits after each pass: within 2/255 before normalisation
+    assert (ours[0] - normalise(ref)).abs().max().item() < 2.5 / 255 / 0.224
+
+
+def test_jpeg_and_grey_png_input(vim_model, tmp_path):
+    PIL = pytest.importorskip("PIL.Image")
+    rgb = random_rgb(16, 16, seed=3) // 64 * 64  # few levels: JPEG keeps them close
+    buf = io.BytesIO()
+    PIL.fromarray(rgb.numpy()).save(buf, format="JPEG", quality=95)
+    (tmp_path / "img.jpg").write_bytes(buf.getvalue())
+    run("explain", "--model", vim_model, "--image", tmp_path / "img.jpg", "--no-resize", "--output",
+        tmp_path / "o.safetensors")
+    ours = st_io.load_file(tmp_path / "o.safetensors")["pixel_values"].double()[0]
+    pil = torch.tensor(list(PIL.open(tmp_path / "img.jpg").convert("RGB").getdata()), dtype=torch.uint8).view(16, 16, 3)
+    # decoders may differ by an IDCT rounding step
+    assert (ours - normalise(pil)).abs().max().item() < 4 / 255 / 0.224
+    grey = random_rgb(16, 16, seed=4)[..., 0]
+    (tmp_path / "grey.png").write_bytes(png_bytes(grey))
+    run("explain", "--model", vim_model, "--image", tmp_path / "grey.png", "--no-resize", "--output",
+        tmp_path / "g.safetensors")
+    px = st_io.load_file(tmp_path / "g.safetensors")["pixel_values"].double()[0]
+    torch.testing.assert_close(px, normalise(grey[..., None].expand(16, 16, 3)), rtol=0, atol=1e-6)
+
+
+# ---- bad input: exit 2 with a one-line reason -----------------------------------------------------
+
+def _copy(src, dst, fn):
+    shutil.copytree(src, dst)
+    fn(dst)
+    return dst
+
+
+def _edit_weights(fn):
+    def edit(d):
+        sd = st_io.load_file(d / "model.safetensors")
+        fn(sd)
+        st_io.save_file(sd, d / "model.safetensors")
+    return edit
+
+
+def _lm_checkpoint(d):
+    fixtures.write_hf_mamba_dir(d / "lm", seed=1)
+    shutil.copy(d / "lm" / "model.safetensors", d / "model.safetensors")
+
+
+@pytest.mark.parametrize("name,corrupt,words", [
+    ("lm_weights", _lm_checkpoint, ["model.safetensors", "missing tensor", "patch_embed.proj.weight"]),
+    ("extra", _edit_weights(lambda sd: sd.__setitem__("layers.9.mixer.D", torch.zeros(32))),
+     ["unexpected tensor", "layers.9.mixer.D"]),
+    ("missing", _edit_weights(lambda sd: sd.pop("layers.1.mixer.A_b_log")), ["missing tensor", "layers.1.mixer.A_b_log"]),
+    ("shape", _edit_weights(lambda sd: sd.__setitem__("pos_embed", torch.zeros(1, 4, 16))), ["pos_embed", "shape"]),
+    ("truncated", lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:-64]),
+     ["model.safetensors"]),
+    ("config_json", lambda d: (d / "config.json").write_text("{oops"), ["config.json", "JSON"]),
+    ("config_value", lambda d: (d / "config.json").write_text(json.dumps(dict(fixtures.VIM_SMALL, patch_size=0))),
+     ["config.json", "patch_size"]),
+    ("config_bimamba", lambda d: (d / "config.json").write_text(json.dumps(dict(fixtures.VIM_SMALL, bimamba_type="v1"))),
+     ["bimamba_type"]),
+    ("no_weights", lambda d: (d / "model.safetensors").unlink(), ["no weights"]),
+])
+def test_bad_checkpoints_exit_2(vim_model, vim_inputs, tmp_path, name, corrupt, words):
+    d = _copy(vim_model, tmp_path / name, corrupt)
+    p = run("explain", "--model", d, "--input", vim_inputs[0], check=False)
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    assert p.stderr.count("\n") == 1 and p.stderr.startswith("mamba-lrp: ")
+    for w in words:
+        assert w in p.stderr, (w, p.stderr)
+
+
+def test_bad_images_and_inputs_exit_2(vim_model, tmp_path):
+    (tmp_path / "big.png").write_bytes(png_bytes(random_rgb(20, 16, seed=1)))
+    (tmp_path / "text.png").write_text("this is not an image\n")
+    good = png_bytes(random_rgb(16, 16, seed=1))
+    (tmp_path / "cut.png").write_bytes(good[: len(good) // 2])
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    fixtures.write_inputs(tmp_path / "nan.safetensors", pixel_values=torch.full((1, 3, 16, 16), float("nan")))
+    fixtures.write_inputs(tmp_path / "inf.safetensors", pixel_values=torch.full((3, 16, 16), float("inf")))
+    fixtures.write_inputs(tmp_path / "size.safetensors", pixel_values=torch.zeros(1, 3, 24, 24))
+    fixtures.write_inputs(tmp_path / "chans.safetensors", pixel_values=torch.zeros(1, 4, 16, 16))
+    fixtures.write_inputs(tmp_path / "ints.safetensors", pixel_values=torch.zeros(1, 3, 16, 16, dtype=torch.int32))
+    fixtures.write_inputs(tmp_path / "ids.safetensors", input_ids=torch.zeros(1, 3, dtype=torch.int64))
+    cases = [
+        (["--image", tmp_path / "big.png", "--no-resize"], ["big.png", "16x20", "16x16", "resizing is off"]),
+        (["--image", tmp_path / "text.png"], ["text.png", "not a readable PNG or JPEG"]),
+        (["--image", tmp_path / "cut.png"], ["cut.png"]),
+        (["--image", tmp_path / "empty.jpg"], ["empty.jpg", "empty"]),
+        (["--image", tmp_path / "nowhere.png"], ["nowhere.png", "cannot open"]),
+        (["--input", tmp_path / "nan.safetensors"], ["non-finite"]),
+        (["--input", tmp_path / "inf.safetensors"], ["non-finite"]),
+        (["--input", tmp_path / "size.safetensors"], ["(B, 3, 16, 16)", "[1, 3, 24, 24]"]),
+        (["--input", tmp_path / "chans.safetensors"], ["(B, 3, 16, 16)"]),
+        (["--input", tmp_path / "ints.safetensors"], ["pixel_values", "F32"]),
+        (["--input", tmp_path / "ids.safetensors"], ["pixel_values"]),
+        (["--ids", "1,2"], ["--image"]),
+        (["--input", tmp_path / "size.safetensors", "--target", "3"], ["(B, 3, 16, 16)"]),
+        (["--image", tmp_path / "big.png", "--target", "3"], ["target 3", "out of range"]),
+        (["--image", tmp_path / "big.png", "--method", "lrp"], ["unknown method 'lrp'"]),
+        (["--image", tmp_path / "big.png", "--position", "1"], ["--position"]),
+        (["--image", tmp_path / "big.png", "--composite", tmp_path / "text.png"], ["text.png", "JSON"]),
+        (["--input", tmp_path / "nan.safetensors", "--no-resize"], ["--no-resize"]),
+        ([], ["exactly one of"]),
+    ]
+    for args, words in cases:
+        p = run("explain", "--model", vim_model, *args, check=False)
+        assert p.returncode == 2, (args, p.returncode, p.stderr)
+        assert p.stderr.count("\n") == 1, (args, p.stderr)
+        for w in words:
+            assert w in p.stderr, (args, w, p.stderr)
