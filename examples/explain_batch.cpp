@@ -6,6 +6,8 @@
 // MambaLRP (and with Gradient x Input for contrast) and prints the relevance per token.
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <sstream>
 #include <string>
@@ -45,12 +47,16 @@ int main(int argc, char** argv) {
       options.zero_bias = true;  // so that sum R = f is checkable
       const mamba_lrp::Explanation e = mamba_lrp::explain(model, ids, /*attention_mask=*/{}, options);
       std::printf("== %s ==\n", method);
+      bool conserved = true;
       for (int64_t b = 0; b < ids.size(0); ++b) {
+        const double f = e.logits[b].item<double>(), sum = e.relevance[b].sum().item<double>();
+        conserved = conserved && std::abs(sum - f) <= 1e-8 * std::max(1.0, std::abs(f));
         std::printf("row %ld: target %ld, f = %.6f, sum R = %.6f\n   R:", (long)b, (long)e.targets[b].item<int64_t>(),
                     e.logits[b].item<double>(), e.relevance[b].sum().item<double>());
         for (int64_t t = 0; t < L; ++t) std::printf(" %+.4f", e.relevance[b][t].item<double>());
         std::printf("\n");
       }
+      std::printf("sum R = f on every row (conservation): %s\n", conserved ? "yes" : "no");
     }
   } catch (const mamba_lrp::InputError& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
