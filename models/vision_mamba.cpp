@@ -333,6 +333,9 @@ VisionMamba load_vision_mamba(const std::string& dir_or_file, at::ScalarType dty
   io::StateDict sd = io::load_state_dict(weights.string(), dtype);
   const std::string origin = weights.string();
 
+  if (!sd.count("patch_embed.proj.weight"))
+    throw InputError(origin + ": missing tensor 'patch_embed.proj.weight': not a Vision Mamba checkpoint" +
+                     (sd.empty() ? std::string(" (no tensors)") : " (it holds '" + sd.begin()->first + "', ...)"));
   VisionMamba model(config);
   model->to(dtype);
   torch::NoGradGuard no_grad;

@@ -76,7 +76,10 @@ std::vector<int64_t> parse_id_list(const std::string& s) {
   return ids;
 }
 
-std::string read_model_type(const std::filesystem::path& dir) {
+std::string read_model_type(const std::filesystem::path& model) {
+  // --model names a directory, or a checkpoint file with config.json beside it.
+  const std::filesystem::path dir =
+      std::filesystem::is_regular_file(model) ? model.parent_path() : model;
   std::ifstream f(dir / "config.json");
   if (!f) throw InputError((dir / "config.json").string() + ": cannot open (a model directory needs config.json)");
   nlohmann::json j;
