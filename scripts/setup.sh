@@ -10,7 +10,7 @@ PACKAGES=(
   libtorch-dev python3-torch            # LibTorch 1.13 (C++) and the same torch for /usr/bin/python3
   libopenblas0-pthread                  # libtorch multiplies matrices through the system BLAS: OpenBLAS, not the slow reference one
   catch2 nlohmann-json3-dev libstb-dev
-  python3-numpy python3-pytest
+  python3-numpy python3-pytest python3-pil   # python3-pil: the Vim tests compare image decoding and resizing with PIL
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
