@@ -59,7 +59,7 @@ void chunk_dt(const SelectiveScanParams& p, const RowPtrs<T>& r, int64_t t0, int
     if (dsp) for (int64_t i = 0; i < kChunk; ++i) dsp[i] = T(1);
     return;
   }
-  for (int64_t i = 0; i < kChunk; i += kLanes) store(dt + i, vsoftplus(load<T>(raw + i)));
+  for (int64_t i = 0; i < kChunk; i += kLanes<T>) store(dt + i, vsoftplus(load<T>(raw + i)));
   if (dsp) for (int64_t i = 0; i < n; ++i) dsp[i] = sigmoid(raw[i]);
 }
 
@@ -90,7 +90,7 @@ void fwd_row(const SelectiveScanParams& p, const ScanWork& w, int64_t b, int64_t
       dtu[i] = dt[i] * r.u[t0 + i];
       y[i] = T(0);
     }
-    for (int64_t nb = 0; nb < w.dpad; nb += kLanes) {
+    for (int64_t nb = 0; nb < w.dpad; nb += kLanes<T>) {
       const Vec<T> av = load(a + nb);
       Vec<T> hv = load(h + nb);
       const T* Brow = Bt + t0 * w.dpad + nb;
@@ -193,7 +193,7 @@ void bwd_lrp_row(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t b, 
     chunk_dt<T>(p, q.r, t0, n, dt, nullptr);
     chunk_gate_grads(p, q.r, q.gout, q.out_y, q.dz, t0, n, gy);
     std::fill(acc, acc + n, T(0));
-    for (int64_t nb = 0; nb < w.dpad; nb += kLanes) {
+    for (int64_t nb = 0; nb < w.dpad; nb += kLanes<T>) {
       const Vec<T> av = load(a + nb);
       Vec<T> carry = load(gh + nb);
       const T* Brow = Bt + t0 * w.dpad + nb;
@@ -239,7 +239,7 @@ void bwd_exact_task(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t 
       std::copy(h, h + dpad, ckpt + c * dpad);
       if (c == chunks - 1) break;
       chunk_dt<T>(p, q.r, t0, n, dt, nullptr);
-      for (int64_t nb = 0; nb < dpad; nb += kLanes) {
+      for (int64_t nb = 0; nb < dpad; nb += kLanes<T>) {
         const Vec<T> av = load(a + nb);
         Vec<T> hv = load(h + nb);
         for (int64_t i = 0; i < n; ++i)
@@ -260,7 +260,7 @@ void bwd_exact_task(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t 
         dtu[i] = dt[i] * q.r.u[t0 + i];
         sum_bg[i] = sum_gah[i] = T(0);
       }
-      for (int64_t nb = 0; nb < dpad; nb += kLanes) {
+      for (int64_t nb = 0; nb < dpad; nb += kLanes<T>) {
         const Vec<T> av = load(a + nb);
         // hs[i] = state before step t0+i; hs[i+1] = after it.
         Vec<T> hv = load(ckpt + c * dpad + nb);

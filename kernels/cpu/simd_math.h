@@ -1,6 +1,6 @@
-// 16-lane vectors (GCC vector extensions) and branch-free exp / softplus on them.
-// The same source is compiled once per instruction set (baseline, AVX2, AVX-512);
-// GCC lowers a 16-lane vector to 4, 2 or 1 register(s) of that set.
+// Vectors (GCC vector extensions) one register wide, and branch-free exp / softplus on
+// them. The same source is compiled once per instruction set (baseline SSE2, AVX2,
+// AVX-512): 4, 8 or 16 floats a vector.
 //
 // exp uses the classic Cody–Waite range reduction x = k ln2 + r, |r| <= ln2/2, then
 // a minimax polynomial (float, ~1 ulp) or a Padé form (double, ~1 ulp), and scales by
@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 // Everything below lives in a namespace per instruction set (MAMBA_LRP_CPU_ISA), so the
 // three compilations never share an inline function (which the linker could otherwise
@@ -22,16 +23,26 @@ namespace kernels {
 namespace cpu {
 namespace MAMBA_LRP_CPU_ISA {
 
-constexpr int kLanes = 16;
+// One vector is one register of the instruction set this file is compiled for (wider
+// generic vectors get some operations, comparisons among them, lowered to scalar code).
+#if defined(__AVX512F__)
+constexpr int kVecBytes = 64;
+#elif defined(__AVX__)
+constexpr int kVecBytes = 32;
+#else
+constexpr int kVecBytes = 16;
+#endif
+template <typename T>
+constexpr int kLanes = kVecBytes / static_cast<int>(sizeof(T));
 
 template <typename T> struct VecTraits;
 template <> struct VecTraits<float> {
-  typedef float vec __attribute__((vector_size(kLanes * sizeof(float))));
-  typedef int32_t ivec __attribute__((vector_size(kLanes * sizeof(int32_t))));
+  typedef float vec __attribute__((vector_size(kVecBytes)));
+  typedef int32_t ivec __attribute__((vector_size(kVecBytes)));
 };
 template <> struct VecTraits<double> {
-  typedef double vec __attribute__((vector_size(kLanes * sizeof(double))));
-  typedef int64_t ivec __attribute__((vector_size(kLanes * sizeof(int64_t))));
+  typedef double vec __attribute__((vector_size(kVecBytes)));
+  typedef int64_t ivec __attribute__((vector_size(kVecBytes)));
 };
 template <typename T> using Vec = typename VecTraits<T>::vec;
 template <typename T> using IVec = typename VecTraits<T>::ivec;
@@ -40,28 +51,46 @@ template <typename T> inline Vec<T> broadcast(T x) { return Vec<T>{} + x; }
 template <typename T> inline Vec<T> load(const T* p) { Vec<T> v; std::memcpy(&v, p, sizeof(v)); return v; }
 template <typename T> inline void store(T* p, Vec<T> v) { std::memcpy(p, &v, sizeof(v)); }
 
-// Sum of the 16 lanes by halving (4 shuffle+add levels).
-inline float hsum(Vec<float> v) {
-  typedef float v8 __attribute__((vector_size(8 * sizeof(float))));
-  typedef float v4 __attribute__((vector_size(4 * sizeof(float))));
-  v8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) + __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
-  v4 b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
-  return (b[0] + b[2]) + (b[1] + b[3]);
+// Sum of the lanes by halving.
+template <typename V>
+inline auto hsum(V v) {
+  constexpr int n = sizeof(V) / sizeof(v[0]);
+  using S = std::remove_reference_t<decltype(v[0])>;
+  if constexpr (n == 16) {
+    typedef S H __attribute__((vector_size(sizeof(V) / 2)));
+    return hsum(H(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+                  __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15)));
+  } else if constexpr (n == 8) {
+    typedef S H __attribute__((vector_size(sizeof(V) / 2)));
+    return hsum(H(__builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7)));
+  } else if constexpr (n == 4) {
+    return (v[0] + v[2]) + (v[1] + v[3]);
+  } else {
+    static_assert(n == 2, "vectors of 2, 4, 8 or 16 lanes");
+    return v[0] + v[1];
+  }
 }
-inline double hsum(Vec<double> v) {
-  typedef double v8 __attribute__((vector_size(8 * sizeof(double))));
-  typedef double v4 __attribute__((vector_size(4 * sizeof(double))));
-  v8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) + __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
-  v4 b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
-  return (b[0] + b[2]) + (b[1] + b[3]);
+
+// Lane-wise mask ? a : b, as bit operations: GCC lowers a vector `?:` on 16-lane vectors
+// to scalar code when the instruction set is narrower than the vector (AVX2); bitwise
+// selects stay vector instructions everywhere.
+template <typename T>
+inline Vec<T> select(IVec<T> mask, Vec<T> a, Vec<T> b) {
+  IVec<T> ia, ib;
+  std::memcpy(&ia, &a, sizeof(ia));
+  std::memcpy(&ib, &b, sizeof(ib));
+  const IVec<T> r = (mask & ia) | (~mask & ib);
+  Vec<T> out;
+  std::memcpy(&out, &r, sizeof(out));
+  return out;
 }
 
 inline Vec<float> vexp(Vec<float> x) {
   using V = Vec<float>;
   using I = IVec<float>;
   const V hi = broadcast(88.3762626647949f), lo = broadcast(-87.3365447504f);
-  V xc = x > hi ? hi : x;
-  xc = xc < lo ? lo : xc;
+  V xc = select<float>(x > hi, hi, x);
+  xc = select<float>(xc < lo, lo, xc);
   // k = round(x / ln2)
   V kf = xc * 1.44269504088896341f + 0.5f;
   I ki = __builtin_convertvector(kf, I);
@@ -80,15 +109,15 @@ inline Vec<float> vexp(Vec<float> x) {
   V scale;
   std::memcpy(&scale, &bits, sizeof(scale));
   V res = e * scale;
-  return x < lo ? broadcast(0.0f) : res;
+  return select<float>(x < lo, broadcast(0.0f), res);
 }
 
 inline Vec<double> vexp(Vec<double> x) {
   using V = Vec<double>;
   using I = IVec<double>;
   const V hi = broadcast(709.436139303), lo = broadcast(-708.39641853226408);
-  V xc = x > hi ? hi : x;
-  xc = xc < lo ? lo : xc;
+  V xc = select<double>(x > hi, hi, x);
+  xc = select<double>(xc < lo, lo, xc);
   V kf = xc * 1.4426950408889634073599 + 0.5;
   I ki = __builtin_convertvector(kf, I);
   ki += (kf < __builtin_convertvector(ki, V));  // mask is -1 where true: floor for negatives
@@ -104,7 +133,7 @@ inline Vec<double> vexp(Vec<double> x) {
   V scale;
   std::memcpy(&scale, &bits, sizeof(scale));
   V res = e * scale;
-  return x < lo ? broadcast(0.0) : res;
+  return select<double>(x < lo, broadcast(0.0), res);
 }
 
 // log(w) for w in [1, 2] (all softplus needs): w = 2^e m with m in [sqrt(1/2), sqrt(2)).
@@ -119,7 +148,7 @@ inline Vec<float> vlog_1_2(Vec<float> w) {
   std::memcpy(&m, &mbits, sizeof(m));
   I small = m < 0.707106781186547524f;  // -1 where true
   e += small;                           // e - 1
-  m = small ? m + m - 1.0f : m - 1.0f;
+  m = select<float>(small, m + m - 1.0f, m - 1.0f);
   V ef = __builtin_convertvector(e, V);
   V z = m * m;
   V y = broadcast(7.0376836292e-2f);
@@ -141,17 +170,18 @@ inline Vec<float> vlog_1_2(Vec<float> w) {
 // (exact to rounding for tiny t; t itself where 1+t rounds to 1).
 inline Vec<float> vsoftplus(Vec<float> x) {
   using V = Vec<float>;
-  V ax = x < 0.0f ? -x : x;
+  V ax = select<float>(x < 0.0f, -x, x);
   V t = vexp(-ax);
   V w = t + 1.0f;
   V d = w - 1.0f;
-  V l1p = d == 0.0f ? t : vlog_1_2(w) * (t / (d == 0.0f ? broadcast(1.0f) : d));
-  return (x > 0.0f ? x : broadcast(0.0f)) + l1p;
+  const IVec<float> exact = d == 0.0f;
+  V l1p = select<float>(exact, t, vlog_1_2(w) * (t / select<float>(exact, broadcast(1.0f), d)));
+  return select<float>(x > 0.0f, x, broadcast(0.0f)) + l1p;
 }
 
 inline Vec<double> vsoftplus(Vec<double> x) {
   Vec<double> r;
-  for (int k = 0; k < kLanes; ++k) r[k] = x[k] > 0 ? x[k] + std::log1p(std::exp(-x[k])) : std::log1p(std::exp(x[k]));
+  for (int k = 0; k < kLanes<double>; ++k) r[k] = x[k] > 0 ? x[k] + std::log1p(std::exp(-x[k])) : std::log1p(std::exp(x[k]));
   return r;
 }
 
