@@ -63,6 +63,19 @@ void chunk_dt(const SelectiveScanParams& p, const RowPtrs<T>& r, int64_t t0, int
   if (dsp) for (int64_t i = 0; i < n; ++i) dsp[i] = sigmoid(raw[i]);
 }
 
+// silu(z) and sigmoid(z) for n <= kChunk steps, a vector at a time.
+template <typename T>
+void chunk_silu(const T* z, int64_t n, T* silu, T* sig) {
+  alignas(64) T raw[kChunk];
+  for (int64_t i = 0; i < kChunk; ++i) raw[i] = i < n ? z[i] : T(0);
+  for (int64_t i = 0; i < kChunk; i += kLanes<T>) {
+    const Vec<T> zv = load<T>(raw + i);
+    const Vec<T> sv = T(1) / (T(1) + vexp(-zv));
+    store(silu + i, zv * sv);
+    if (sig) store(sig + i, sv);
+  }
+}
+
 template <typename T>
 const T* bc_rows(const void* base, const SelectiveScanParams& p, const ScanWork& w, int64_t b, int64_t g) {
   return static_cast<const T*>(base) + ((b * p.n_groups + g) * p.seqlen) * w.dpad;
@@ -101,16 +114,14 @@ void fwd_row(const SelectiveScanParams& p, const ScanWork& w, int64_t b, int64_t
       }
       store(h + nb, hv);
     }
-    for (int64_t i = 0; i < n; ++i) {
-      const T u = r.u[t0 + i];
-      const T yi = y[i] + r.D * u;
-      if (out_y) out_y[t0 + i] = yi;
-      if (r.z) {
-        const T zi = r.z[t0 + i];
-        out[t0 + i] = yi * zi * sigmoid(zi);
-      } else {
-        out[t0 + i] = yi;
-      }
+    for (int64_t i = 0; i < n; ++i) y[i] += r.D * r.u[t0 + i];
+    if (out_y) std::copy(y, y + n, out_y + t0);
+    if (r.z) {
+      alignas(64) T silu_z[kChunk];
+      chunk_silu(r.z + t0, n, silu_z, static_cast<T*>(nullptr));
+      for (int64_t i = 0; i < n; ++i) out[t0 + i] = y[i] * silu_z[i];
+    } else {
+      std::copy(y, y + n, out + t0);
     }
   }
   if (p.last_state) {
@@ -130,15 +141,16 @@ void chunk_gate_grads(const SelectiveScanBwdParams& p, const RowPtrs<T>& r, cons
     return;
   }
   const bool lrp = p.rule == ScanRule::kMambaLRP;
+  alignas(64) T silu_z[kChunk], sig_z[kChunk];
+  chunk_silu(r.z + t0, n, silu_z, sig_z);
   for (int64_t i = 0; i < n; ++i) {
     const T g = gout[t0 + i], zi = r.z[t0 + i], yi = out_y[t0 + i];
-    const T s = sigmoid(zi);
     if (lrp) {
-      gy[i] = T(0.5) * g * zi * s;
-      dz[t0 + i] = T(0.5) * g * yi * s;
+      gy[i] = T(0.5) * g * silu_z[i];
+      dz[t0 + i] = T(0.5) * g * yi * sig_z[i];
     } else {
-      gy[i] = g * zi * s;
-      dz[t0 + i] = g * yi * s * (T(1) + zi * (T(1) - s));
+      gy[i] = g * silu_z[i];
+      dz[t0 + i] = g * yi * sig_z[i] * (T(1) + zi * (T(1) - sig_z[i]));
     }
   }
 }
