@@ -1,6 +1,7 @@
 #include "csrc/selective_scan_common.h"
 
 #include <sstream>
+#include <tuple>
 
 namespace mamba_lrp {
 
@@ -166,6 +167,107 @@ void fill_scan_params(const ScanInputs& in, kernels::SelectiveScanParams& p) {
   p.C_dstate_stride = in.C.stride(2);
   p.D = in.D ? in.D->data_ptr() : nullptr;
   p.delta_bias = in.delta_bias ? in.delta_bias->data_ptr() : nullptr;
+}
+
+ScanForwardOutputs allocate_forward_outputs(const ScanInputs& in, bool return_last_state, at::ScalarType state_dtype,
+                                            kernels::SelectiveScanParams& p) {
+  ScanForwardOutputs o;
+  o.out = at::empty({in.batch, in.dim, in.seqlen}, in.u.options());  // (B, D, L)
+  p.out = o.out.data_ptr();
+  p.out_batch_stride = o.out.stride(0);
+  p.out_dim_stride = o.out.stride(1);
+  if (in.z) {
+    o.out_y = at::empty({in.batch, in.dim, in.seqlen}, in.u.options());  // (B, D, L) pre-gate y
+    p.out_y = o.out_y->data_ptr();
+    p.out_y_batch_stride = o.out_y->stride(0);
+    p.out_y_dim_stride = o.out_y->stride(1);
+  }
+  if (return_last_state) {
+    o.last_state = at::empty({in.batch, in.dim, in.dstate}, in.u.options().dtype(state_dtype));  // (B, D, N)
+    p.last_state = o.last_state->data_ptr();
+  }
+  return o;
+}
+
+namespace {
+void check_on_u_device(const char* name, const at::Tensor& t, const at::Tensor& u) {
+  TORCH_CHECK(t.device() == u.device(), "selective_scan backward: ", name, " is on ", t.device(), " but u is on ",
+              u.device(), "; all inputs must be on one device");
+}
+}  // namespace
+
+ScanBackwardTensors prepare_backward(const ScanInputs& in, kernels::ScanRule rule, const at::Tensor& grad_out,
+                                     const c10::optional<at::Tensor>& grad_last_state,
+                                     const c10::optional<at::Tensor>& out_y, at::ScalarType state_dtype,
+                                     kernels::SelectiveScanBwdParams& p) {
+  ScanBackwardTensors t;
+  p.rule = rule;
+  check_on_u_device("grad_out", grad_out, in.u);
+  TORCH_CHECK(grad_out.sizes() == in.u.sizes() && grad_out.scalar_type() == in.u.scalar_type(),
+              "selective_scan backward: grad_out must match u (shape ", shape_str(in.u), ", dtype ",
+              in.u.scalar_type(), "), got ", shape_str(grad_out), " ", grad_out.scalar_type());
+  t.grad_out = grad_out.contiguous();
+  p.grad_out = t.grad_out.data_ptr();
+  p.grad_out_batch_stride = t.grad_out.stride(0);
+  p.grad_out_dim_stride = t.grad_out.stride(1);
+  if (grad_last_state && grad_last_state->defined()) {
+    check_on_u_device("grad_last_state", *grad_last_state, in.u);
+    TORCH_CHECK(grad_last_state->sizes() == at::IntArrayRef({in.batch, in.dim, in.dstate}),
+                "selective_scan backward: grad_last_state must have shape (batch, dim, dstate), got ",
+                shape_str(*grad_last_state));
+    t.grad_last_state = grad_last_state->to(state_dtype).contiguous();
+    p.grad_last_state = t.grad_last_state.data_ptr();
+  }
+  if (in.z) {
+    TORCH_CHECK(out_y && out_y->defined() && out_y->sizes() == in.u.sizes(),
+                "selective_scan backward: out_y (the pre-gate output, shape of u) is needed when z is given");
+    check_on_u_device("out_y", *out_y, in.u);
+    t.out_y = out_y->to(in.u.scalar_type()).contiguous();
+    p.out_y = t.out_y.data_ptr();
+    p.out_y_batch_stride = t.out_y.stride(0);
+    p.out_y_dim_stride = t.out_y.stride(1);
+  }
+
+  t.du = at::empty_like(in.u, at::MemoryFormat::Contiguous);
+  p.du = t.du.data_ptr();
+  p.du_batch_stride = t.du.stride(0);
+  p.du_dim_stride = t.du.stride(1);
+  if (in.z) {
+    t.dz = at::empty_like(*in.z, at::MemoryFormat::Contiguous);
+    p.dz = t.dz->data_ptr();
+    p.dz_batch_stride = t.dz->stride(0);
+    p.dz_dim_stride = t.dz->stride(1);
+  }
+  if (rule == kernels::ScanRule::kExact) {
+    t.ddelta = at::empty_like(in.delta, at::MemoryFormat::Contiguous);
+    p.ddelta = t.ddelta->data_ptr();
+    p.ddelta_batch_stride = t.ddelta->stride(0);
+    p.ddelta_dim_stride = t.ddelta->stride(1);
+    t.dA = at::empty({in.dim, in.dstate}, in.A.options());  // (D, N) dense, the weights' dtype
+    p.dA = t.dA->data_ptr();
+    t.dB = at::empty(in.B.sizes(), in.B.options());  // (B, G, N, L) dense
+    p.dB = t.dB->data_ptr();
+    t.dC = at::empty(in.C.sizes(), in.C.options());
+    p.dC = t.dC->data_ptr();
+    if (in.D) {
+      t.dD = at::empty({in.dim}, in.D->options());
+      p.dD = t.dD->data_ptr();
+    }
+    if (in.delta_bias) {
+      t.ddelta_bias = at::empty({in.dim}, in.delta_bias->options());
+      p.ddelta_bias = t.ddelta_bias->data_ptr();
+    }
+  }
+  return t;
+}
+
+ScanGrads ScanBackwardTensors::results(int64_t bc_rank) const {
+  c10::optional<at::Tensor> b = dB, c = dC;
+  if (b && bc_rank == 3) {  // back to the caller's (batch, dstate, seqlen)
+    b = b->squeeze(1);
+    c = c->squeeze(1);
+  }
+  return {du, ddelta, dA, b, c, dD, dz, ddelta_bias};
 }
 
 }  // namespace mamba_lrp

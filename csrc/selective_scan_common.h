@@ -32,6 +32,34 @@ kernels::ScanRule parse_scan_rule(c10::string_view rule);
 // Fill the input part of the kernel parameters (outputs are set by the caller).
 void fill_scan_params(const ScanInputs& in, kernels::SelectiveScanParams& p);
 
+using ScanGrads = std::tuple<at::Tensor, c10::optional<at::Tensor>, c10::optional<at::Tensor>,
+                             c10::optional<at::Tensor>, c10::optional<at::Tensor>, c10::optional<at::Tensor>,
+                             c10::optional<at::Tensor>, c10::optional<at::Tensor>>;
+
+// The forward's outputs, allocated and wired into p: out, out_y (pre-gate y, only with z)
+// and last_state (when asked, in `state_dtype`: u's dtype on the CPU, float32 on CUDA).
+struct ScanForwardOutputs {
+  at::Tensor out;
+  c10::optional<at::Tensor> out_y, last_state;
+};
+ScanForwardOutputs allocate_forward_outputs(const ScanInputs& in, bool return_last_state, at::ScalarType state_dtype,
+                                            kernels::SelectiveScanParams& p);
+
+// The backward's inputs checked against the scan inputs (shape, dtype, device) and made
+// contiguous, and the gradients of `rule` allocated; all wired into p. The tensors here
+// must outlive the kernel call.
+struct ScanBackwardTensors {
+  at::Tensor grad_out, grad_last_state, out_y;
+  at::Tensor du;
+  c10::optional<at::Tensor> ddelta, dA, dB, dC, dD, dz, ddelta_bias;
+  // The gradients in the op's output order, dB / dC back in the caller's B / C rank.
+  ScanGrads results(int64_t bc_rank) const;
+};
+ScanBackwardTensors prepare_backward(const ScanInputs& in, kernels::ScanRule rule, const at::Tensor& grad_out,
+                                     const c10::optional<at::Tensor>& grad_last_state,
+                                     const c10::optional<at::Tensor>& out_y, at::ScalarType state_dtype,
+                                     kernels::SelectiveScanBwdParams& p);
+
 // A tensor's shape as "[2, 3, 4]" for error messages.
 std::string shape_str(const at::Tensor& t);
 

@@ -44,6 +44,22 @@ Isa isa() {
   return chosen;
 }
 
+// The loops of one instruction set.
+struct IsaLoops {
+  void (*fwd)(const SelectiveScanParams&, const ScanWork&, int64_t, int64_t);
+  void (*bwd_lrp)(const SelectiveScanBwdParams&, const ScanWork&, int64_t, int64_t);
+  void (*bwd_exact)(const SelectiveScanBwdParams&, const ScanWork&, int64_t, int64_t);
+};
+
+const IsaLoops& loops() {
+  static const IsaLoops table[] = {
+      {baseline::fwd_range, baseline::bwd_lrp_range, baseline::bwd_exact_range},
+      {avx2::fwd_range, avx2::bwd_lrp_range, avx2::bwd_exact_range},
+      {avx512::fwd_range, avx512::bwd_lrp_range, avx512::bwd_exact_range},
+  };
+  return table[static_cast<int>(isa())];
+}
+
 template <typename Fn>
 struct Closure {
   static void call(void* ctx, int64_t begin, int64_t end) { (*static_cast<Fn*>(ctx))(begin, end); }
@@ -93,12 +109,9 @@ void fwd_impl(const SelectiveScanParams& p, ParallelFor parallel_for) {
   std::vector<T> Ct = transpose_bc<T>(p.C, p.C_batch_stride, p.C_group_stride, p.C_dstate_stride, p, w.dpad);
   w.Bt = Bt.data();
   w.Ct = Ct.data();
-  const Isa which = isa();
-  run_parallel(parallel_for, p.batch * p.dim, row_grain(p, w.dpad), [&](int64_t begin, int64_t end) {
-    if (which == Isa::kAvx512) avx512::fwd_range(p, w, begin, end);
-    else if (which == Isa::kAvx2) avx2::fwd_range(p, w, begin, end);
-    else baseline::fwd_range(p, w, begin, end);
-  });
+  const IsaLoops& run = loops();
+  run_parallel(parallel_for, p.batch * p.dim, row_grain(p, w.dpad),
+               [&](int64_t begin, int64_t end) { run.fwd(p, w, begin, end); });
 }
 
 template <typename T>
@@ -109,14 +122,11 @@ void bwd_impl(const SelectiveScanBwdParams& p, ParallelFor parallel_for) {
   std::vector<T> Ct = transpose_bc<T>(p.C, p.C_batch_stride, p.C_group_stride, p.C_dstate_stride, p, w.dpad);
   w.Bt = Bt.data();
   w.Ct = Ct.data();
-  const Isa which = isa();
+  const IsaLoops& run = loops();
 
   if (p.rule == ScanRule::kMambaLRP) {
-    run_parallel(parallel_for, p.batch * p.dim, row_grain(p, w.dpad), [&](int64_t begin, int64_t end) {
-      if (which == Isa::kAvx512) avx512::bwd_lrp_range(p, w, begin, end);
-      else if (which == Isa::kAvx2) avx2::bwd_lrp_range(p, w, begin, end);
-      else baseline::bwd_lrp_range(p, w, begin, end);
-    });
+    run_parallel(parallel_for, p.batch * p.dim, row_grain(p, w.dpad),
+                 [&](int64_t begin, int64_t end) { run.bwd_lrp(p, w, begin, end); });
     return;
   }
 
@@ -140,11 +150,7 @@ void bwd_impl(const SelectiveScanBwdParams& p, ParallelFor parallel_for) {
   w.dA = dA.data();
   w.dD = dD.data();
   w.ddelta_bias = dbias.data();
-  run_parallel(parallel_for, tasks, 1, [&](int64_t begin, int64_t end) {
-    if (which == Isa::kAvx512) avx512::bwd_exact_range(p, w, begin, end);
-    else if (which == Isa::kAvx2) avx2::bwd_exact_range(p, w, begin, end);
-    else baseline::bwd_exact_range(p, w, begin, end);
-  });
+  run_parallel(parallel_for, tasks, 1, [&](int64_t begin, int64_t end) { run.bwd_exact(p, w, begin, end); });
 
   // Reduce the partials in a fixed order.
   auto reduce_bc = [&](const std::vector<T>& part, void* dst) {
