@@ -30,6 +30,10 @@ int run_explain_lm(const Args& a);
 int run_forward_lm(const Args& a);
 // explain for Vision Mamba models (explain_vim.cpp)
 int run_explain_vim(const Args& a);
+// evaluate: faithfulness by token / patch flipping (evaluate.cpp)
+int run_evaluate(int argc, char** argv);
+// train: a Mamba classifier or Vim with Adam and cross-entropy (train.cpp)
+int run_train(int argc, char** argv);
 
 extern const char* const kUsage;
 

@@ -15,6 +15,10 @@ namespace cli = mamba_lrp::cli;
 
 int main(int argc, char** argv) {
   try {
+    // evaluate and train parse their own options.
+    const std::string command = argc > 1 ? argv[1] : "";
+    if (command == "evaluate") return cli::run_evaluate(argc, argv);
+    if (command == "train") return cli::run_train(argc, argv);
     cli::Args a = cli::parse_args(argc, argv);
     if (a.command == "explain") {
       if (a.model.empty()) throw InputError("explain needs --model DIR");
@@ -25,8 +29,6 @@ int main(int argc, char** argv) {
       std::cout << cli::kUsage;
       return 0;
     }
-    if (a.command == "evaluate" || a.command == "train")
-      throw InputError("command '" + a.command + "' is not available yet");
     throw InputError("unknown command '" + a.command + "'\n" + std::string(cli::kUsage));
   } catch (const InputError& e) {
     std::string msg = e.what();
