@@ -3,6 +3,7 @@
 #include <fstream>
 
 #include "csrc/errors.h"
+#include "csrc/io/json_file.h"
 
 namespace mamba_lrp {
 
@@ -80,15 +81,7 @@ MambaConfig MambaConfig::from_json(const nlohmann::json& j, const std::string& o
 }
 
 MambaConfig MambaConfig::from_file(const std::string& path) {
-  std::ifstream f(path);
-  if (!f) throw InputError(path + ": cannot open (a model directory needs config.json)");
-  nlohmann::json j;
-  try {
-    f >> j;
-  } catch (const nlohmann::json::exception& e) {
-    throw InputError(path + ": invalid JSON (" + std::string(e.what()) + ")");
-  }
-  return from_json(j, path);
+  return from_json(io::read_json_file(path, "a model directory needs config.json"), path);
 }
 
 void MambaConfig::validate(const std::string& origin) const {

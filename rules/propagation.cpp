@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "csrc/errors.h"
+#include "csrc/io/json_file.h"
 #include "csrc/ops.h"
 
 namespace mamba_lrp {
@@ -89,15 +90,7 @@ Composite Composite::from_json(const nlohmann::json& j, const std::string& origi
 }
 
 Composite Composite::from_file(const std::string& path) {
-  std::ifstream f(path);
-  if (!f) throw InputError(path + ": cannot open the composite file");
-  nlohmann::json j;
-  try {
-    f >> j;
-  } catch (const nlohmann::json::exception& e) {
-    throw InputError(path + ": invalid JSON (" + std::string(e.what()) + ")");
-  }
-  return from_json(j, path);
+  return from_json(io::read_json_file(path, "the composite file"), path);
 }
 
 LayerRule Composite::rule_for(const std::string& role) const {

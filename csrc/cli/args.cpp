@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "csrc/errors.h"
+#include "csrc/io/json_file.h"
 
 namespace mamba_lrp {
 namespace cli {
@@ -80,14 +81,7 @@ std::string read_model_type(const std::filesystem::path& model) {
   // --model names a directory, or a checkpoint file with config.json beside it.
   const std::filesystem::path dir =
       std::filesystem::is_regular_file(model) ? model.parent_path() : model;
-  std::ifstream f(dir / "config.json");
-  if (!f) throw InputError((dir / "config.json").string() + ": cannot open (a model directory needs config.json)");
-  nlohmann::json j;
-  try {
-    f >> j;
-  } catch (const nlohmann::json::exception& e) {
-    throw InputError((dir / "config.json").string() + ": invalid JSON (" + e.what() + ")");
-  }
+  const nlohmann::json j = io::read_json_file((dir / "config.json").string(), "a model directory needs config.json");
   if (j.is_object() && j.contains("model_type") && j["model_type"].is_string()) return j["model_type"];
   return "mamba";
 }
