@@ -16,7 +16,6 @@ Composite vim_default_composite() {
   gamma.kind = LayerRule::Kind::kGamma;
   gamma.gamma = 0.25;
   c.set("patch_embed", gamma);
-  c.set("conv1d", gamma);
   return c;
 }
 

@@ -15,9 +15,9 @@
 namespace mamba_lrp {
 
 // The MambaLRP-Vim default composite (configs/composites/mambalrp-vim.json): the
-// generalized γ-rule (γ = 0.25) on the patch embedding and on conv1d/conv1d_b, LRP-0
-// elsewhere. Used for mambalrp and its three ablations when no composite is given; gi and
-// lrp-ln use LRP-0 everywhere (no rule at all / only the norm rule).
+// generalized γ-rule (γ = 0.25) on the patch embedding, LRP-0 elsewhere, as the official
+// MambaLRP code does by default. Used for mambalrp and its three ablations when no composite
+// is given; gi and lrp-ln use LRP-0 everywhere (no rule at all / only the norm rule).
 Composite vim_default_composite();
 Composite vim_composite_for_method(const std::string& method);
 

@@ -25,7 +25,7 @@ COMPOSITES = ROOT / "configs" / "composites"
 METHODS = ["mambalrp", "gi", "lrp-ln", "mambalrp-no-silu", "mambalrp-no-ssm", "mambalrp-no-gate"]
 REF_MODE = {"gi": "standard"}
 GAMMA_CONV1D = {"conv1d": {"rule": "gamma", "gamma": 0.25}}
-DEFAULT_COMPOSITE = {"patch_embed": {"rule": "gamma", "gamma": 0.25}, "conv1d": {"rule": "gamma", "gamma": 0.25}}
+DEFAULT_COMPOSITE = {"patch_embed": {"rule": "gamma", "gamma": 0.25}}
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406], dtype=torch.float64)[:, None, None]
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225], dtype=torch.float64)[:, None, None]
 
@@ -135,7 +135,7 @@ def test_relevance_equals_reference(vim_model, vim_inputs, tmp_path, method, com
 
 
 def test_default_composite_is_mambalrp_vim(vim_model, vim_inputs, tmp_path):
-    """No --composite: γ on the patch embedding and conv1d (configs/composites/mambalrp-vim.json)."""
+    """No --composite: γ on the patch embedding only (configs/composites/mambalrp-vim.json)."""
     path, x = vim_inputs
     assert json.loads((COMPOSITES / "mambalrp-vim.json").read_text()) == DEFAULT_COMPOSITE
     out, t = explain(vim_model, path, tmp_path, "mambalrp")
@@ -207,12 +207,15 @@ def test_conservation_down_to_pixels(vim_model, vim_inputs, tmp_path):
 # ---- golden numbers of the official implementation ----------------------------------------------
 
 @pytest.mark.skipif(not (GOLDEN / "vim").exists(), reason="golden files not found")
-@pytest.mark.parametrize("folder,composite", [("vim", "lrp0.json"), ("vim-gamma-conv1d", "vim-gamma-conv1d.json")])
+@pytest.mark.parametrize("folder,composite", [("vim", None), ("vim", "lrp0.json"),
+                                              ("vim-gamma-conv1d", "mambalrp-vim-gamma-conv1d.json")])
 def test_golden_official_relevance(tmp_path, folder, composite):
+    """The default composite (γ on the patch embedding only) gives the official code's
+    token relevance; γ on conv1d as the official layer_transforms=['conv1d']."""
     exp = st_io.load_file(GOLDEN / folder / "expected.safetensors")
     fixtures.write_inputs(tmp_path / "px.safetensors", pixel_values=exp["image"])
-    out, t = explain(GOLDEN / folder, tmp_path / "px.safetensors", tmp_path, dtype="float32",
-                     extra=("--composite", COMPOSITES / composite))
+    extra = ("--composite", COMPOSITES / composite) if composite else ()
+    out, t = explain(GOLDEN / folder, tmp_path / "px.safetensors", tmp_path, dtype="float32", extra=extra)
     assert [e["target"] for e in out["explanations"]] == exp["target"].to(torch.int64).tolist()
     torch.testing.assert_close(t["logits"], exp["logits"], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(torch.tensor([e["logit"] for e in out["explanations"]]), exp["output_f"], rtol=1e-5,
