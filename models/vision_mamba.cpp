@@ -192,21 +192,23 @@ c10::optional<at::Tensor> opt(const at::Tensor& t) { return t.defined() ? c10::o
 }  // namespace
 
 at::Tensor VimMixerImpl::forward(const at::Tensor& hidden, const PropagationContext& ctx) {
-  const int64_t I = config_.d_inner();
   const Composite& comp = ctx.composite;
   at::Tensor xz = linear_with_rule(hidden, in_proj->weight, opt(in_proj->bias), comp.rule_for("in_proj"));  // (B, L, 2I)
-  xz = xz.transpose(1, 2);                                                                                   // (B, 2I, L)
+  xz = xz.transpose(1, 2).contiguous();  // (B, 2I, L): the x and z halves are then dense along L for conv and scan
   const SsmBranch fwd{conv1d->weight, opt(conv1d->bias), x_proj->weight, dt_proj->weight, opt(dt_proj->bias), A_log, D};
-  at::Tensor y = ssm_branch_forward(xz.narrow(1, 0, I), xz.narrow(1, I, I), at::Tensor(), fwd, ctx);  // (B, I, L)
+  // chunk, not two narrows: its backward is one concatenation instead of two zero-filled copies
+  const auto x_z = xz.chunk(2, 1);                                                                           // (B, I, L) x 2
+  at::Tensor y = ssm_branch_forward(x_z[0], x_z[1], at::Tensor(), fwd, ctx);                                  // (B, I, L)
   if (config_.bidirectional()) {
     const SsmBranch bwd{conv1d_b->weight, opt(conv1d_b->bias), x_proj_b->weight, dt_proj_b->weight,
                         opt(dt_proj_b->bias), A_b_log, D_b};
-    const at::Tensor xz_b = xz.flip({2});                                                                  // (B, 2I, L)
-    const at::Tensor y_b = ssm_branch_forward(xz_b.narrow(1, 0, I), xz_b.narrow(1, I, I), at::Tensor(), bwd, ctx);
+    const auto x_z_b = xz.flip({2}).chunk(2, 1);                                                           // (B, I, L) x 2
+    const at::Tensor y_b = ssm_branch_forward(x_z_b[0], x_z_b[1], at::Tensor(), bwd, ctx);
     y = y + y_b.flip({2});                                                                                 // (B, I, L)
     if (config_.if_divide_out()) y = y / 2;
   }
-  return linear_with_rule(y.transpose(1, 2), out_proj->weight, opt(out_proj->bias), comp.rule_for("out_proj"));  // (B, L, D)
+  // contiguous (B, L, I): linear then runs one GEMM instead of a batched one on a transposed view
+  return linear_with_rule(y.transpose(1, 2).contiguous(), out_proj->weight, opt(out_proj->bias), comp.rule_for("out_proj"));  // (B, L, D)
 }
 
 VimBlockImpl::VimBlockImpl(const VimConfig& c) : residual_in_fp32_(c.residual_in_fp32()) {
