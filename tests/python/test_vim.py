@@ -405,3 +405,24 @@ def test_bad_images_and_inputs_exit_2(vim_model, tmp_path):
         assert p.stderr.count("\n") == 1, (args, p.stderr)
         for w in words:
             assert w in p.stderr, (args, w, p.stderr)
+
+
+@pytest.mark.parametrize("name,dim", [("vim-tiny", 192), ("vim-small", 384), ("vim-base", 768)])
+def test_presets(tmp_path, name, dim):
+    """The presets are hustvl/Vim's v2 middle-cls models: 224 px, patch 16, depth 24, 197 tokens.
+    Checked on a 2-block cut of the preset (same shapes per block) against the reference."""
+    from vim_reference import vim_config
+    cfg = json.loads((ROOT / "configs" / f"{name}.json").read_text())
+    full = vim_config(cfg)
+    assert (full["embed_dim"], full["depth"], full["num_patches"] + 1, full["d_state"]) == (dim, 24, 197, 16)
+    assert cfg["bimamba_type"] == "v2" and cfg["use_middle_cls_token"] and cfg["if_devide_out"]
+    if name != "vim-tiny":
+        return
+    fixtures.write_vim_dir(tmp_path / "m", dict(cfg, depth=2, num_classes=10), seed=1)
+    x = fixtures.random_pixels(1, dict(cfg, depth=2), seed=2)
+    fixtures.write_inputs(tmp_path / "px.safetensors", pixel_values=x)
+    out, _ = explain(tmp_path / "m", tmp_path / "px.safetensors", tmp_path, dtype="float32")
+    r = ref_explain(VimReference.from_dir(tmp_path / "m", dtype=torch.float64), x.double(), "mambalrp")
+    assert out["explanations"][0]["cls_position"] == 98 and len(out["explanations"][0]["patch_relevance"]) == 14
+    R = relevance_of(out)
+    assert ((R - r.token_relevance).abs().max() / r.token_relevance.abs().max()).item() < 1e-4
