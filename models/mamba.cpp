@@ -53,7 +53,10 @@ at::Tensor ssm_branch_forward(const at::Tensor& x_in, const at::Tensor& z, const
   at::Tensor x = x_in;                                                             // (B, I, L)
   at::Tensor m3 = mask.defined() ? mask.unsqueeze(1).to(x.scalar_type()) : at::Tensor();  // (B, 1, L)
   if (m3.defined()) x = x * m3;
-  x = conv1d_with_rule(x, w.conv_weight, w.conv_bias, K - 1, I, comp.rule_for("conv1d")).narrow(2, 0, L);  // (B, I, L) causal
+  // Causal: K-1 zeros on the left only, so the output has length L (no slicing, whose
+  // backward would fill and copy a full-size gradient).
+  x = conv1d_with_rule(at::constant_pad_nd(x, {K - 1, 0}), w.conv_weight, w.conv_bias, 0, I,
+                       comp.rule_for("conv1d"));                                  // (B, I, L)
   x = r.silu ? silu_identity(x) : at::silu(x);                                     // (B, I, L)
   if (m3.defined()) x = x * m3;
 
@@ -79,8 +82,15 @@ at::Tensor ssm_branch_forward(const at::Tensor& x_in, const at::Tensor& z, const
 at::Tensor MambaMixerImpl::forward(const at::Tensor& hidden, const at::Tensor& mask, const PropagationContext& ctx) {
   const int64_t I = config_.intermediate_size();
   const Composite& comp = ctx.composite;
-  at::Tensor proj = linear_with_rule(hidden, in_proj->weight, in_proj->opt_bias(), comp.rule_for("in_proj"));  // (B, L, 2I)
-  proj = proj.transpose(1, 2);                                                     // (B, 2I, L)
+  // x and z as two products rather than slices of one: the backward then adds two (B, L, H)
+  // input gradients instead of filling and adding two (B, L, 2I) ones.
+  const LayerRule in_rule = comp.rule_for("in_proj");
+  auto half = [&](int64_t begin) {
+    const at::Tensor w_half = in_proj->weight.narrow(0, begin, I);                 // (I, H)
+    const c10::optional<at::Tensor> b_half =
+        in_proj->bias.defined() ? c10::optional<at::Tensor>(in_proj->bias.narrow(0, begin, I)) : c10::nullopt;
+    return linear_with_rule(hidden, w_half, b_half, in_rule).transpose(1, 2);     // (B, I, L)
+  };
   SsmBranch w{conv1d->weight,
               conv1d->opt_bias(),
               x_proj->weight,
@@ -88,7 +98,7 @@ at::Tensor MambaMixerImpl::forward(const at::Tensor& hidden, const at::Tensor& m
               dt_proj->opt_bias(),
               A_log,
               D};
-  at::Tensor y = ssm_branch_forward(proj.narrow(1, 0, I), proj.narrow(1, I, I), mask, w, ctx);  // (B, I, L)
+  at::Tensor y = ssm_branch_forward(half(0), half(I), mask, w, ctx);  // (B, I, L)
   return linear_with_rule(y.transpose(1, 2), out_proj->weight, out_proj->opt_bias(), comp.rule_for("out_proj"));  // (B, L, H)
 }
 
