@@ -269,7 +269,6 @@ def test_bad_checkpoints_exit_2(small_model, tmp_path, name, corrupt, words):
     (["--ids", "1,2", "--position", "2"], ["position 2", "out of range"]),
     (["--ids", "1,2", "--position", "-3"], ["position -3"]),
     (["--ids", "1,2", "--method", "lrp"], ["unknown method 'lrp'"]),
-    (["--ids", "1,2", "--method", "ig"], ["not available yet"]),
     (["--ids", "1,2", "--dtype", "float16"], ["--dtype"]),
     (["--ids", "1,2", "--bogus", "1"], ["unknown option '--bogus'"]),
     (["--text", "hello"], ["tokenizer.json"]),
