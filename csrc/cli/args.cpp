@@ -23,7 +23,13 @@ const char* const kUsage =
     "       mamba-lrp explain --model VIM_DIR (--input PIXELS.safetensors | --image F.png|F.jpg) [--no-resize]\n"
     "           [--method NAME] [--target N|argmax] [--composite FILE.json] [--png OUT.png] [--output OUT.safetensors]\n"
     "       mamba-lrp forward --model DIR (--input FILE | --ids ... | --text ...) [--dtype ...] --output OUT.safetensors\n"
-    "methods: mambalrp (default), gi, lrp-ln, mambalrp-no-silu, mambalrp-no-ssm, mambalrp-no-gate\n";
+    "       mamba-lrp evaluate --model DIR --data FILE.safetensors --methods a,b,c [--steps 11]\n"
+    "           [--baseline unk|pad|ID|zero|mean] [--json OUT] [--markdown OUT] [--plot OUT.svg]\n"
+    "methods: mambalrp (default), gi, lrp-ln, mambalrp-no-silu, mambalrp-no-ssm, mambalrp-no-gate,\n"
+    "         smoothgrad, ig, attnroll, mambaattr, random\n"
+    "method options: --samples N (smoothgrad, 5) --noise F (smoothgrad, 0.15 of the input range)\n"
+    "         --ig-steps N (50) --ig-method gausslegendre|riemann_trapezoid|riemann_left|riemann_right|riemann_middle\n"
+    "         --ig-baseline zero|ID (token embedding) --seed N (0) --batch-size N (32)\n";
 
 Args parse_args(int argc, char** argv) {
   if (argc < 2) throw InputError("no command given\n" + std::string(kUsage));
@@ -33,7 +39,10 @@ Args parse_args(int argc, char** argv) {
       {"--model", &a.model},   {"--input", &a.input},         {"--ids", &a.ids},     {"--text", &a.text},
       {"--method", &a.method}, {"--target", &a.target},       {"--position", &a.position},
       {"--composite", &a.composite}, {"--dtype", &a.dtype},   {"--json", &a.json},   {"--html", &a.html},
-      {"--png", &a.png},       {"--image", &a.image},         {"--output", &a.output}};
+      {"--png", &a.png},       {"--image", &a.image},         {"--output", &a.output},
+      {"--samples", &a.samples}, {"--noise", &a.noise},       {"--ig-steps", &a.ig_steps},
+      {"--ig-method", &a.ig_method}, {"--ig-baseline", &a.ig_baseline}, {"--seed", &a.seed},
+      {"--batch-size", &a.batch_size}};
   for (int i = 2; i < argc; ++i) {
     const std::string flag = argv[i];
     if (flag == "--zero-bias") {

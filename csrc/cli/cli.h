@@ -7,6 +7,7 @@
 #include <vector>
 
 namespace mamba_lrp {
+struct ExplainOptions;
 namespace cli {
 
 struct Args {
@@ -14,6 +15,8 @@ struct Args {
       dtype = "float32", json, html, png, image, output;
   bool has_text = false, zero_bias = false, no_resize = false;
   std::string position;
+  // baseline explainers (explain and evaluate): smoothgrad, ig, random, batching
+  std::string samples, noise, ig_steps, ig_method, ig_baseline, seed, batch_size;
 };
 
 // Parses "--flag value" pairs after the command; InputError on anything unknown.
@@ -34,6 +37,10 @@ int run_explain_vim(const Args& a);
 int run_evaluate(int argc, char** argv);
 // train: a Mamba classifier or Vim with Adam and cross-entropy (train.cpp)
 int run_train(int argc, char** argv);
+
+// --samples, --noise, --ig-steps, --ig-method, --ig-baseline, --seed, --batch-size into opt
+// (explain_lm.cpp); InputError on a bad value.
+void set_method_options(const Args& a, mamba_lrp::ExplainOptions& opt);
 
 extern const char* const kUsage;
 

@@ -2,6 +2,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -13,6 +14,7 @@
 #include "csrc/errors.h"
 #include "csrc/explain/explain.h"
 #include "csrc/explain/html_report.h"
+#include "csrc/explain/methods.h"
 #include "csrc/io/safetensors.h"
 #include "csrc/io/tokenizer.h"
 #include "models/mamba.h"
@@ -59,7 +61,41 @@ LmInputs load_lm_inputs(const Args& a, const std::filesystem::path& dir) {
   return in;
 }
 
+double parse_double(const std::string& s, const std::string& what) {
+  size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(s, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != s.size() || !std::isfinite(v)) throw InputError(what + " must be a number, got '" + s + "'");
+  return v;
+}
+
 }  // namespace
+
+void set_method_options(const Args& a, mamba_lrp::ExplainOptions& opt) {
+  if (!a.samples.empty()) opt.samples = parse_int(a.samples, "--samples");
+  if (opt.samples < 1) throw InputError("--samples must be at least 1");
+  if (!a.noise.empty()) opt.noise = parse_double(a.noise, "--noise");
+  if (opt.noise < 0) throw InputError("--noise must be non-negative");
+  if (!a.ig_steps.empty()) opt.ig_steps = parse_int(a.ig_steps, "--ig-steps");
+  if (opt.ig_steps < 1) throw InputError("--ig-steps must be at least 1");
+  if (!a.ig_method.empty()) opt.ig_method = a.ig_method;
+  mamba_lrp::ig_nodes(opt.ig_method, std::max<int64_t>(opt.ig_steps, 2));  // checks the name
+  if (!a.ig_baseline.empty() && a.ig_baseline != "zero") {
+    opt.ig_baseline_token = parse_int(a.ig_baseline, "--ig-baseline (zero or a token id)");
+    if (opt.ig_baseline_token < 0) throw InputError("--ig-baseline must be zero or a token id >= 0");
+  }
+  if (!a.seed.empty()) {
+    const int64_t s = parse_int(a.seed, "--seed");
+    if (s < 0) throw InputError("--seed must be non-negative");
+    opt.seed = static_cast<uint64_t>(s);
+  }
+  if (!a.batch_size.empty()) opt.batch_size = parse_int(a.batch_size, "--batch-size");
+  if (opt.batch_size < 1) throw InputError("--batch-size must be at least 1");
+}
 
 int run_explain_lm(const Args& a) {
   if (a.model.empty()) throw InputError("explain needs --model DIR");
@@ -67,13 +103,10 @@ int run_explain_lm(const Args& a) {
   if (sources != 1) throw InputError("explain needs exactly one of --input, --ids, --text, --image");
   if (a.dtype != "float32" && a.dtype != "float64")
     throw InputError("--dtype must be float32 or float64, got '" + a.dtype + "'");
-  if (!mamba_lrp::is_lm_method(a.method)) {
-    static const std::vector<std::string> later = {"smoothgrad", "ig", "attnroll", "mambaattr", "random"};
-    if (std::find(later.begin(), later.end(), a.method) != later.end())
-      throw InputError("method '" + a.method + "' is not available yet");
+  if (!mamba_lrp::is_lm_method(a.method))
     throw InputError("unknown method '" + a.method +
-                     "' (expected mambalrp, gi, lrp-ln, mambalrp-no-silu, mambalrp-no-ssm or mambalrp-no-gate)");
-  }
+                     "' (expected mambalrp, gi, lrp-ln, mambalrp-no-silu, mambalrp-no-ssm, mambalrp-no-gate, smoothgrad, "
+                     "ig, attnroll, mambaattr or random)");
   if (!a.png.empty()) throw InputError("--png is for Vision Mamba models");
   const std::filesystem::path dir(a.model);
   if (!std::filesystem::is_directory(dir)) throw InputError(a.model + ": not a model directory");
@@ -86,6 +119,7 @@ int run_explain_lm(const Args& a) {
   if (!a.position.empty()) opt.position = parse_int(a.position, "--position");
   if (a.target != "argmax") opt.targets = {parse_int(a.target, "--target")};
   if (!a.composite.empty()) opt.composite = mamba_lrp::Composite::from_file(a.composite);
+  set_method_options(a, opt);
 
   LmInputs in = load_lm_inputs(a, dir);
   const at::Tensor& ids = in.ids;

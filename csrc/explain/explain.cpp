@@ -3,6 +3,7 @@
 #include <torch/autograd.h>
 
 #include "csrc/errors.h"
+#include "csrc/explain/methods.h"
 
 namespace mamba_lrp {
 
@@ -10,7 +11,7 @@ bool is_lm_method(const std::string& method) {
   static const std::vector<std::string> names = {"mambalrp",         "gi",           "standard",
                                                  "lrp-ln",           "mambalrp-no-silu", "mambalrp-no-ssm",
                                                  "mambalrp-no-gate"};
-  return std::find(names.begin(), names.end(), method) != names.end();
+  return std::find(names.begin(), names.end(), method) != names.end() || is_baseline_method(method);
 }
 
 namespace {
@@ -56,8 +57,10 @@ class ScopedPropagation {
 Explanation explain(MambaForCausalLM& model, const at::Tensor& input_ids_in, const at::Tensor& attention_mask,
                     const ExplainOptions& options) {
   if (!is_lm_method(options.method))
-    throw InputError("method '" + options.method + "' is not available yet for Mamba language models");
-  const Propagation mode = parse_propagation(options.method == "gi" ? "standard" : options.method);
+    throw InputError("unknown method '" + options.method + "' for Mamba language models");
+  const bool baseline = is_baseline_method(options.method);
+  const Propagation mode =
+      parse_propagation(options.method == "gi" || baseline ? "standard" : options.method);
 
   if (!input_ids_in.defined() || (input_ids_in.dim() != 1 && input_ids_in.dim() != 2))
     throw InputError("input_ids must have shape (batch, length) or (length)");
@@ -90,9 +93,10 @@ Explanation explain(MambaForCausalLM& model, const at::Tensor& input_ids_in, con
     if (t < 0 || t >= outputs)
       throw InputError("target " + std::to_string(t) + " is out of range [0, " + std::to_string(outputs) + ")");
 
-  ScopedPropagation scoped_mode(model, mode, options.composite);
+  ScopedPropagation scoped_mode(model, mode, baseline ? Composite() : options.composite);
   std::unique_ptr<ScopedZero> zero;
   if (options.zero_bias) zero = std::make_unique<ScopedZero>(model->biases());
+  if (baseline) return explain_baseline(model, ids, mask, pos, options);
 
   torch::AutoGradMode grad_mode(true);
   at::Tensor embeds;

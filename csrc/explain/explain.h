@@ -13,7 +13,8 @@
 namespace mamba_lrp {
 
 struct ExplainOptions {
-  // "mambalrp" (default), "gi", "lrp-ln", "mambalrp-no-silu", "mambalrp-no-ssm", "mambalrp-no-gate".
+  // "mambalrp" (default), "gi", "lrp-ln", "mambalrp-no-silu", "mambalrp-no-ssm", "mambalrp-no-gate",
+  // and the baselines of csrc/explain/methods.h: "smoothgrad", "ig", "attnroll", "mambaattr", "random".
   std::string method = "mambalrp";
   // One target per row, or one for all rows, or none: the argmax at the position.
   std::vector<int64_t> targets;
@@ -21,7 +22,27 @@ struct ExplainOptions {
   int64_t position = -1;
   // Set every bias to zero for the explanation (the conservation check); restored after.
   bool zero_bias = false;
-  Composite composite;
+  Composite composite;  // the LRP methods only; the baselines use true gradients
+
+  // smoothgrad: Gradient x Input averaged over `samples` noisy copies of the embeddings
+  // (Captum's NoiseTunnel default nt_samples = 5); Gaussian noise of standard deviation
+  // noise * (max - min of the row's embedding values) (SmoothGrad's "noise level";
+  // Captum's default stdevs = 1.0 is absolute, which depends on the embedding scale).
+  int64_t samples = 5;
+  double noise = 0.15;
+  // ig: `ig_steps` nodes (Captum's default n_steps = 50) of `ig_method` (Captum's default
+  // "gausslegendre"; or riemann_trapezoid, riemann_left, riemann_right, riemann_middle) on
+  // the straight path from the baseline embedding to the input; baseline undefined = zeros,
+  // else (hidden) for every position or (batch, length, hidden).
+  int64_t ig_steps = 50;
+  std::string ig_method = "gausslegendre";
+  at::Tensor ig_baseline;
+  int64_t ig_baseline_token = -1;  // >= 0: the embedding of this token id is the baseline
+  // random (uniform [0, 1)) and smoothgrad's noise: a CPU generator with this seed.
+  uint64_t seed = 0;
+  // Rows per internal forward/backward for the sample-based methods (samples x batch rows)
+  // and the attention methods.
+  int64_t batch_size = 32;
 };
 
 struct Explanation {
@@ -31,7 +52,7 @@ struct Explanation {
   at::Tensor positions;  // (B) int64, non-negative
 };
 
-// The methods explain() accepts; the other names of DESIGN.md §5 are "not available yet".
+// The methods explain() accepts (every method name of DESIGN.md §5).
 bool is_lm_method(const std::string& method);
 
 // input_ids (B, L) or (L) int64; attention_mask (B, L) of 0/1 or undefined.

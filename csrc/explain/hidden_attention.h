@@ -1,0 +1,52 @@
+// The hidden attention of Mamba (Ali, Zimerman & Wolf 2024, "The Hidden Attention of Mamba
+// Models"): the selective SSM y_t = sum_{s<=t} alpha[t,s] u_s + D u_t per channel d, with
+//   alpha_d[t,s] = sum_n C[n,t] exp(A[d,n] (P_d[t] - P_d[s])) delta_d[s] B[n,s],
+//   P_d[t] = delta_d[1] + ... + delta_d[t]   (so P_d[t] - P_d[s] = sum_{k=s+1..t} delta_d[k]),
+// and the explainers built on it: attention rollout (Abnar & Zuidema 2020) and MambaAttr
+// (the gradient-weighted rollout of Chefer, Gur & Wolf 2021, channels in the role of heads).
+//
+// Computation: the exponent is a difference of cumulative sums (log space), evaluated for a
+// block of (row, channel) pairs at once as a (pairs, N, L, L) tensor — no loop over t or s.
+// Memory bound: one block holds at most `max_elements` (default 2^25, 128 MiB in float32)
+// values, so a layer needs O(B L^2) for the channel-reduced result plus that block; with
+// L = 2048 and N = 16 a block is a single channel (64M values: the bound then grows to
+// N L^2). Time is O(B I N L^2) per layer: fine for L up to a few thousand.
+#pragma once
+#include <ATen/ATen.h>
+
+#include <vector>
+
+#include "models/mamba.h"
+
+namespace mamba_lrp {
+
+// What one layer's selective scan saw.
+struct SsmTrace {
+  at::Tensor u;      // (B, I, L) the scan input (after conv1d and SiLU)
+  at::Tensor delta;  // (B, I, L) after softplus
+  at::Tensor A;      // (I, N)
+  at::Tensor B, C;   // (B, N, L)
+  at::Tensor y;      // (B, I, L) the scan output (D u included), before the gate; in the graph
+};
+
+// The model's standard forward from embeds (B, L, H) (mask (B, L) float 0/1 or undefined),
+// returning the head at position pos (B, V) and recording every layer's SsmTrace.
+at::Tensor traced_lm_forward(MambaForCausalLM& model, const at::Tensor& embeds, const at::Tensor& mask_f, int64_t pos,
+                             std::vector<SsmTrace>* traces);
+
+enum class ChannelReduce {
+  kMeanAbs,           // mean over channels of |alpha_d|                      (attention rollout)
+  kMeanGradPositive,  // mean over channels of (dF/dalpha_d * alpha_d)^+      (MambaAttr)
+};
+
+// The channel-reduced hidden attention (B, L, L), zero above the diagonal. For
+// kMeanGradPositive, grad_y (B, I, L) is dF/dy; dF/dalpha_d[t,s] = grad_y[d,t] u[d,s].
+at::Tensor reduced_hidden_attention(const SsmTrace& trace, ChannelReduce how, const at::Tensor& grad_y = {},
+                                    int64_t max_elements = int64_t(1) << 25);
+
+// Rollout: M_l = (A_l + I) with rows normalised to sum 1; returns M_last ... M_first (B, L, L).
+at::Tensor attention_rollout(const std::vector<at::Tensor>& layers);
+// Chefer et al.: R = I; R <- R + A_l R for each layer in order; returns R (B, L, L).
+at::Tensor gradient_rollout(const std::vector<at::Tensor>& layers);
+
+}  // namespace mamba_lrp

@@ -1,0 +1,218 @@
+#include "csrc/explain/methods.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/autograd.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "csrc/errors.h"
+#include "csrc/explain/hidden_attention.h"
+
+namespace mamba_lrp {
+
+bool is_baseline_method(const std::string& method) {
+  static const std::vector<std::string> names = {"smoothgrad", "ig", "attnroll", "mambaattr", "random"};
+  return std::find(names.begin(), names.end(), method) != names.end();
+}
+
+at::Tensor pick_targets(const at::Tensor& logits_at, const std::vector<int64_t>& given) {
+  const int64_t batch = logits_at.size(0);
+  if (given.empty()) return logits_at.detach().argmax(-1);  // (B)
+  std::vector<int64_t> t = given;
+  if (t.size() == 1) t.assign(batch, t[0]);
+  return at::tensor(t, at::kLong).to(logits_at.device());
+}
+
+std::pair<std::vector<double>, std::vector<double>> ig_nodes(const std::string& method, int64_t n) {
+  if (n < 1) throw InputError("ig steps must be at least 1, got " + std::to_string(n));
+  std::vector<double> x(n), w(n);
+  if (method == "riemann_left" || method == "riemann_right" || method == "riemann_middle") {
+    const double shift = method == "riemann_left" ? 0.0 : method == "riemann_right" ? 1.0 : 0.5;
+    for (int64_t k = 0; k < n; ++k) {
+      x[k] = (k + shift) / n;
+      w[k] = 1.0 / n;
+    }
+  } else if (method == "riemann_trapezoid") {
+    if (n < 2) throw InputError("ig steps must be at least 2 for riemann_trapezoid");
+    for (int64_t k = 0; k < n; ++k) {
+      x[k] = static_cast<double>(k) / (n - 1);
+      w[k] = (k == 0 || k == n - 1 ? 0.5 : 1.0) / (n - 1);
+    }
+  } else if (method == "gausslegendre") {
+    // Roots of the Legendre polynomial P_n by Newton's method from Chebyshev guesses,
+    // weights 2 / ((1 - r^2) P_n'(r)^2); mapped from [-1, 1] to [0, 1].
+    for (int64_t i = 0; i < n; ++i) {
+      double r = std::cos(M_PI * (i + 0.75) / (n + 0.5)), dp = 1;
+      for (int it = 0; it < 100; ++it) {
+        double p0 = 1, p1 = r;
+        for (int64_t k = 2; k <= n; ++k) {
+          const double p2 = ((2 * k - 1) * r * p1 - (k - 1) * p0) / k;
+          p0 = p1;
+          p1 = p2;
+        }
+        if (n == 1) p0 = 1;
+        dp = n * (r * p1 - p0) / (r * r - 1);
+        const double step = p1 / dp;
+        r -= step;
+        if (std::abs(step) < 1e-15) break;
+      }
+      x[n - 1 - i] = (r + 1) / 2;
+      w[n - 1 - i] = 1.0 / ((1 - r * r) * dp * dp);  // (2 / (...)) / 2
+    }
+  } else {
+    throw InputError("unknown ig method '" + method +
+                     "' (expected gausslegendre, riemann_trapezoid, riemann_left, riemann_right or riemann_middle)");
+  }
+  return {x, w};
+}
+
+namespace {
+
+// The target logits (N) at pos for embeds (N, L, H).
+at::Tensor target_logit(MambaForCausalLM& m, const at::Tensor& e, const at::Tensor& mask_f, int64_t pos,
+                        const at::Tensor& targets) {
+  at::Tensor hidden = m->hidden_states(e, mask_f);                                   // (N, L, H)
+  return m->head(hidden.select(1, pos)).gather(1, targets.unsqueeze(1)).squeeze(1);  // (N)
+}
+
+// Sum over samples k of weight_k * e_k * grad f(e_k) (or weight_k * grad f(e_k) when
+// times_input is false), where sample i of `count` has row rows[i]; evaluated `batch_size`
+// samples per forward/backward. make(i0, n) returns the embeddings of samples i0..i0+n-1.
+template <typename Make>
+at::Tensor accumulate_grads(MambaForCausalLM& m, const at::Tensor& mask_f, int64_t pos, const at::Tensor& targets,
+                            int64_t batch, const at::Tensor& rows, const at::Tensor& weights, int64_t count,
+                            int64_t batch_size, bool times_input, const at::TensorOptions& opt, int64_t L, int64_t H,
+                            Make make) {
+  at::Tensor acc = at::zeros({batch, L, H}, opt);  // (B, L, H)
+  for (int64_t i0 = 0; i0 < count; i0 += batch_size) {
+    const int64_t n = std::min(batch_size, count - i0);
+    const at::Tensor r = rows.narrow(0, i0, n);                             // (n)
+    at::Tensor e = make(i0, n).detach().set_requires_grad(true);            // (n, L, H)
+    torch::AutoGradMode grad_mode(true);
+    const at::Tensor mk = mask_f.defined() ? mask_f.index_select(0, r) : at::Tensor();
+    const at::Tensor f = target_logit(m, e, mk, pos, targets.index_select(0, r));  // (n)
+    const at::Tensor g = torch::autograd::grad({f.sum()}, {e})[0];          // (n, L, H)
+    torch::NoGradGuard ng;
+    at::Tensor term = times_input ? g * e.detach() : g;
+    acc.index_add_(0, r, term * weights.narrow(0, i0, n).view({n, 1, 1}));
+  }
+  return acc;
+}
+
+}  // namespace
+
+Explanation explain_baseline(MambaForCausalLM& model, const at::Tensor& ids, const at::Tensor& mask, int64_t pos,
+                             const ExplainOptions& o) {
+  const int64_t batch = ids.size(0), L = ids.size(1);
+  if (o.batch_size < 1) throw InputError("batch size must be at least 1, got " + std::to_string(o.batch_size));
+  at::Tensor embeds;
+  {
+    torch::NoGradGuard g;
+    embeds = model->embed(ids);  // (B, L, H)
+  }
+  const int64_t H = embeds.size(2);
+  const auto opt = embeds.options();
+  const at::Tensor mask_f = mask.defined() ? mask.to(embeds.scalar_type()) : at::Tensor();
+  const auto long_opt = at::TensorOptions().dtype(at::kLong).device(embeds.device());
+
+  Explanation e;
+  // The clean forward: targets and f.
+  at::Tensor targets, f;
+  {
+    torch::NoGradGuard g;
+    const at::Tensor at_pos = model->head(model->hidden_states(embeds, mask_f).select(1, pos));  // (B, V)
+    targets = pick_targets(at_pos, o.targets);
+    f = at_pos.gather(1, targets.unsqueeze(1)).squeeze(1);
+  }
+  at::Tensor rel;  // (B, L)
+  if (o.method == "random") {
+    auto gen = at::detail::createCPUGenerator(o.seed);
+    rel = at::rand({batch, L}, gen, at::TensorOptions().dtype(embeds.scalar_type())).to(embeds.device());
+  } else if (o.method == "smoothgrad") {
+    if (o.samples < 1) throw InputError("smoothgrad samples must be at least 1, got " + std::to_string(o.samples));
+    if (!(o.noise >= 0)) throw InputError("smoothgrad noise must be non-negative");
+    // Noise standard deviation per row: noise * (max - min) of that row's embedding values.
+    const at::Tensor flat = embeds.reshape({batch, L * H});
+    const at::Tensor sigma = (std::get<0>(flat.max(1)) - std::get<0>(flat.min(1))) * o.noise;  // (B)
+    auto gen = at::detail::createCPUGenerator(o.seed);
+    const int64_t S = o.samples, count = batch * S;
+    const at::Tensor eps = at::randn({count, L, H}, gen, at::TensorOptions().dtype(embeds.scalar_type())).to(embeds.device());
+    const at::Tensor rows = at::arange(batch, long_opt).repeat_interleave(S);  // sample i -> row i / S
+    const at::Tensor w = at::full({count}, 1.0 / S, opt);
+    at::Tensor acc = accumulate_grads(model, mask_f, pos, targets, batch, rows, w, count, o.batch_size, true, opt, L, H,
+                                      [&](int64_t i0, int64_t n) {
+                                        const at::Tensor r = rows.narrow(0, i0, n);
+                                        return embeds.index_select(0, r) +
+                                               eps.narrow(0, i0, n) * sigma.index_select(0, r).view({n, 1, 1});
+                                      });
+    rel = acc.sum(-1);
+  } else if (o.method == "ig") {
+    at::Tensor base;
+    if (o.ig_baseline_token >= 0) {
+      if (o.ig_baseline_token >= model->config().vocab_size())
+        throw InputError("ig baseline token " + std::to_string(o.ig_baseline_token) + " is outside the vocabulary");
+      torch::NoGradGuard g;
+      base = model->embed(at::full({1, 1}, o.ig_baseline_token, long_opt)).expand({batch, L, H});
+    } else if (!o.ig_baseline.defined()) {
+      base = at::zeros_like(embeds);
+    } else {
+      base = o.ig_baseline.to(opt);
+      if (base.dim() == 1 && base.size(0) == H) base = base.view({1, 1, H}).expand({batch, L, H});
+      else if (base.sizes() != embeds.sizes())
+        throw InputError("ig baseline must have shape (hidden) or (batch, length, hidden)");
+    }
+    const auto nodes = ig_nodes(o.ig_method, o.ig_steps);
+    const int64_t S = o.ig_steps, count = batch * S;
+    const at::Tensor alphas = at::tensor(nodes.first, at::kDouble).to(opt).repeat({batch});   // (count)
+    const at::Tensor w = at::tensor(nodes.second, at::kDouble).to(opt).repeat({batch});       // (count)
+    const at::Tensor rows = at::arange(batch, long_opt).repeat_interleave(S);
+    const at::Tensor diff = embeds - base;                                                      // (B, L, H)
+    at::Tensor acc = accumulate_grads(model, mask_f, pos, targets, batch, rows, w, count, o.batch_size, false, opt, L, H,
+                                      [&](int64_t i0, int64_t n) {
+                                        const at::Tensor r = rows.narrow(0, i0, n);
+                                        return base.index_select(0, r) +
+                                               alphas.narrow(0, i0, n).view({n, 1, 1}) * diff.index_select(0, r);
+                                      });
+    rel = (acc * diff).sum(-1);
+  } else if (o.method == "attnroll" || o.method == "mambaattr") {
+    const bool grad_weighted = o.method == "mambaattr";
+    std::vector<at::Tensor> rows_out;
+    for (int64_t b0 = 0; b0 < batch; b0 += o.batch_size) {
+      const int64_t n = std::min(o.batch_size, batch - b0);
+      std::vector<SsmTrace> traces;
+      torch::AutoGradMode grad_mode(grad_weighted);
+      const at::Tensor mk = mask_f.defined() ? mask_f.narrow(0, b0, n) : at::Tensor();
+      // The embeddings require grad so that every scan output is in the graph (MambaAttr).
+      const at::Tensor en = embeds.narrow(0, b0, n).detach().clone().set_requires_grad(grad_weighted);
+      const at::Tensor logits = traced_lm_forward(model, en, mk, pos, &traces);  // (n, V)
+      std::vector<at::Tensor> grads;
+      if (grad_weighted) {
+        const at::Tensor fn = logits.gather(1, targets.narrow(0, b0, n).unsqueeze(1)).squeeze(1);
+        std::vector<at::Tensor> ys;
+        for (const auto& t : traces) ys.push_back(t.y);
+        grads = torch::autograd::grad({fn.sum()}, ys);
+      }
+      torch::NoGradGuard ng;
+      std::vector<at::Tensor> layers;
+      for (size_t l = 0; l < traces.size(); ++l)
+        layers.push_back(grad_weighted
+                             ? reduced_hidden_attention(traces[l], ChannelReduce::kMeanGradPositive, grads[l])
+                             : reduced_hidden_attention(traces[l], ChannelReduce::kMeanAbs));
+      const at::Tensor roll = grad_weighted ? gradient_rollout(layers) : attention_rollout(layers);  // (n, L, L)
+      rows_out.push_back(roll.select(1, pos));                                                       // (n, L)
+    }
+    rel = at::cat(rows_out, 0);
+  } else {
+    throw InputError("unknown baseline method '" + o.method + "'");
+  }
+  torch::NoGradGuard g;
+  e.relevance = rel.to(embeds.scalar_type());
+  if (mask.defined()) e.relevance = e.relevance * mask.to(e.relevance.scalar_type());
+  e.logits = f;
+  e.targets = targets;
+  e.positions = at::full({batch}, pos, at::kLong);
+  return e;
+}
+
+}  // namespace mamba_lrp
