@@ -11,6 +11,7 @@ PACKAGES=(
   libopenblas0-pthread                  # libtorch multiplies matrices through the system BLAS: OpenBLAS, not the slow reference one
   catch2 nlohmann-json3-dev libstb-dev
   python3-numpy python3-pytest python3-pil   # python3-pil: the Vim tests compare image decoding and resizing with PIL
+  python3-sklearn                       # scripts/prepare_digits.py: scikit-learn's bundled digits images
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

