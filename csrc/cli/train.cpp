@@ -51,7 +51,6 @@ TrainArgs parse_train_args(int argc, char** argv) {
       {"--batch-size", &a.batch_size}, {"--seed", &a.seed},   {"--dump-grads", &a.dump_grads}};
   for (int i = 2; i < argc; ++i) {
     const std::string flag = argv[i];
-    if (flag == "--help" || flag == "-h") throw InputError(std::string("help\n") + kTrainUsage);
     if (flag == "--quiet") {
       a.quiet = true;
       continue;
@@ -128,6 +127,11 @@ void write_log(const std::string& out_dir, const std::vector<train::EpochStats>&
 }  // namespace
 
 int run_train(int argc, char** argv) {
+  for (int i = 2; i < argc; ++i)
+    if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
+      std::printf("%s", kTrainUsage);
+      return 0;
+    }
   const TrainArgs a = parse_train_args(argc, argv);
   train::TrainOptions o;
   o.epochs = parse_int(a.epochs, "--epochs");
