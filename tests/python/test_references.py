@@ -328,7 +328,7 @@ def test_lm_file_formats_agree(tmp_path):
 def test_mamba_config_defaults():
     cfg = mamba_config({"hidden_size": 40, "num_hidden_layers": 1})
     assert cfg["time_step_rank"] == 3 and cfg["intermediate_size"] == 80
-    assert cfg["use_bias"] is True and cfg["tie_word_embeddings"] is True
+    assert cfg["use_bias"] is False and cfg["tie_word_embeddings"] is True  # transformers' MambaConfig defaults
     assert mamba_config({"hidden_size": 40, "intermediate_size": 64})["intermediate_size"] == 64
 
 
