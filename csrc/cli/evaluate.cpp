@@ -272,7 +272,7 @@ int evaluate_vim(const EvalArgs& e, const std::vector<std::string>& methods, int
   ExplainOptions base_opt;
   set_method_options(a, base_opt);
   for (const auto& m : methods)
-    if ((!is_vim_method(m) && m != "random") || m == "standard")
+    if ((!is_vim_method(m) && !is_vim_baseline_method(m)) || m == "standard")
       throw InputError("--methods: method '" + m + "' is not available for Vision Mamba models");
   if (e.baseline != "zero" && e.baseline != "mean")
     throw InputError("--baseline for Vision Mamba models must be zero or mean (pixel values), got '" + e.baseline + "'");
@@ -316,11 +316,17 @@ int evaluate_vim(const EvalArgs& e, const std::vector<std::string>& methods, int
     return model->forward(to_pixels(x)).gather(1, targets.index_select(0, rows).unsqueeze(1)).squeeze(1);
   };
   auto relevance_of = [&](const std::string& method, bool zero_bias, at::Tensor* logits, at::Tensor* token_sums) {
-    if (method == "random") {
-      auto gen = at::detail::createCPUGenerator(base_opt.seed);
-      return at::rand({B, P}, gen, at::TensorOptions().dtype(dtype));
-    }
     std::vector<at::Tensor> rel, fs, sums;
+    if (is_vim_baseline_method(method)) {
+      for (int64_t b0 = 0; b0 < B; b0 += chunk) {
+        const int64_t n = std::min(chunk, B - b0);
+        ExplainOptions opt = base_opt;
+        opt.method = method;
+        const VimExplanation ex = explain_vim_baseline(model, pixels.narrow(0, b0, n), to_ids(targets.narrow(0, b0, n)), opt);
+        rel.push_back(ex.patch_relevance.reshape({n, P}));
+      }
+      return at::cat(rel);
+    }
     for (int64_t b0 = 0; b0 < B; b0 += chunk) {
       const int64_t n = std::min(chunk, B - b0);
       VimExplainOptions opt;

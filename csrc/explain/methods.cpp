@@ -76,22 +76,20 @@ at::Tensor target_logit(MambaForCausalLM& m, const at::Tensor& e, const at::Tens
   return m->head(hidden.select(1, pos)).gather(1, targets.unsqueeze(1)).squeeze(1);  // (N)
 }
 
-// Sum over samples k of weight_k * e_k * grad f(e_k) (or weight_k * grad f(e_k) when
-// times_input is false), where sample i of `count` has row rows[i]; evaluated `batch_size`
-// samples per forward/backward. make(i0, n) returns the embeddings of samples i0..i0+n-1.
+// Sum over samples i of weight_i * e_i * grad f(e_i) (or weight_i * grad f(e_i) when
+// times_input is false), where sample i of `count` belongs to row rows[i]; `batch_size`
+// samples per forward/backward. make(i0, n) returns the inputs of samples i0..i0+n-1;
+// logit(e, rows) the target logits (n) of inputs e from those rows.
 template <typename Make>
-at::Tensor accumulate_grads(MambaForCausalLM& m, const at::Tensor& mask_f, int64_t pos, const at::Tensor& targets,
-                            int64_t batch, const at::Tensor& rows, const at::Tensor& weights, int64_t count,
-                            int64_t batch_size, bool times_input, const at::TensorOptions& opt, int64_t L, int64_t H,
-                            Make make) {
-  at::Tensor acc = at::zeros({batch, L, H}, opt);  // (B, L, H)
+at::Tensor accumulate_grads(const LogitFn& logit, const at::Tensor& like, const at::Tensor& rows,
+                            const at::Tensor& weights, int64_t count, int64_t batch_size, bool times_input, Make make) {
+  at::Tensor acc = at::zeros_like(like);  // (B, L, H)
   for (int64_t i0 = 0; i0 < count; i0 += batch_size) {
     const int64_t n = std::min(batch_size, count - i0);
     const at::Tensor r = rows.narrow(0, i0, n);                             // (n)
     at::Tensor e = make(i0, n).detach().set_requires_grad(true);            // (n, L, H)
     torch::AutoGradMode grad_mode(true);
-    const at::Tensor mk = mask_f.defined() ? mask_f.index_select(0, r) : at::Tensor();
-    const at::Tensor f = target_logit(m, e, mk, pos, targets.index_select(0, r));  // (n)
+    const at::Tensor f = logit(e, r);                                       // (n)
     const at::Tensor g = torch::autograd::grad({f.sum()}, {e})[0];          // (n, L, H)
     torch::NoGradGuard ng;
     at::Tensor term = times_input ? g * e.detach() : g;
@@ -101,6 +99,50 @@ at::Tensor accumulate_grads(MambaForCausalLM& m, const at::Tensor& mask_f, int64
 }
 
 }  // namespace
+
+at::Tensor random_relevance(int64_t batch, int64_t length, at::ScalarType dtype, uint64_t seed) {
+  auto gen = at::detail::createCPUGenerator(seed);
+  return at::rand({batch, length}, gen, at::TensorOptions().dtype(dtype));
+}
+
+at::Tensor smoothgrad_relevance(const at::Tensor& embeds, const LogitFn& logit, const ExplainOptions& o) {
+  if (o.samples < 1) throw InputError("smoothgrad samples must be at least 1, got " + std::to_string(o.samples));
+  if (!(o.noise >= 0)) throw InputError("smoothgrad noise must be non-negative");
+  if (o.batch_size < 1) throw InputError("batch size must be at least 1, got " + std::to_string(o.batch_size));
+  const int64_t batch = embeds.size(0), L = embeds.size(1), H = embeds.size(2);
+  // Noise standard deviation per row: noise * (max - min) of that row's embedding values.
+  const at::Tensor flat = embeds.reshape({batch, L * H});
+  const at::Tensor sigma = (std::get<0>(flat.max(1)) - std::get<0>(flat.min(1))) * o.noise;  // (B)
+  auto gen = at::detail::createCPUGenerator(o.seed);
+  const int64_t S = o.samples, count = batch * S;
+  const at::Tensor eps =
+      at::randn({count, L, H}, gen, at::TensorOptions().dtype(embeds.scalar_type())).to(embeds.device());
+  const at::Tensor rows =
+      at::arange(batch, at::TensorOptions().dtype(at::kLong).device(embeds.device())).repeat_interleave(S);
+  const at::Tensor w = at::full({count}, 1.0 / S, embeds.options());
+  const at::Tensor acc = accumulate_grads(logit, embeds, rows, w, count, o.batch_size, true, [&](int64_t i0, int64_t n) {
+    const at::Tensor r = rows.narrow(0, i0, n);
+    return embeds.index_select(0, r) + eps.narrow(0, i0, n) * sigma.index_select(0, r).view({n, 1, 1});
+  });
+  return acc.sum(-1);  // (B, L)
+}
+
+at::Tensor ig_relevance(const at::Tensor& embeds, const at::Tensor& base, const LogitFn& logit, const ExplainOptions& o) {
+  if (o.batch_size < 1) throw InputError("batch size must be at least 1, got " + std::to_string(o.batch_size));
+  const int64_t batch = embeds.size(0);
+  const auto nodes = ig_nodes(o.ig_method, o.ig_steps);
+  const int64_t S = o.ig_steps, count = batch * S;
+  const at::Tensor alphas = at::tensor(nodes.first, at::kDouble).to(embeds.options()).repeat({batch});  // (count)
+  const at::Tensor w = at::tensor(nodes.second, at::kDouble).to(embeds.options()).repeat({batch});      // (count)
+  const at::Tensor rows =
+      at::arange(batch, at::TensorOptions().dtype(at::kLong).device(embeds.device())).repeat_interleave(S);
+  const at::Tensor diff = embeds - base;                                                                   // (B, L, H)
+  const at::Tensor acc = accumulate_grads(logit, embeds, rows, w, count, o.batch_size, false, [&](int64_t i0, int64_t n) {
+    const at::Tensor r = rows.narrow(0, i0, n);
+    return base.index_select(0, r) + alphas.narrow(0, i0, n).view({n, 1, 1}) * diff.index_select(0, r);
+  });
+  return (acc * diff).sum(-1);  // (B, L)
+}
 
 Explanation explain_baseline(MambaForCausalLM& model, const at::Tensor& ids, const at::Tensor& mask, int64_t pos,
                              const ExplainOptions& o) {
@@ -126,27 +168,14 @@ Explanation explain_baseline(MambaForCausalLM& model, const at::Tensor& ids, con
     f = at_pos.gather(1, targets.unsqueeze(1)).squeeze(1);
   }
   at::Tensor rel;  // (B, L)
+  const LogitFn logit = [&](const at::Tensor& x, const at::Tensor& r) {
+    const at::Tensor mk = mask_f.defined() ? mask_f.index_select(0, r) : at::Tensor();
+    return target_logit(model, x, mk, pos, targets.index_select(0, r));
+  };
   if (o.method == "random") {
-    auto gen = at::detail::createCPUGenerator(o.seed);
-    rel = at::rand({batch, L}, gen, at::TensorOptions().dtype(embeds.scalar_type())).to(embeds.device());
+    rel = random_relevance(batch, L, embeds.scalar_type(), o.seed).to(embeds.device());
   } else if (o.method == "smoothgrad") {
-    if (o.samples < 1) throw InputError("smoothgrad samples must be at least 1, got " + std::to_string(o.samples));
-    if (!(o.noise >= 0)) throw InputError("smoothgrad noise must be non-negative");
-    // Noise standard deviation per row: noise * (max - min) of that row's embedding values.
-    const at::Tensor flat = embeds.reshape({batch, L * H});
-    const at::Tensor sigma = (std::get<0>(flat.max(1)) - std::get<0>(flat.min(1))) * o.noise;  // (B)
-    auto gen = at::detail::createCPUGenerator(o.seed);
-    const int64_t S = o.samples, count = batch * S;
-    const at::Tensor eps = at::randn({count, L, H}, gen, at::TensorOptions().dtype(embeds.scalar_type())).to(embeds.device());
-    const at::Tensor rows = at::arange(batch, long_opt).repeat_interleave(S);  // sample i -> row i / S
-    const at::Tensor w = at::full({count}, 1.0 / S, opt);
-    at::Tensor acc = accumulate_grads(model, mask_f, pos, targets, batch, rows, w, count, o.batch_size, true, opt, L, H,
-                                      [&](int64_t i0, int64_t n) {
-                                        const at::Tensor r = rows.narrow(0, i0, n);
-                                        return embeds.index_select(0, r) +
-                                               eps.narrow(0, i0, n) * sigma.index_select(0, r).view({n, 1, 1});
-                                      });
-    rel = acc.sum(-1);
+    rel = smoothgrad_relevance(embeds, logit, o);
   } else if (o.method == "ig") {
     at::Tensor base;
     if (o.ig_baseline_token >= 0) {
@@ -162,19 +191,7 @@ Explanation explain_baseline(MambaForCausalLM& model, const at::Tensor& ids, con
       else if (base.sizes() != embeds.sizes())
         throw InputError("ig baseline must have shape (hidden) or (batch, length, hidden)");
     }
-    const auto nodes = ig_nodes(o.ig_method, o.ig_steps);
-    const int64_t S = o.ig_steps, count = batch * S;
-    const at::Tensor alphas = at::tensor(nodes.first, at::kDouble).to(opt).repeat({batch});   // (count)
-    const at::Tensor w = at::tensor(nodes.second, at::kDouble).to(opt).repeat({batch});       // (count)
-    const at::Tensor rows = at::arange(batch, long_opt).repeat_interleave(S);
-    const at::Tensor diff = embeds - base;                                                      // (B, L, H)
-    at::Tensor acc = accumulate_grads(model, mask_f, pos, targets, batch, rows, w, count, o.batch_size, false, opt, L, H,
-                                      [&](int64_t i0, int64_t n) {
-                                        const at::Tensor r = rows.narrow(0, i0, n);
-                                        return base.index_select(0, r) +
-                                               alphas.narrow(0, i0, n).view({n, 1, 1}) * diff.index_select(0, r);
-                                      });
-    rel = (acc * diff).sum(-1);
+    rel = ig_relevance(embeds, base, logit, o);
   } else if (o.method == "attnroll" || o.method == "mambaattr") {
     const bool grad_weighted = o.method == "mambaattr";
     std::vector<at::Tensor> rows_out;
@@ -213,6 +230,75 @@ Explanation explain_baseline(MambaForCausalLM& model, const at::Tensor& ids, con
   e.targets = targets;
   e.positions = at::full({batch}, pos, at::kLong);
   return e;
+}
+
+bool is_vim_baseline_method(const std::string& method) {
+  return method == "smoothgrad" || method == "ig" || method == "random";
+}
+
+VimExplanation explain_vim_baseline(VisionMamba& model, const at::Tensor& pixel_values,
+                                    const std::vector<int64_t>& given_targets, const ExplainOptions& o) {
+  if (!is_vim_baseline_method(o.method))
+    throw InputError("method '" + o.method + "' is not available for Vision Mamba models");
+  const VimConfig& cfg = model->config();
+  if (!model->head) throw InputError("the model has no classification head (num_classes is 0): nothing to explain");
+  const at::ScalarType dtype = model->patch_embed->proj->weight.scalar_type();
+  const at::Tensor x = check_pixel_values(cfg, pixel_values, dtype);  // (B, C, H, W)
+  const int64_t batch = x.size(0);
+  if (!given_targets.empty() && given_targets.size() != 1 && static_cast<int64_t>(given_targets.size()) != batch)
+    throw InputError("give one target, or one per row (" + std::to_string(batch) + ")");
+  for (int64_t t : given_targets)
+    if (t < 0 || t >= cfg.num_classes())
+      throw InputError("target " + std::to_string(t) + " is out of range [0, " + std::to_string(cfg.num_classes()) + ")");
+  if (o.ig_baseline_token >= 0) throw InputError("a token id as the IG baseline is for Mamba language models");
+  // True gradients: the standard propagation, no composite (restored afterwards).
+  struct Restore {
+    VisionMamba& m;
+    Propagation p;
+    Composite c;
+    ~Restore() {
+      m->set_propagation(p);
+      m->set_composite(c);
+    }
+  } restore{model, model->propagation(), model->composite()};
+  model->set_propagation(Propagation::kStandard);
+  model->set_composite(Composite());
+
+  at::Tensor e, logits;
+  {
+    torch::NoGradGuard g;
+    e = model->tokens(x);               // (B, T, D)
+    logits = model->forward_tokens(e);  // (B, classes)
+  }
+  const at::Tensor targets = pick_targets(logits, given_targets);
+  const LogitFn logit = [&](const at::Tensor& t, const at::Tensor& r) {
+    return model->forward_tokens(t).gather(1, targets.index_select(0, r).unsqueeze(1)).squeeze(1);
+  };
+  const int64_t T = e.size(1), D = e.size(2);
+  at::Tensor rel;
+  if (o.method == "random") {
+    rel = random_relevance(batch, T, dtype, o.seed).to(e.device());
+  } else if (o.method == "smoothgrad") {
+    rel = smoothgrad_relevance(e, logit, o);
+  } else {
+    at::Tensor base = o.ig_baseline.defined() ? o.ig_baseline.to(e.options()) : at::zeros_like(e);
+    if (base.dim() == 1 && base.size(0) == D) base = base.view({1, 1, D}).expand_as(e);
+    if (base.sizes() != e.sizes()) throw InputError("ig baseline must have shape (embed_dim) or (batch, tokens, embed_dim)");
+    rel = ig_relevance(e, base, logit, o);
+  }
+  torch::NoGradGuard g;
+  VimExplanation out;
+  out.token_relevance = rel;  // (B, T)
+  out.cls_position = cfg.cls_position();
+  at::Tensor patches = rel;
+  if (out.cls_position >= 0)
+    patches = at::cat({rel.narrow(1, 0, out.cls_position), rel.narrow(1, out.cls_position + 1, T - out.cls_position - 1)}, 1);
+  out.patch_relevance = patches.reshape({batch, cfg.grid(), cfg.grid()});
+  out.constant_relevance = at::zeros({batch}, e.options());
+  out.logits = logits.gather(1, targets.unsqueeze(1)).squeeze(1);
+  out.class_logits = logits;
+  out.targets = targets;
+  return out;
 }
 
 }  // namespace mamba_lrp

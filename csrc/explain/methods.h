@@ -5,11 +5,13 @@
 #pragma once
 #include <ATen/ATen.h>
 
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "csrc/explain/explain.h"
+#include "csrc/explain/explain_vim.h"
 
 namespace mamba_lrp {
 
@@ -25,6 +27,25 @@ std::pair<std::vector<double>, std::vector<double>> ig_nodes(const std::string& 
 // The model must be in the standard propagation mode (explain() sees to it).
 Explanation explain_baseline(MambaForCausalLM& model, const at::Tensor& ids, const at::Tensor& mask, int64_t pos,
                              const ExplainOptions& options);
+
+// The target logits (n) of inputs x (n, L, H) that belong to data rows `rows` (n).
+using LogitFn = std::function<at::Tensor(const at::Tensor& x, const at::Tensor& rows)>;
+
+// The model-independent parts, on embeddings (B, L, H) -> relevance (B, L):
+// SmoothGrad (Gradient x Input at each noisy copy, averaged), Integrated Gradients from
+// `base` (B, L, H), and seeded uniform [0, 1) relevance (on the CPU).
+at::Tensor smoothgrad_relevance(const at::Tensor& embeds, const LogitFn& logit, const ExplainOptions& options);
+at::Tensor ig_relevance(const at::Tensor& embeds, const at::Tensor& base, const LogitFn& logit,
+                        const ExplainOptions& options);
+at::Tensor random_relevance(int64_t batch, int64_t length, at::ScalarType dtype, uint64_t seed);
+
+// smoothgrad, ig and random for Vision Mamba, on the token sequence the first block sees
+// (token_relevance as explain_vim; patch_relevance without the cls token; no pixels). The
+// IG baseline is zero tokens or options.ig_baseline ((D) or (B, T, D)). targets as
+// VimExplainOptions::targets. The hidden-attention methods are not implemented for Vim.
+bool is_vim_baseline_method(const std::string& method);
+VimExplanation explain_vim_baseline(VisionMamba& model, const at::Tensor& pixel_values,
+                                    const std::vector<int64_t>& targets, const ExplainOptions& options);
 
 // One target per row: the given ones (one for all, or one per row) or the argmax of logits_at (B, V).
 at::Tensor pick_targets(const at::Tensor& logits_at, const std::vector<int64_t>& given);

@@ -143,8 +143,8 @@ def test_vim_patch_flipping(tmp_path):
     px = fixtures.random_pixels(3, seed=2)
     data = tmp_path / "px.safetensors"
     fixtures.write_inputs(data, pixel_values=px, labels=torch.tensor([0, 2, 1]))
-    rep, _ = evaluate(model, data, "mambalrp,gi,random", tmp_path, "--steps", 5, "--baseline", "mean",
-                      "--plot", tmp_path / "v.svg")
+    rep, _ = evaluate(model, data, "mambalrp,gi,random,smoothgrad,ig", tmp_path, "--steps", 5, "--baseline", "mean",
+                      "--plot", tmp_path / "v.svg", "--noise", 0, "--samples", 2, "--ig-steps", 8, "--dtype", "float64")
     assert rep["unit"] == "patch" and rep["rows"] == 3
     for name, m in rep["methods"].items():
         c = {k: torch.tensor(v["mean"], dtype=torch.float64) for k, v in m["curves"].items()}
@@ -152,8 +152,11 @@ def test_vim_patch_flipping(tmp_path):
         torch.testing.assert_close(c["morf"][-1], c["lerf"][-1])
         # not packed: insertion of the most relevant = deletion of the least relevant, reversed
         torch.testing.assert_close(c["insert_morf"], c["lerf"].flip(0))
+    # SmoothGrad without noise is GI on the tokens: the same order, the same curves.
+    for k in rep["methods"]["gi"]["curves"]:
+        assert rep["methods"]["smoothgrad"]["curves"][k] == pytest.approx(rep["methods"]["gi"]["curves"][k], rel=1e-9)
     cons = rep["conservation"]["mambalrp"]
-    torch.testing.assert_close(torch.tensor(cons["relevance_sum"]), torch.tensor(cons["logit"]), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(torch.tensor(cons["relevance_sum"]), torch.tensor(cons["logit"]), rtol=1e-8, atol=1e-8)
 
 
 BAD = [
