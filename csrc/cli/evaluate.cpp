@@ -221,6 +221,7 @@ int evaluate_lm(const EvalArgs& e, const std::vector<std::string>& methods, int6
       const int64_t n = std::min(chunk, B - b0);
       ExplainOptions opt = base_opt;
       opt.method = method;
+      opt.seed = base_opt.seed + static_cast<uint64_t>(b0);  // a fresh stream per chunk of rows
       opt.zero_bias = zero_bias;
       opt.targets = to_ids(targets.narrow(0, b0, n));
       const Explanation ex = explain(model, ids.narrow(0, b0, n), mask.defined() ? mask.narrow(0, b0, n) : at::Tensor(), opt);
@@ -322,6 +323,7 @@ int evaluate_vim(const EvalArgs& e, const std::vector<std::string>& methods, int
         const int64_t n = std::min(chunk, B - b0);
         ExplainOptions opt = base_opt;
         opt.method = method;
+        opt.seed = base_opt.seed + static_cast<uint64_t>(b0);  // a fresh stream per chunk of rows
         const VimExplanation ex = explain_vim_baseline(model, pixels.narrow(0, b0, n), to_ids(targets.narrow(0, b0, n)), opt);
         rel.push_back(ex.patch_relevance.reshape({n, P}));
       }
