@@ -9,6 +9,7 @@
 #include "csrc/errors.h"
 #include "csrc/io/checkpoint.h"
 #include "csrc/ops.h"
+#include "models/state_dict.h"
 
 namespace mamba_lrp {
 
@@ -48,7 +49,7 @@ at::Tensor ssm_branch_forward(const at::Tensor& x_in, const at::Tensor& z, const
                               const PropagationContext& ctx) {
   const RuleSet& r = ctx.rules;
   const Composite& comp = ctx.composite;
-  const int64_t L = x_in.size(2), I = x_in.size(1), N = w.A_log.size(1);
+  const int64_t I = x_in.size(1), N = w.A_log.size(1);
   const int64_t R = w.dt_proj_weight.size(1), K = w.conv_weight.size(2);
   at::Tensor x = x_in;                                                             // (B, I, L)
   at::Tensor m3 = mask.defined() ? mask.unsqueeze(1).to(x.scalar_type()) : at::Tensor();  // (B, 1, L)
@@ -163,12 +164,7 @@ at::Tensor MambaForCausalLMImpl::forward(const at::Tensor& input_ids, const at::
   return forward_embeds(embed(input_ids), mask);
 }
 
-std::vector<at::Tensor> MambaForCausalLMImpl::biases() {
-  std::vector<at::Tensor> out;
-  for (const auto& item : named_parameters(/*recurse=*/true))
-    if (item.key().size() >= 4 && item.key().compare(item.key().size() - 4, 4, "bias") == 0) out.push_back(item.value());
-  return out;
-}
+std::vector<at::Tensor> MambaForCausalLMImpl::biases() { return bias_parameters(*this); }
 
 // ---- Loading -------------------------------------------------------------------------------------
 
@@ -221,24 +217,7 @@ MambaForCausalLM load_mamba_lm(const std::string& model_dir, at::ScalarType dtyp
   }
 
   MambaForCausalLM model(config);
-  torch::NoGradGuard no_grad;
-  std::set<std::string> expected;
-  for (auto& item : model->named_parameters(/*recurse=*/true)) {
-    const std::string& name = item.key();
-    expected.insert(name);
-    auto it = sd.find(name);
-    if (it == sd.end()) throw InputError(origin + ": missing tensor '" + name + "'");
-    if (it->second.sizes() != item.value().sizes())
-      throw InputError(origin + ": tensor '" + name + "': expected shape " + shape_of(item.value()) + ", got " +
-                       shape_of(it->second));
-    if (!at::isFloatingType(it->second.scalar_type()))
-      throw InputError(origin + ": tensor '" + name + "' must be floating point");
-    // The loaded tensor becomes the parameter's data: no second copy of the weights.
-    item.value().set_data(it->second.to(dtype).contiguous());
-  }
-  for (const auto& [name, t] : sd)
-    if (!expected.count(name)) throw InputError(origin + ": unexpected tensor '" + name + "'");
-  for (auto& p : model->parameters()) p.set_requires_grad(false);
+  assign_state_dict(*model, sd, dtype, origin);
   model->eval();
   return model;
 }

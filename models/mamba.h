@@ -114,6 +114,7 @@ class MambaForCausalLMImpl : public torch::nn::Module {
   void set_propagation(Propagation p) { ctx_.rules = rules_of(p); propagation_ = p; }
   Propagation propagation() const { return propagation_; }
   void set_composite(Composite c) { ctx_.composite = std::move(c); }
+  const Composite& composite() const { return ctx_.composite; }
   const MambaConfig& config() const { return config_; }
   at::Tensor head_weight();  // (num_outputs, H)
   // Every bias tensor of the model (conv1d, dt_proj, and in/out_proj when present).

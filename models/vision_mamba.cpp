@@ -9,6 +9,7 @@
 #include "csrc/errors.h"
 #include "csrc/io/checkpoint.h"
 #include "csrc/ops.h"
+#include "models/state_dict.h"
 
 namespace mamba_lrp {
 
@@ -280,24 +281,9 @@ at::Tensor VisionMambaImpl::forward_tokens(const at::Tensor& tokens) {
 
 at::Tensor VisionMambaImpl::forward(const at::Tensor& pixel_values) { return forward_tokens(tokens(pixel_values)); }
 
-std::vector<at::Tensor> VisionMambaImpl::biases() {
-  std::vector<at::Tensor> out;
-  for (const auto& item : named_parameters(/*recurse=*/true))
-    if (item.key().size() >= 4 && item.key().compare(item.key().size() - 4, 4, "bias") == 0) out.push_back(item.value());
-  return out;
-}
+std::vector<at::Tensor> VisionMambaImpl::biases() { return bias_parameters(*this); }
 
 // ---- Loading -------------------------------------------------------------------------------------
-
-namespace {
-
-std::string shape_of(const at::Tensor& t) {
-  std::ostringstream s;
-  s << t.sizes();
-  return s.str();
-}
-
-}  // namespace
 
 VisionMamba load_vision_mamba(const std::string& dir_or_file, at::ScalarType dtype) {
   namespace fs = std::filesystem;
@@ -339,25 +325,7 @@ VisionMamba load_vision_mamba(const std::string& dir_or_file, at::ScalarType dty
     throw InputError(origin + ": missing tensor 'patch_embed.proj.weight': not a Vision Mamba checkpoint" +
                      (sd.empty() ? std::string(" (no tensors)") : " (it holds '" + sd.begin()->first + "', ...)"));
   VisionMamba model(config);
-  model->to(dtype);
-  torch::NoGradGuard no_grad;
-  std::set<std::string> expected;
-  for (auto& item : model->named_parameters(/*recurse=*/true)) {
-    const std::string& name = item.key();
-    expected.insert(name);
-    auto it = sd.find(name);
-    if (it == sd.end()) throw InputError(origin + ": missing tensor '" + name + "' (a checkpoint of another model?)");
-    if (it->second.sizes() != item.value().sizes())
-      throw InputError(origin + ": tensor '" + name + "': expected shape " + shape_of(item.value()) + ", got " +
-                       shape_of(it->second));
-    if (!at::isFloatingType(it->second.scalar_type()))
-      throw InputError(origin + ": tensor '" + name + "' must be floating point");
-    item.value().copy_(it->second);
-  }
-  for (const auto& [name, t] : sd)
-    if (!expected.count(name))
-      throw InputError(origin + ": unexpected tensor '" + name + "' (a checkpoint of another model or configuration?)");
-  for (auto& p : model->parameters()) p.set_requires_grad(false);
+  assign_state_dict(*model, sd, dtype, origin, "a checkpoint of another model or configuration?");
   model->eval();
   return model;
 }

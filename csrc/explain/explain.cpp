@@ -4,6 +4,7 @@
 
 #include "csrc/errors.h"
 #include "csrc/explain/methods.h"
+#include "csrc/explain/scoped.h"
 
 namespace mamba_lrp {
 
@@ -13,46 +14,6 @@ bool is_lm_method(const std::string& method) {
                                                  "mambalrp-no-gate"};
   return std::find(names.begin(), names.end(), method) != names.end() || is_baseline_method(method);
 }
-
-namespace {
-
-// Zeroes the given tensors and puts their values back when it goes out of scope.
-class ScopedZero {
- public:
-  explicit ScopedZero(std::vector<at::Tensor> tensors) : tensors_(std::move(tensors)) {
-    torch::NoGradGuard g;
-    for (auto& t : tensors_) {
-      saved_.push_back(t.clone());
-      t.zero_();
-    }
-  }
-  ~ScopedZero() {
-    torch::NoGradGuard g;
-    for (size_t i = 0; i < tensors_.size(); ++i) tensors_[i].copy_(saved_[i]);
-  }
-
- private:
-  std::vector<at::Tensor> tensors_, saved_;
-};
-
-// Restores the model's propagation mode and composite after the explanation.
-class ScopedPropagation {
- public:
-  ScopedPropagation(MambaForCausalLM& m, Propagation p, const Composite& c) : m_(m), old_(m->propagation()) {
-    m_->set_propagation(p);
-    m_->set_composite(c);
-  }
-  ~ScopedPropagation() {
-    m_->set_propagation(old_);
-    m_->set_composite(Composite());
-  }
-
- private:
-  MambaForCausalLM& m_;
-  Propagation old_;
-};
-
-}  // namespace
 
 Explanation explain(MambaForCausalLM& model, const at::Tensor& input_ids_in, const at::Tensor& attention_mask,
                     const ExplainOptions& options) {
@@ -93,7 +54,7 @@ Explanation explain(MambaForCausalLM& model, const at::Tensor& input_ids_in, con
     if (t < 0 || t >= outputs)
       throw InputError("target " + std::to_string(t) + " is out of range [0, " + std::to_string(outputs) + ")");
 
-  ScopedPropagation scoped_mode(model, mode, baseline ? Composite() : options.composite);
+  ScopedPropagation<MambaForCausalLM> scoped_mode(model, mode, baseline ? Composite() : options.composite);
   std::unique_ptr<ScopedZero> zero;
   if (options.zero_bias) zero = std::make_unique<ScopedZero>(model->biases());
   if (baseline) return explain_baseline(model, ids, mask, pos, options);

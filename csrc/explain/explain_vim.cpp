@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "csrc/errors.h"
+#include "csrc/explain/scoped.h"
 
 namespace mamba_lrp {
 
@@ -31,44 +32,6 @@ bool is_vim_method(const std::string& method) {
 }
 
 namespace {
-
-// Zeroes the given tensors and puts their values back when it goes out of scope.
-class ScopedZero {
- public:
-  explicit ScopedZero(std::vector<at::Tensor> tensors) : tensors_(std::move(tensors)) {
-    torch::NoGradGuard g;
-    for (auto& t : tensors_) {
-      saved_.push_back(t.clone());
-      t.zero_();
-    }
-  }
-  ~ScopedZero() {
-    torch::NoGradGuard g;
-    for (size_t i = 0; i < tensors_.size(); ++i) tensors_[i].copy_(saved_[i]);
-  }
-
- private:
-  std::vector<at::Tensor> tensors_, saved_;
-};
-
-// Sets the model's propagation mode and composite; restores both afterwards.
-class ScopedPropagation {
- public:
-  ScopedPropagation(VisionMamba& m, Propagation p, const Composite& c)
-      : m_(m), old_(m->propagation()), old_composite_(m->composite()) {
-    m_->set_propagation(p);
-    m_->set_composite(c);
-  }
-  ~ScopedPropagation() {
-    m_->set_propagation(old_);
-    m_->set_composite(old_composite_);
-  }
-
- private:
-  VisionMamba& m_;
-  Propagation old_;
-  Composite old_composite_;
-};
 
 std::string sizes_of(const at::Tensor& t) {
   std::ostringstream s;
@@ -112,7 +75,7 @@ VimExplanation explain_vim(VisionMamba& model, const at::Tensor& pixel_values, c
       throw InputError("target " + std::to_string(t) + " is out of range [0, " + std::to_string(cfg.num_classes()) + ")");
 
   const Composite composite = options.composite ? *options.composite : vim_composite_for_method(options.method);
-  ScopedPropagation scoped_mode(model, mode, composite);
+  ScopedPropagation<VisionMamba> scoped_mode(model, mode, composite);
   std::unique_ptr<ScopedZero> zero;
   if (options.zero_bias) zero = std::make_unique<ScopedZero>(model->biases());
 

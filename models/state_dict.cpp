@@ -1,0 +1,47 @@
+#include "models/state_dict.h"
+
+#include <set>
+#include <sstream>
+
+#include "csrc/errors.h"
+
+namespace mamba_lrp {
+
+namespace {
+std::string shape_of(const at::Tensor& t) {
+  std::ostringstream s;
+  s << t.sizes();
+  return s.str();
+}
+}  // namespace
+
+void assign_state_dict(torch::nn::Module& module, const io::StateDict& sd, at::ScalarType dtype,
+                       const std::string& origin, const std::string& hint) {
+  const std::string suffix = hint.empty() ? "" : " (" + hint + ")";
+  torch::NoGradGuard no_grad;
+  std::set<std::string> expected;
+  for (auto& item : module.named_parameters(/*recurse=*/true)) {
+    const std::string& name = item.key();
+    expected.insert(name);
+    auto it = sd.find(name);
+    if (it == sd.end()) throw InputError(origin + ": missing tensor '" + name + "'" + suffix);
+    if (it->second.sizes() != item.value().sizes())
+      throw InputError(origin + ": tensor '" + name + "': expected shape " + shape_of(item.value()) + ", got " +
+                       shape_of(it->second));
+    if (!at::isFloatingType(it->second.scalar_type()))
+      throw InputError(origin + ": tensor '" + name + "' must be floating point");
+    item.value().set_data(it->second.to(dtype).contiguous());
+  }
+  for (const auto& [name, t] : sd)
+    if (!expected.count(name)) throw InputError(origin + ": unexpected tensor '" + name + "'" + suffix);
+  for (auto& p : module.parameters()) p.set_requires_grad(false);
+}
+
+std::vector<at::Tensor> bias_parameters(const torch::nn::Module& module) {
+  std::vector<at::Tensor> out;
+  for (const auto& item : module.named_parameters(/*recurse=*/true))
+    if (item.key().size() >= 4 && item.key().compare(item.key().size() - 4, 4, "bias") == 0) out.push_back(item.value());
+  return out;
+}
+
+}  // namespace mamba_lrp
