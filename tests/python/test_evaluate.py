@@ -2,9 +2,6 @@
 invariants of the curves on random models (Mamba and Vim), the report files, and bad --data
 files (exit status 2 with a reason)."""
 import json
-import os
-import pathlib
-import subprocess
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -14,16 +11,7 @@ import fixtures
 import st_io
 from hf_mamba_reference import MambaLMReference, explain as ref_explain
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-BUILD = pathlib.Path(os.environ.get("MAMBA_LRP_BUILD", ROOT / "build"))
-CLI = BUILD / "mamba-lrp"
-
-
-def run(*args, check=True):
-    p = subprocess.run([str(CLI), *map(str, args)], capture_output=True, text=True)
-    if check and p.returncode != 0:
-        raise AssertionError(f"mamba-lrp {' '.join(map(str, args))} exited {p.returncode}: {p.stderr}")
-    return p
+from cli import BUILD, CLI, ROOT, run  # noqa: F401
 
 
 def evaluate(model, data, methods, tmp_path, *extra):

@@ -1,9 +1,6 @@
 """The baseline explainers of mamba-lrp explain (smoothgrad, ig, attnroll, mambaattr, random)
 on a tiny model against the independent Python references of explainer_reference.py."""
 import json
-import os
-import pathlib
-import subprocess
 
 import pytest
 import torch
@@ -12,16 +9,7 @@ import explainer_reference as xr
 import fixtures
 from hf_mamba_reference import MambaLMReference, explain as ref_explain
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-BUILD = pathlib.Path(os.environ.get("MAMBA_LRP_BUILD", ROOT / "build"))
-CLI = BUILD / "mamba-lrp"
-
-
-def run(*args, check=True):
-    p = subprocess.run([str(CLI), *map(str, args)], capture_output=True, text=True)
-    if check and p.returncode != 0:
-        raise AssertionError(f"mamba-lrp {' '.join(map(str, args))} exited {p.returncode}: {p.stderr}")
-    return p
+from cli import BUILD, CLI, ROOT, run  # noqa: F401
 
 
 def relevance(model, inputs, method, *extra):

@@ -14,19 +14,10 @@ import fixtures
 import st_io
 from hf_mamba_reference import MambaLMReference, explain as ref_explain
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-BUILD = pathlib.Path(os.environ.get("MAMBA_LRP_BUILD", ROOT / "build"))
-CLI = BUILD / "mamba-lrp"
+from cli import BUILD, CLI, ROOT, run  # noqa: F401
 GOLDEN = pathlib.Path(os.environ.get("MAMBA_LRP_GOLDEN", ROOT.parent / "shared" / "golden"))
 METHODS = ["mambalrp", "gi", "lrp-ln", "mambalrp-no-silu", "mambalrp-no-ssm", "mambalrp-no-gate"]
 REF_MODE = {"gi": "standard"}
-
-
-def run(*args, check=True):
-    p = subprocess.run([str(CLI), *map(str, args)], capture_output=True, text=True)
-    if check and p.returncode != 0:
-        raise AssertionError(f"mamba-lrp {' '.join(map(str, args))} exited {p.returncode}: {p.stderr}")
-    return p
 
 
 def explain_json(model, inputs, method="mambalrp", dtype="float64", extra=()):

@@ -4,9 +4,6 @@ equal to PyTorch autograd through the references, one Adam step equal to torch.o
 the initialisation as Mamba's, and bad arguments / data refused with exit status 2."""
 import json
 import math
-import os
-import pathlib
-import subprocess
 
 import pytest
 import torch
@@ -17,16 +14,15 @@ import st_io
 from hf_mamba_reference import MambaLMReference
 from vim_reference import VimReference
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-BUILD = pathlib.Path(os.environ.get("MAMBA_LRP_BUILD", ROOT / "build"))
-CLI = BUILD / "mamba-lrp"
-
-TINY = {"model_type": "mamba", "vocab_size": 16, "hidden_size": 16, "state_size": 4,
-        "num_hidden_layers": 2, "num_labels": 2}
+from cli import BUILD, CLI, ROOT  # noqa: F401
+from cli import run as _run
 
 
 def run(*args):
-    return subprocess.run([str(CLI), *map(str, args)], capture_output=True, text=True)
+    return _run(*args, check=False)
+
+TINY = {"model_type": "mamba", "vocab_size": 16, "hidden_size": 16, "state_size": 4,
+        "num_hidden_layers": 2, "num_labels": 2}
 
 
 def token3_task(n, seed, length=12, vocab=16):

@@ -7,7 +7,6 @@ import os
 import pathlib
 import shutil
 import struct
-import subprocess
 import zlib
 
 import pytest
@@ -17,9 +16,7 @@ import fixtures
 import st_io
 from vim_reference import VimReference, explain_vim as ref_explain
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-BUILD = pathlib.Path(os.environ.get("MAMBA_LRP_BUILD", ROOT / "build"))
-CLI = BUILD / "mamba-lrp"
+from cli import BUILD, CLI, ROOT, run  # noqa: F401
 GOLDEN = pathlib.Path(os.environ.get("MAMBA_LRP_GOLDEN", ROOT.parent / "shared" / "golden"))
 COMPOSITES = ROOT / "configs" / "composites"
 METHODS = ["mambalrp", "gi", "lrp-ln", "mambalrp-no-silu", "mambalrp-no-ssm", "mambalrp-no-gate"]
@@ -28,13 +25,6 @@ GAMMA_CONV1D = {"conv1d": {"rule": "gamma", "gamma": 0.25}}
 DEFAULT_COMPOSITE = {"patch_embed": {"rule": "gamma", "gamma": 0.25}}
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406], dtype=torch.float64)[:, None, None]
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225], dtype=torch.float64)[:, None, None]
-
-
-def run(*args, check=True):
-    p = subprocess.run([str(CLI), *map(str, args)], capture_output=True, text=True)
-    if check and p.returncode != 0:
-        raise AssertionError(f"mamba-lrp {' '.join(map(str, args))} exited {p.returncode}: {p.stderr}")
-    return p
 
 
 def explain(model, inputs, tmp_path, method="mambalrp", dtype="float64", composite=None, extra=()):
