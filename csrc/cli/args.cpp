@@ -1,6 +1,7 @@
 // Argument parsing and helpers shared by the commands of mamba-lrp.
 #include "csrc/cli/cli.h"
 
+#include <cmath>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -71,6 +72,18 @@ int64_t parse_int(const std::string& s, const std::string& what) {
     used = 0;
   }
   if (used == 0 || used != s.size()) throw InputError(what + " must be an integer, got '" + s + "'");
+  return v;
+}
+
+double parse_double(const std::string& s, const std::string& what) {
+  size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(s, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != s.size() || !std::isfinite(v)) throw InputError(what + " must be a number, got '" + s + "'");
   return v;
 }
 

@@ -22,6 +22,8 @@ struct Args {
 // Parses "--flag value" pairs after the command; InputError on anything unknown.
 Args parse_args(int argc, char** argv);
 int64_t parse_int(const std::string& s, const std::string& what);
+// A finite number; InputError naming `what` otherwise.
+double parse_double(const std::string& s, const std::string& what);
 std::vector<int64_t> parse_id_list(const std::string& s);
 // "mamba" or "vim" (the model directory's config.json model_type; "mamba" when absent).
 std::string read_model_type(const std::filesystem::path& dir);

@@ -61,18 +61,6 @@ LmInputs load_lm_inputs(const Args& a, const std::filesystem::path& dir) {
   return in;
 }
 
-double parse_double(const std::string& s, const std::string& what) {
-  size_t used = 0;
-  double v = 0;
-  try {
-    v = std::stod(s, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used == 0 || used != s.size() || !std::isfinite(v)) throw InputError(what + " must be a number, got '" + s + "'");
-  return v;
-}
-
 }  // namespace
 
 void set_method_options(const Args& a, mamba_lrp::ExplainOptions& opt) {

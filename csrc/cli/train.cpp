@@ -69,18 +69,6 @@ TrainArgs parse_train_args(int argc, char** argv) {
   return a;
 }
 
-double parse_double(const std::string& s, const std::string& what) {
-  size_t used = 0;
-  double v = 0;
-  try {
-    v = std::stod(s, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used != s.size() || s.empty() || !std::isfinite(v)) throw InputError(what + " must be a number, got '" + s + "'");
-  return v;
-}
-
 int64_t config_int(const nlohmann::json& j, const char* key, const std::string& origin) {
   if (!j.contains(key) || !j[key].is_number_integer())
     throw InputError(origin + ": config key \"" + key + "\" must be an integer (the number of classes)");
