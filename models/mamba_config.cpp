@@ -7,26 +7,6 @@
 
 namespace mamba_lrp {
 
-namespace {
-
-template <typename T>
-T get_or(const nlohmann::json& j, const char* key, T fallback, const std::string& origin) {
-  if (!j.contains(key) || j[key].is_null()) return fallback;
-  try {
-    return j[key].get<T>();
-  } catch (const nlohmann::json::exception&) {
-    throw InputError(origin + ": config key \"" + key + "\" has the wrong type (" + j[key].dump() + ")");
-  }
-}
-
-int64_t get_int(const nlohmann::json& j, const char* key, int64_t fallback, const std::string& origin) {
-  if (j.contains(key) && !j[key].is_null() && !j[key].is_number_integer())
-    throw InputError(origin + ": config key \"" + key + "\" must be an integer, got " + j[key].dump());
-  return get_or<int64_t>(j, key, fallback, origin);
-}
-
-}  // namespace
-
 MambaConfig MambaConfig::from_json(const nlohmann::json& j, const std::string& origin) {
   if (!j.is_object()) throw InputError(origin + ": config.json must hold a JSON object");
   MambaConfig c;
@@ -34,46 +14,46 @@ MambaConfig MambaConfig::from_json(const nlohmann::json& j, const std::string& o
     // state-spaces format: {"d_model", "n_layer", "vocab_size", "ssm_cfg": {...}, "rms_norm",
     // "residual_in_fp32", "fused_add_norm", "pad_vocab_size_multiple", "tie_embeddings"}
     c.state_spaces_names(true);
-    c.hidden_size(get_int(j, "d_model", 768, origin));
-    c.num_hidden_layers(get_int(j, "n_layer", 24, origin));
-    int64_t vocab = get_int(j, "vocab_size", 50277, origin);
-    const int64_t pad = get_int(j, "pad_vocab_size_multiple", 8, origin);
+    c.hidden_size(io::config_int(j, "d_model", 768, origin));
+    c.num_hidden_layers(io::config_int(j, "n_layer", 24, origin));
+    int64_t vocab = io::config_int(j, "vocab_size", 50277, origin);
+    const int64_t pad = io::config_int(j, "pad_vocab_size_multiple", 8, origin);
     if (pad > 1 && vocab % pad) vocab += pad - vocab % pad;
     c.vocab_size(vocab);
     const nlohmann::json ssm = j.contains("ssm_cfg") && j["ssm_cfg"].is_object() ? j["ssm_cfg"] : nlohmann::json::object();
-    c.state_size(get_int(ssm, "d_state", 16, origin));
-    c.conv_kernel(get_int(ssm, "d_conv", 4, origin));
-    c.expand(get_int(ssm, "expand", 2, origin));
-    c.use_bias(get_or<bool>(ssm, "bias", false, origin));
-    c.use_conv_bias(get_or<bool>(ssm, "conv_bias", true, origin));
+    c.state_size(io::config_int(ssm, "d_state", 16, origin));
+    c.conv_kernel(io::config_int(ssm, "d_conv", 4, origin));
+    c.expand(io::config_int(ssm, "expand", 2, origin));
+    c.use_bias(io::config_value<bool>(ssm, "bias", false, origin));
+    c.use_conv_bias(io::config_value<bool>(ssm, "conv_bias", true, origin));
     c.intermediate_size(c.expand() * c.hidden_size());
     c.time_step_rank((c.hidden_size() + 15) / 16);
     if (ssm.contains("dt_rank") && !(ssm["dt_rank"].is_string() && ssm["dt_rank"] == "auto"))
-      c.time_step_rank(get_int(ssm, "dt_rank", c.time_step_rank(), origin));
-    if (j.contains("rms_norm") && !get_or<bool>(j, "rms_norm", true, origin))
+      c.time_step_rank(io::config_int(ssm, "dt_rank", c.time_step_rank(), origin));
+    if (j.contains("rms_norm") && !io::config_value<bool>(j, "rms_norm", true, origin))
       throw InputError(origin + ": rms_norm = false (LayerNorm) is not supported for Mamba language models");
-    c.residual_in_fp32(get_or<bool>(j, "residual_in_fp32", true, origin));
-    c.tie_word_embeddings(get_or<bool>(j, "tie_embeddings", true, origin));
-    c.layer_norm_epsilon(get_or<double>(j, "norm_epsilon", 1e-5, origin));
+    c.residual_in_fp32(io::config_value<bool>(j, "residual_in_fp32", true, origin));
+    c.tie_word_embeddings(io::config_value<bool>(j, "tie_embeddings", true, origin));
+    c.layer_norm_epsilon(io::config_value<double>(j, "norm_epsilon", 1e-5, origin));
   } else {
     if (j.contains("model_type") && j["model_type"] != "mamba")
       throw InputError(origin + ": model_type is " + j["model_type"].dump() + ", expected \"mamba\"");
-    c.vocab_size(get_int(j, "vocab_size", 50280, origin));
-    c.hidden_size(get_int(j, "hidden_size", 768, origin));
-    c.state_size(get_int(j, "state_size", 16, origin));
-    c.num_hidden_layers(get_int(j, "num_hidden_layers", 32, origin));
-    c.layer_norm_epsilon(get_or<double>(j, "layer_norm_epsilon", 1e-5, origin));
-    c.expand(get_int(j, "expand", 2, origin));
-    c.conv_kernel(get_int(j, "conv_kernel", 4, origin));
-    c.intermediate_size(get_int(j, "intermediate_size", c.expand() * c.hidden_size(), origin));
+    c.vocab_size(io::config_int(j, "vocab_size", 50280, origin));
+    c.hidden_size(io::config_int(j, "hidden_size", 768, origin));
+    c.state_size(io::config_int(j, "state_size", 16, origin));
+    c.num_hidden_layers(io::config_int(j, "num_hidden_layers", 32, origin));
+    c.layer_norm_epsilon(io::config_value<double>(j, "layer_norm_epsilon", 1e-5, origin));
+    c.expand(io::config_int(j, "expand", 2, origin));
+    c.conv_kernel(io::config_int(j, "conv_kernel", 4, origin));
+    c.intermediate_size(io::config_int(j, "intermediate_size", c.expand() * c.hidden_size(), origin));
     c.time_step_rank((c.hidden_size() + 15) / 16);
     if (j.contains("time_step_rank") && !(j["time_step_rank"].is_string() && j["time_step_rank"] == "auto"))
-      c.time_step_rank(get_int(j, "time_step_rank", c.time_step_rank(), origin));
-    c.use_bias(get_or<bool>(j, "use_bias", false, origin));
-    c.use_conv_bias(get_or<bool>(j, "use_conv_bias", true, origin));
-    c.residual_in_fp32(get_or<bool>(j, "residual_in_fp32", true, origin));
-    c.tie_word_embeddings(get_or<bool>(j, "tie_word_embeddings", true, origin));
-    c.hidden_act(get_or<std::string>(j, "hidden_act", "silu", origin));
+      c.time_step_rank(io::config_int(j, "time_step_rank", c.time_step_rank(), origin));
+    c.use_bias(io::config_value<bool>(j, "use_bias", false, origin));
+    c.use_conv_bias(io::config_value<bool>(j, "use_conv_bias", true, origin));
+    c.residual_in_fp32(io::config_value<bool>(j, "residual_in_fp32", true, origin));
+    c.tie_word_embeddings(io::config_value<bool>(j, "tie_word_embeddings", true, origin));
+    c.hidden_act(io::config_value<std::string>(j, "hidden_act", "silu", origin));
   }
   c.num_outputs(c.vocab_size());
   c.validate(origin);

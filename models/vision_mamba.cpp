@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "csrc/errors.h"
+#include "csrc/io/json_file.h"
 #include "csrc/io/checkpoint.h"
 #include "csrc/ops.h"
 #include "models/state_dict.h"
@@ -17,21 +18,6 @@ namespace mamba_lrp {
 
 namespace {
 
-template <typename T>
-T get_or(const nlohmann::json& j, const char* key, T fallback, const std::string& origin) {
-  if (!j.contains(key) || j[key].is_null()) return fallback;
-  try {
-    return j[key].get<T>();
-  } catch (const nlohmann::json::exception&) {
-    throw InputError(origin + ": config key \"" + key + "\" has the wrong type (" + j[key].dump() + ")");
-  }
-}
-
-int64_t get_int(const nlohmann::json& j, const char* key, int64_t fallback, const std::string& origin) {
-  if (j.contains(key) && !j[key].is_null() && !j[key].is_number_integer())
-    throw InputError(origin + ": config key \"" + key + "\" must be an integer, got " + j[key].dump());
-  return get_or<int64_t>(j, key, fallback, origin);
-}
 
 std::vector<double> get_triple(const nlohmann::json& j, const char* key, std::vector<double> fallback,
                                const std::string& origin) {
@@ -57,44 +43,44 @@ VimConfig VimConfig::from_json(const nlohmann::json& j, const std::string& origi
   if (j.contains("model_type") && j["model_type"] != "vim")
     throw InputError(origin + ": model_type is " + j["model_type"].dump() + ", expected \"vim\"");
   VimConfig c;
-  c.img_size(get_int(j, "img_size", 224, origin));
-  c.patch_size(get_int(j, "patch_size", 16, origin));
-  c.stride(get_int(j, "stride", c.patch_size(), origin));
-  c.in_chans(get_int(j, "in_chans", get_int(j, "channels", 3, origin), origin));
-  c.embed_dim(get_int(j, "embed_dim", 192, origin));
-  c.depth(get_int(j, "depth", 24, origin));
-  c.d_state(get_int(j, "d_state", 16, origin));
+  c.img_size(io::config_int(j, "img_size", 224, origin));
+  c.patch_size(io::config_int(j, "patch_size", 16, origin));
+  c.stride(io::config_int(j, "stride", c.patch_size(), origin));
+  c.in_chans(io::config_int(j, "in_chans", io::config_int(j, "channels", 3, origin), origin));
+  c.embed_dim(io::config_int(j, "embed_dim", 192, origin));
+  c.depth(io::config_int(j, "depth", 24, origin));
+  c.d_state(io::config_int(j, "d_state", 16, origin));
   const nlohmann::json ssm = j.contains("ssm_cfg") && j["ssm_cfg"].is_object() ? j["ssm_cfg"] : nlohmann::json::object();
-  c.d_conv(get_int(j, "d_conv", get_int(ssm, "d_conv", 4, origin), origin));
-  c.expand(get_int(j, "expand", get_int(ssm, "expand", 2, origin), origin));
+  c.d_conv(io::config_int(j, "d_conv", io::config_int(ssm, "d_conv", 4, origin), origin));
+  c.expand(io::config_int(j, "expand", io::config_int(ssm, "expand", 2, origin), origin));
   c.dt_rank((c.embed_dim() + 15) / 16);
   for (const nlohmann::json* src : {&ssm, &j})
     if (src->contains("dt_rank") && !(*src)["dt_rank"].is_null() &&
         !((*src)["dt_rank"].is_string() && (*src)["dt_rank"] == "auto"))
-      c.dt_rank(get_int(*src, "dt_rank", c.dt_rank(), origin));
-  c.num_classes(get_int(j, "num_classes", 1000, origin));
-  c.norm_epsilon(get_or<double>(j, "norm_epsilon", 1e-5, origin));
-  c.rms_norm(get_or<bool>(j, "rms_norm", true, origin));
-  c.residual_in_fp32(get_or<bool>(j, "residual_in_fp32", true, origin));
-  c.final_pool_type(get_or<std::string>(j, "final_pool_type", "mean", origin));
-  c.if_abs_pos_embed(get_or<bool>(j, "if_abs_pos_embed", true, origin));
-  c.bimamba_type(get_or<std::string>(j, "bimamba_type", "v2", origin));
-  c.if_cls_token(get_or<bool>(j, "if_cls_token", true, origin));
-  c.use_middle_cls_token(get_or<bool>(j, "use_middle_cls_token", true, origin));
+      c.dt_rank(io::config_int(*src, "dt_rank", c.dt_rank(), origin));
+  c.num_classes(io::config_int(j, "num_classes", 1000, origin));
+  c.norm_epsilon(io::config_value<double>(j, "norm_epsilon", 1e-5, origin));
+  c.rms_norm(io::config_value<bool>(j, "rms_norm", true, origin));
+  c.residual_in_fp32(io::config_value<bool>(j, "residual_in_fp32", true, origin));
+  c.final_pool_type(io::config_value<std::string>(j, "final_pool_type", "mean", origin));
+  c.if_abs_pos_embed(io::config_value<bool>(j, "if_abs_pos_embed", true, origin));
+  c.bimamba_type(io::config_value<std::string>(j, "bimamba_type", "v2", origin));
+  c.if_cls_token(io::config_value<bool>(j, "if_cls_token", true, origin));
+  c.use_middle_cls_token(io::config_value<bool>(j, "use_middle_cls_token", true, origin));
   if (j.contains("if_divide_out") && j.contains("if_devide_out") &&
-      get_or<bool>(j, "if_divide_out", true, origin) != get_or<bool>(j, "if_devide_out", true, origin))
+      io::config_value<bool>(j, "if_divide_out", true, origin) != io::config_value<bool>(j, "if_devide_out", true, origin))
     throw InputError(origin + ": if_divide_out and if_devide_out disagree");
-  c.if_divide_out(get_or<bool>(j, "if_divide_out", get_or<bool>(j, "if_devide_out", true, origin), origin));
+  c.if_divide_out(io::config_value<bool>(j, "if_divide_out", io::config_value<bool>(j, "if_devide_out", true, origin), origin));
   if (c.in_chans() != 3) {  // ImageNet's statistics averaged over the colours, one per channel
     c.mean(std::vector<double>(c.in_chans(), (0.485 + 0.456 + 0.406) / 3));
     c.std(std::vector<double>(c.in_chans(), (0.229 + 0.224 + 0.225) / 3));
   }
   c.mean(get_triple(j, "mean", c.mean(), origin));
   c.std(get_triple(j, "std", c.std(), origin));
-  c.crop_pct(get_or<double>(j, "crop_pct", 0.875, origin));
+  c.crop_pct(io::config_value<double>(j, "crop_pct", 0.875, origin));
   // Vim features this implementation does not have: refuse rather than compute something else.
   for (const char* key : {"if_rope", "if_rope_residual", "if_bidirectional", "use_double_cls_token", "if_bimamba"})
-    if (get_or<bool>(j, key, false, origin))
+    if (io::config_value<bool>(j, key, false, origin))
       throw InputError(origin + ": " + key + " = true is not supported");
   if (j.contains("init_layer_scale") && !j["init_layer_scale"].is_null())
     throw InputError(origin + ": init_layer_scale is not supported");

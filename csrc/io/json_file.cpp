@@ -18,5 +18,15 @@ nlohmann::json read_json_file(const std::string& path, const std::string& hint_w
   }
 }
 
+void throw_config_type_error(const std::string& origin, const char* key, const std::string& value, const char* what) {
+  throw InputError(origin + ": config key \"" + key + "\" " + what + " (" + value + ")");
+}
+
+int64_t config_int(const nlohmann::json& j, const char* key, int64_t fallback, const std::string& origin) {
+  if (j.contains(key) && !j[key].is_null() && !j[key].is_number_integer())
+    throw_config_type_error(origin, key, j[key].dump(), "must be an integer");
+  return config_value<int64_t>(j, key, fallback, origin);
+}
+
 }  // namespace io
 }  // namespace mamba_lrp

@@ -1,5 +1,6 @@
 // Reading a JSON file with errors that name it (config.json, composites, indexes).
 #pragma once
+#include <cstdint>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -7,8 +8,26 @@
 namespace mamba_lrp {
 namespace io {
 
+[[noreturn]] void throw_config_type_error(const std::string& origin, const char* key, const std::string& value,
+                                          const char* what);
+
 // Throws InputError "PATH: cannot open[ (hint)]" or "PATH: invalid JSON (...)".
 nlohmann::json read_json_file(const std::string& path, const std::string& hint_when_missing = "");
+
+// j[key] as T, `fallback` when absent or null; InputError naming `origin` and the key when it
+// has the wrong type.
+template <typename T>
+T config_value(const nlohmann::json& j, const char* key, T fallback, const std::string& origin) {
+  if (!j.contains(key) || j[key].is_null()) return fallback;
+  try {
+    return j[key].get<T>();
+  } catch (const nlohmann::json::exception&) {
+    throw_config_type_error(origin, key, j[key].dump(), "has the wrong type");
+  }
+}
+
+// An integer key: floats such as 2.5 are refused rather than truncated.
+int64_t config_int(const nlohmann::json& j, const char* key, int64_t fallback, const std::string& origin);
 
 }  // namespace io
 }  // namespace mamba_lrp
