@@ -18,7 +18,6 @@ namespace mamba_lrp {
 
 namespace {
 
-
 std::vector<double> get_triple(const nlohmann::json& j, const char* key, std::vector<double> fallback,
                                const std::string& origin) {
   if (!j.contains(key) || j[key].is_null()) return fallback;
