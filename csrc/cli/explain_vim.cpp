@@ -17,6 +17,7 @@
 #include "csrc/cli/cli.h"
 #include "csrc/errors.h"
 #include "csrc/explain/explain_vim.h"
+#include "csrc/explain/methods.h"
 #include "csrc/io/image.h"
 #include "csrc/io/safetensors.h"
 #include "models/vision_mamba.h"
@@ -65,12 +66,25 @@ int run_explain_vim(const Args& a) {
   if (sources != 1) throw InputError("explain needs exactly one of --input, --image");
   if (a.dtype != "float32" && a.dtype != "float64")
     throw InputError("--dtype must be float32 or float64, got '" + a.dtype + "'");
-  if (!is_vim_method(a.method)) {
-    static const std::vector<std::string> later = {"smoothgrad", "ig", "attnroll", "mambaattr", "random"};
-    if (std::find(later.begin(), later.end(), a.method) != later.end())
-      throw InputError("method '" + a.method + "' is not available yet");
+  // The LRP methods explain down to the pixels; smoothgrad, ig and random give token (and
+  // patch) relevance only.
+  const bool baseline = is_vim_baseline_method(a.method);
+  if (!is_vim_method(a.method) && !baseline) {
+    if (a.method == "attnroll" || a.method == "mambaattr")
+      throw InputError("method '" + a.method + "' is not available yet for Vision Mamba models");
     throw InputError("unknown method '" + a.method +
-                     "' (expected mambalrp, gi, lrp-ln, mambalrp-no-silu, mambalrp-no-ssm or mambalrp-no-gate)");
+                     "' (expected mambalrp, gi, lrp-ln, mambalrp-no-silu, mambalrp-no-ssm, mambalrp-no-gate, "
+                     "smoothgrad, ig or random)");
+  }
+  ExplainOptions baseline_opt;
+  if (baseline) {
+    if (!a.composite.empty() || a.zero_bias)
+      throw InputError("--composite and --zero-bias apply to the LRP methods, not to " + a.method);
+    if (!a.output.empty() || !a.png.empty())
+      throw InputError("method " + a.method + " gives token relevance only: --output and --png need an LRP method");
+    baseline_opt.method = a.method;
+    set_method_options(a, baseline_opt);
+    if (baseline_opt.ig_baseline_token >= 0) throw InputError("--ig-baseline takes only 'zero' for Vision Mamba models");
   }
   if (!a.position.empty()) throw InputError("--position does not apply to Vision Mamba models (the class logit is explained)");
   if (!a.html.empty()) throw InputError("--html is for language models; use --png for Vision Mamba models");
@@ -90,7 +104,8 @@ int run_explain_vim(const Args& a) {
   const at::Tensor pixels = check_pixel_values(cfg, load_vim_inputs(a, cfg), dtype,
                                                a.image.empty() ? a.input + ": pixel_values" : a.image);
   VisionMamba model = load_vision_mamba(a.model, dtype);
-  const VimExplanation e = explain_vim(model, pixels, opt);
+  const VimExplanation e =
+      baseline ? explain_vim_baseline(model, pixels, opt.targets, baseline_opt) : explain_vim(model, pixels, opt);
 
   const int64_t batch = pixels.size(0);
   nlohmann::json out = {{"model_type", "vim"}, {"method", a.method}, {"explanations", nlohmann::json::array()}};
@@ -106,9 +121,11 @@ int run_explain_vim(const Args& a) {
                                    {"relevance", r},
                                    {"relevance_sum", sum},
                                    {"cls_position", e.cls_position},
-                                   {"patch_relevance", grid},
-                                   {"pixel_relevance_sum", e.pixel_relevance[b].sum().item<double>()},
-                                   {"constant_relevance", e.constant_relevance[b].item<double>()}});
+                                   {"patch_relevance", grid}});
+    if (e.pixel_relevance.defined()) {
+      out["explanations"].back()["pixel_relevance_sum"] = e.pixel_relevance[b].sum().item<double>();
+      out["explanations"].back()["constant_relevance"] = e.constant_relevance[b].item<double>();
+    }
   }
   if (!a.json.empty()) write_output(a.json, out.dump(2) + "\n");
   if (!a.output.empty())
@@ -129,10 +146,11 @@ int run_explain_vim(const Args& a) {
   if (a.json != "-") {
     for (int64_t b = 0; b < batch; ++b) {
       const auto& j = out["explanations"][b];
-      std::printf("row %lld: class %lld, logit f = %.6g, sum R(tokens) = %.6g, sum R(pixels) = %.6g (method %s)\n",
-                  static_cast<long long>(b), static_cast<long long>(j["target"].get<int64_t>()),
-                  j["logit"].get<double>(), j["relevance_sum"].get<double>(), j["pixel_relevance_sum"].get<double>(),
-                  a.method.c_str());
+      std::printf("row %lld: class %lld, logit f = %.6g, sum R(tokens) = %.6g", static_cast<long long>(b),
+                  static_cast<long long>(j["target"].get<int64_t>()), j["logit"].get<double>(),
+                  j["relevance_sum"].get<double>());
+      if (j.contains("pixel_relevance_sum")) std::printf(", sum R(pixels) = %.6g", j["pixel_relevance_sum"].get<double>());
+      std::printf(" (method %s)\n", a.method.c_str());
     }
   }
   return 0;

@@ -416,3 +416,45 @@ def test_presets(tmp_path, name, dim):
     assert out["explanations"][0]["cls_position"] == 98 and len(out["explanations"][0]["patch_relevance"]) == 14
     R = relevance_of(out)
     assert ((R - r.token_relevance).abs().max() / r.token_relevance.abs().max()).item() < 1e-4
+
+
+# ---- smoothgrad, ig and random from `explain` ------------------------------------------------
+
+def _baseline_json(model, inputs, method, *extra):
+    p = run("explain", "--model", model, "--input", inputs, "--method", method, "--dtype", "float64", "--json", "-",
+            *extra)
+    return json.loads(p.stdout)
+
+
+def test_ig_equals_a_riemann_sum_of_the_reference(vim_model, vim_inputs):
+    """IG from zero tokens, right Riemann sum with 8 steps, written here on vim_reference."""
+    path, x = vim_inputs
+    out = _baseline_json(vim_model, path, "ig", "--ig-steps", "8", "--ig-method", "riemann_right")
+    model = VimReference.from_dir(vim_model, dtype=torch.float64)
+    with torch.no_grad():
+        e = model.tokens(model.patch_embed(x.to(torch.float64), {}))
+        targets = model.forward_tokens(e).argmax(-1)
+    grads = torch.zeros_like(e)
+    for k in range(1, 9):
+        ek = (e * k / 8).requires_grad_(True)
+        f = model.forward_tokens(ek).gather(1, targets[:, None]).sum()
+        grads += torch.autograd.grad(f, ek)[0] / 8
+    ref = (e * grads).sum(-1)
+    torch.testing.assert_close(relevance_of(out), ref, rtol=1e-8, atol=1e-10)
+    assert "pixel_relevance_sum" not in out["explanations"][0]  # token relevance only
+    assert [len(row) for row in out["explanations"][0]["patch_relevance"]] == [2, 2]
+
+
+def test_smoothgrad_without_noise_is_gi_and_random_is_seeded(vim_model, vim_inputs, tmp_path):
+    path, _ = vim_inputs
+    sg = _baseline_json(vim_model, path, "smoothgrad", "--noise", "0", "--samples", "3")
+    gi, _ = explain(vim_model, path, tmp_path, "gi")
+    torch.testing.assert_close(relevance_of(sg), relevance_of(gi), rtol=1e-10, atol=1e-12)
+    r1 = relevance_of(_baseline_json(vim_model, path, "random", "--seed", "3"))
+    r2 = relevance_of(_baseline_json(vim_model, path, "random", "--seed", "3"))
+    r3 = relevance_of(_baseline_json(vim_model, path, "random", "--seed", "4"))
+    assert torch.equal(r1, r2) and not torch.equal(r1, r3)
+    for args, word in [(["--method", "attnroll"], "not available yet"), (["--method", "ig", "--png", tmp_path / "x.png"], "LRP method"),
+                       (["--method", "ig", "--ig-baseline", "5"], "--ig-baseline")]:
+        p = run("explain", "--model", vim_model, "--input", path, *args, check=False)
+        assert p.returncode == 2 and word in p.stderr, (args, p.stderr)
