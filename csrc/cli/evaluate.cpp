@@ -144,6 +144,19 @@ void write_outputs(const EvalArgs& e, const eval::Report& report) {
   if (e.common.json != "-") std::cout << eval::report_markdown(report);
 }
 
+// The report's description of the run; the methods' results are added to it.
+eval::Report new_report(const EvalArgs& e, const char* model_type, const char* unit, int64_t rows, int64_t steps) {
+  eval::Report report;
+  report.model = e.common.model;
+  report.data = e.data;
+  report.model_type = model_type;
+  report.unit = unit;
+  report.baseline = e.baseline;
+  report.rows = rows;
+  report.steps = steps;
+  return report;
+}
+
 // ---- Mamba language models: token flipping ------------------------------------------------
 
 int evaluate_lm(const EvalArgs& e, const std::vector<std::string>& methods, int64_t steps) {
@@ -232,14 +245,7 @@ int evaluate_lm(const EvalArgs& e, const std::vector<std::string>& methods, int6
     return at::cat(rel);
   };
 
-  eval::Report report;
-  report.model = a.model;
-  report.data = e.data;
-  report.model_type = "mamba";
-  report.unit = "token";
-  report.baseline = e.baseline;
-  report.rows = B;
-  report.steps = steps;
+  eval::Report report = new_report(e, "mamba", "token", B, steps);
   const at::Tensor valid = mask.defined() ? mask.to(at::kBool) : at::Tensor();
   for (const auto& m : methods) {
     const at::Tensor rel = relevance_of(m, false, nullptr);
@@ -345,14 +351,7 @@ int evaluate_vim(const EvalArgs& e, const std::vector<std::string>& methods, int
     if (token_sums) *token_sums = at::cat(sums);
     return at::cat(rel);
   };
-  eval::Report report;
-  report.model = a.model;
-  report.data = e.data;
-  report.model_type = "vim";
-  report.unit = "patch";
-  report.baseline = e.baseline;
-  report.rows = B;
-  report.steps = steps;
+  eval::Report report = new_report(e, "vim", "patch", B, steps);
   for (const auto& m : methods) {
     const at::Tensor rel = relevance_of(m, false, nullptr, nullptr);
     Progress bar{m};
