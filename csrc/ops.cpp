@@ -62,6 +62,33 @@ std::tuple<at::Tensor, c10::optional<at::Tensor>> selective_scan(
   return handle.call(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, rule);
 }
 
+std::tuple<at::Tensor, c10::optional<at::Tensor>, c10::optional<at::Tensor>> selective_scan_forward_parts(
+    const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
+    const c10::optional<at::Tensor>& D, const c10::optional<at::Tensor>& z, const c10::optional<at::Tensor>& delta_bias,
+    bool delta_softplus, bool return_last_state) {
+  using OptTensor = c10::optional<at::Tensor>;
+  static auto handle = op<std::tuple<at::Tensor, OptTensor, OptTensor>(
+      const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const OptTensor&,
+      const OptTensor&, const OptTensor&, bool, bool)>("mamba_lrp::_selective_scan_fwd");
+  return handle.call(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state);
+}
+
+std::tuple<at::Tensor, c10::optional<at::Tensor>, c10::optional<at::Tensor>, c10::optional<at::Tensor>,
+           c10::optional<at::Tensor>, c10::optional<at::Tensor>, c10::optional<at::Tensor>, c10::optional<at::Tensor>>
+selective_scan_backward_parts(const at::Tensor& grad_out, const c10::optional<at::Tensor>& grad_last_state,
+                              const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B,
+                              const at::Tensor& C, const c10::optional<at::Tensor>& D,
+                              const c10::optional<at::Tensor>& z, const c10::optional<at::Tensor>& delta_bias,
+                              const c10::optional<at::Tensor>& out_y, bool delta_softplus, c10::string_view rule) {
+  using OptTensor = c10::optional<at::Tensor>;
+  static auto handle =
+      op<std::tuple<at::Tensor, OptTensor, OptTensor, OptTensor, OptTensor, OptTensor, OptTensor, OptTensor>(
+          const at::Tensor&, const OptTensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+          const at::Tensor&, const at::Tensor&, const OptTensor&, const OptTensor&, const OptTensor&,
+          const OptTensor&, bool, c10::string_view)>("mamba_lrp::_selective_scan_bwd");
+  return handle.call(grad_out, grad_last_state, u, delta, A, B, C, D, z, delta_bias, out_y, delta_softplus, rule);
+}
+
 at::Tensor silu_identity(const at::Tensor& x) {
   static auto handle = op<at::Tensor(const at::Tensor&)>("mamba_lrp::silu_identity");
   return handle.call(x);

@@ -27,6 +27,23 @@ std::tuple<at::Tensor, c10::optional<at::Tensor>> selective_scan(
     const c10::optional<at::Tensor>& delta_bias = c10::nullopt, bool delta_softplus = false,
     bool return_last_state = false, c10::string_view rule = "exact");
 
+// ---- The two halves of selective_scan's autograd (ops _selective_scan_fwd/_bwd), for code
+// that runs the scan inside its own autograd node (models/ssm_branch.cpp).
+// Forward: out, the pre-gate output y (only when z is given) and the last state (if asked).
+std::tuple<at::Tensor, c10::optional<at::Tensor>, c10::optional<at::Tensor>> selective_scan_forward_parts(
+    const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
+    const c10::optional<at::Tensor>& D, const c10::optional<at::Tensor>& z,
+    const c10::optional<at::Tensor>& delta_bias, bool delta_softplus, bool return_last_state);
+// Backward of `rule`: du, ddelta, dA, dB, dC, dD, dz, ddelta_bias (undefined where the rule
+// gives none). out_y is the forward's pre-gate output; needed when z is given.
+std::tuple<at::Tensor, c10::optional<at::Tensor>, c10::optional<at::Tensor>, c10::optional<at::Tensor>,
+           c10::optional<at::Tensor>, c10::optional<at::Tensor>, c10::optional<at::Tensor>, c10::optional<at::Tensor>>
+selective_scan_backward_parts(const at::Tensor& grad_out, const c10::optional<at::Tensor>& grad_last_state,
+                              const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B,
+                              const at::Tensor& C, const c10::optional<at::Tensor>& D,
+                              const c10::optional<at::Tensor>& z, const c10::optional<at::Tensor>& delta_bias,
+                              const c10::optional<at::Tensor>& out_y, bool delta_softplus, c10::string_view rule);
+
 // ---- LRP rule ops: forward identical to the plain layer, backward replaced by the rule.
 // The rules propagate to the activations only: weights and biases get no gradient.
 

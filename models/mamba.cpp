@@ -45,41 +45,6 @@ MambaMixerImpl::MambaMixerImpl(const MambaConfig& c) : config_(c) {
   D = register_parameter("D", torch::ones({I}));
 }
 
-at::Tensor ssm_branch_forward(const at::Tensor& x_in, const at::Tensor& z, const at::Tensor& mask, const SsmBranch& w,
-                              const PropagationContext& ctx) {
-  const RuleSet& r = ctx.rules;
-  const Composite& comp = ctx.composite;
-  const int64_t I = x_in.size(1), N = w.A_log.size(1);
-  const int64_t R = w.dt_proj_weight.size(1), K = w.conv_weight.size(2);
-  at::Tensor x = x_in;                                                             // (B, I, L)
-  at::Tensor m3 = mask.defined() ? mask.unsqueeze(1).to(x.scalar_type()) : at::Tensor();  // (B, 1, L)
-  if (m3.defined()) x = x * m3;
-  // Causal: K-1 zeros on the left only, so the output has length L (no slicing, whose
-  // backward would fill and copy a full-size gradient).
-  x = conv1d_with_rule(at::constant_pad_nd(x, {K - 1, 0}), w.conv_weight, w.conv_bias, 0, I,
-                       comp.rule_for("conv1d"));                                  // (B, I, L)
-  x = r.silu ? silu_identity(x) : at::silu(x);                                     // (B, I, L)
-  if (m3.defined()) x = x * m3;
-
-  at::Tensor params = linear_with_rule(x.transpose(1, 2), w.x_proj_weight, c10::nullopt, comp.rule_for("x_proj"));  // (B, L, R+2N)
-  at::Tensor dt = params.narrow(2, 0, R);                                          // (B, L, R)
-  at::Tensor B = params.narrow(2, R, N).transpose(1, 2);                           // (B, N, L)
-  at::Tensor C = params.narrow(2, R + N, N).transpose(1, 2);                       // (B, N, L)
-  at::Tensor delta =
-      linear_with_rule(dt, w.dt_proj_weight, w.dt_proj_bias, comp.rule_for("dt_proj")).transpose(1, 2);  // (B, I, L)
-  at::Tensor A = -at::exp(w.A_log);                                                // (I, N)
-
-  // The scan's own MambaLRP rule covers the SSM, the gate half rule and the gate's SiLU
-  // identity together; when the ablations switch those independently, the gate runs
-  // outside the scan.
-  const bool fuse_gate = (r.ssm == r.gate) && (r.gate == r.silu);
-  const char* rule = r.ssm ? "mambalrp" : "exact";
-  if (fuse_gate) return std::get<0>(selective_scan(x, delta, A, B, C, w.D, z, c10::nullopt, true, false, rule));
-  at::Tensor y = std::get<0>(selective_scan(x, delta, A, B, C, w.D, c10::nullopt, c10::nullopt, true, false, rule));
-  at::Tensor gate = r.silu ? silu_identity(z) : at::silu(z);                        // (B, I, L)
-  return r.gate ? gate_half(y, gate) : y * gate;
-}
-
 at::Tensor MambaMixerImpl::forward(const at::Tensor& hidden, const at::Tensor& mask, const PropagationContext& ctx) {
   const int64_t I = config_.intermediate_size();
   const Composite& comp = ctx.composite;

@@ -8,34 +8,10 @@
 #include <torch/nn/pimpl.h>
 
 #include "models/mamba_config.h"
+#include "models/ssm_branch.h"
 #include "rules/propagation.h"
 
 namespace mamba_lrp {
-
-// What a forward pass needs besides its input: the rules and the composite.
-struct PropagationContext {
-  RuleSet rules;
-  Composite composite;
-};
-
-// The weights of one selective-SSM branch of a Mamba mixer (Vim's bidirectional mixer has
-// two: forward and backward).
-struct SsmBranch {
-  at::Tensor conv_weight;                 // (I, 1, K) depthwise
-  c10::optional<at::Tensor> conv_bias;    // (I)
-  at::Tensor x_proj_weight;               // (R + 2N, I)
-  at::Tensor dt_proj_weight;              // (I, R)
-  c10::optional<at::Tensor> dt_proj_bias; // (I)
-  at::Tensor A_log;                       // (I, N)
-  at::Tensor D;                           // (I)
-};
-
-// One SSM branch with the gate: causal depthwise conv1d, SiLU, x_proj -> (dt, B, C),
-// dt_proj, the selective scan with softplus(dt), D and the gate y * silu(z), each with the
-// rules of ctx. x, z: (B, I, L); mask (B, L) 0/1 or undefined (zeroes x before and after
-// the conv, as Hugging Face does for left padding). Returns the gated y (B, I, L).
-at::Tensor ssm_branch_forward(const at::Tensor& x, const at::Tensor& z, const at::Tensor& mask, const SsmBranch& w,
-                              const PropagationContext& ctx);
 
 // The weight (and optional bias) of a linear map, convolution or embedding, allocated
 // without initialisation: a model is built to be filled by the loader, and an

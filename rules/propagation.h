@@ -56,6 +56,12 @@ class Composite {
   std::map<std::string, LayerRule> by_role_;
 };
 
+// What a model's forward pass needs besides its input: the rules and the composite.
+struct PropagationContext {
+  RuleSet rules;
+  Composite composite;
+};
+
 // A linear map with its role's rule in the backward. The forward is always the plain layer.
 at::Tensor linear_with_rule(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                             const LayerRule& rule);

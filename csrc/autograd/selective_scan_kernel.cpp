@@ -1,9 +1,9 @@
 // selective_scan above the backends: the autograd kernel (which backward runs depends on
 // `rule`) and the plain kernel used below autograd / in inference mode.
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include "csrc/ops.h"
 #include "csrc/selective_scan_common.h"
 
 namespace mamba_lrp {
@@ -16,33 +16,6 @@ using torch::autograd::variable_list;
 OptTensor opt(const at::Tensor& t) { return t.defined() ? OptTensor(t) : c10::nullopt; }
 at::Tensor value_or_undefined(const OptTensor& t) { return t ? *t : at::Tensor(); }
 
-std::tuple<at::Tensor, OptTensor, OptTensor> scan_forward(const at::Tensor& u, const at::Tensor& delta,
-                                                          const at::Tensor& A, const at::Tensor& B,
-                                                          const at::Tensor& C, const OptTensor& D,
-                                                          const OptTensor& z, const OptTensor& delta_bias,
-                                                          bool delta_softplus, bool return_last_state) {
-  static auto handle = c10::Dispatcher::singleton()
-                           .findSchemaOrThrow("mamba_lrp::_selective_scan_fwd", "")
-                           .typed<std::tuple<at::Tensor, OptTensor, OptTensor>(
-                               const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                               const at::Tensor&, const OptTensor&, const OptTensor&, const OptTensor&, bool, bool)>();
-  return handle.call(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state);
-}
-
-std::tuple<at::Tensor, OptTensor, OptTensor, OptTensor, OptTensor, OptTensor, OptTensor, OptTensor> scan_backward(
-    const at::Tensor& grad_out, const OptTensor& grad_last_state, const at::Tensor& u, const at::Tensor& delta,
-    const at::Tensor& A, const at::Tensor& B, const at::Tensor& C, const OptTensor& D, const OptTensor& z,
-    const OptTensor& delta_bias, const OptTensor& out_y, bool delta_softplus, c10::string_view rule) {
-  static auto handle =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("mamba_lrp::_selective_scan_bwd", "")
-          .typed<std::tuple<at::Tensor, OptTensor, OptTensor, OptTensor, OptTensor, OptTensor, OptTensor, OptTensor>(
-              const at::Tensor&, const OptTensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-              const at::Tensor&, const at::Tensor&, const OptTensor&, const OptTensor&, const OptTensor&,
-              const OptTensor&, bool, c10::string_view)>();
-  return handle.call(grad_out, grad_last_state, u, delta, A, B, C, D, z, delta_bias, out_y, delta_softplus, rule);
-}
-
 class SelectiveScanFunction : public torch::autograd::Function<SelectiveScanFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& u, const at::Tensor& delta,
@@ -51,7 +24,7 @@ class SelectiveScanFunction : public torch::autograd::Function<SelectiveScanFunc
                                bool return_last_state, const std::string& rule) {
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [out, out_y, last_state] =
-        scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state);
+        selective_scan_forward_parts(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state);
     ctx->save_for_backward({u, delta, A, B, C, value_or_undefined(D), value_or_undefined(z),
                             value_or_undefined(delta_bias), value_or_undefined(out_y)});
     ctx->saved_data["delta_softplus"] = delta_softplus;
@@ -69,7 +42,7 @@ class SelectiveScanFunction : public torch::autograd::Function<SelectiveScanFunc
     at::Tensor grad_out = grads[0].defined() ? grads[0] : at::zeros_like(u);
     const OptTensor grad_last_state = grads.size() > 1 ? opt(grads[1]) : c10::nullopt;
     auto [du, ddelta, dA, dB, dC, dD, dz, ddelta_bias] =
-        scan_backward(grad_out, grad_last_state, u, delta, A, B, C, opt(saved[5]), opt(saved[6]), opt(saved[7]),
+        selective_scan_backward_parts(grad_out, grad_last_state, u, delta, A, B, C, opt(saved[5]), opt(saved[6]), opt(saved[7]),
                       opt(saved[8]), delta_softplus, rule);
     return {du,
             value_or_undefined(ddelta),
@@ -103,7 +76,7 @@ std::tuple<at::Tensor, OptTensor> selective_scan_plain(const at::Tensor& u, cons
                                                        const OptTensor& delta_bias, bool delta_softplus,
                                                        bool return_last_state, c10::string_view rule) {
   parse_scan_rule(rule);
-  auto [out, out_y, last_state] = scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state);
+  auto [out, out_y, last_state] = selective_scan_forward_parts(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state);
   return {out, last_state};
 }
 

@@ -1,0 +1,122 @@
+#include "models/ssm_branch.h"
+
+#include <torch/autograd.h>
+
+#include "csrc/ops.h"
+
+namespace mamba_lrp {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// What the scan consumes, computed from the branch input x.
+struct ScanOperands {
+  at::Tensor conv_out;                    // (B, I, L) before the SiLU
+  at::Tensor u, delta, A, B, C;           // u, delta (pre-softplus, bias added): (B, I, L); B, C: (B, N, L)
+};
+
+// (B, L) 0/1 mask -> (B, 1, L) in x's dtype, or undefined.
+at::Tensor mask3(const at::Tensor& mask, const at::Tensor& x) {
+  return mask.defined() ? mask.unsqueeze(1).to(x.scalar_type()) : at::Tensor();
+}
+
+ScanOperands scan_operands(const at::Tensor& x_in, const at::Tensor& m3, const SsmBranch& w,
+                           const PropagationContext& ctx) {
+  const Composite& comp = ctx.composite;
+  const int64_t I = x_in.size(1), N = w.A_log.size(1);
+  const int64_t R = w.dt_proj_weight.size(1), K = w.conv_weight.size(2);
+  ScanOperands s;
+  at::Tensor x = m3.defined() ? x_in * m3 : x_in;                                  // (B, I, L)
+  // Causal: K-1 zeros on the left only, so the output has length L (no slicing, whose
+  // backward would fill and copy a full-size gradient).
+  s.conv_out = conv1d_with_rule(at::constant_pad_nd(x, {K - 1, 0}), w.conv_weight, w.conv_bias, 0, I,
+                                comp.rule_for("conv1d"));                          // (B, I, L)
+  s.u = ctx.rules.silu ? silu_identity(s.conv_out) : at::silu(s.conv_out);          // (B, I, L)
+  if (m3.defined()) s.u = s.u * m3;
+  at::Tensor params =
+      linear_with_rule(s.u.transpose(1, 2), w.x_proj_weight, c10::nullopt, comp.rule_for("x_proj"));  // (B, L, R+2N)
+  at::Tensor dt = params.narrow(2, 0, R);                                          // (B, L, R)
+  s.B = params.narrow(2, R, N).transpose(1, 2);                                    // (B, N, L)
+  s.C = params.narrow(2, R + N, N).transpose(1, 2);                                // (B, N, L)
+  s.delta = linear_with_rule(dt, w.dt_proj_weight, w.dt_proj_bias, comp.rule_for("dt_proj")).transpose(1, 2);
+  s.A = -at::exp(w.A_log);                                                         // (I, N)
+  return s;
+}
+
+// The branch under every MambaLRP rule as one autograd node. Its backward is what the
+// composition of rule ops computes (the scan's MambaLRP backward with the gate half rule,
+// the mask, the SiLU identity rule, the plain conv1d gradient), but it keeps only x and z
+// and recomputes the scan operands and the pre-gate output y from them.
+class LeanMambaLrpBranch : public torch::autograd::Function<LeanMambaLrpBranch> {
+ public:
+  // mask: optional, as autograd Functions do not take undefined tensors.
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& z,
+                            const c10::optional<at::Tensor>& mask, const SsmBranch& w) {
+    ctx->save_for_backward({x, z, mask ? *mask : at::Tensor()});
+    ctx->saved_data["conv_weight"] = w.conv_weight;
+    ctx->saved_data["conv_bias"] = w.conv_bias;
+    ctx->saved_data["x_proj_weight"] = w.x_proj_weight;
+    ctx->saved_data["dt_proj_weight"] = w.dt_proj_weight;
+    ctx->saved_data["dt_proj_bias"] = w.dt_proj_bias;
+    ctx->saved_data["A_log"] = w.A_log;
+    ctx->saved_data["D"] = w.D;
+    const ScanOperands s = scan_operands(x, mask3(mask ? *mask : at::Tensor(), x), w, PropagationContext{});
+    return std::get<0>(selective_scan_forward_parts(s.u, s.delta, s.A, s.B, s.C, w.D, z, c10::nullopt, true, false));
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &z = saved[1], &mask = saved[2];
+    const SsmBranch w{ctx->saved_data["conv_weight"].toTensor(),
+                      ctx->saved_data["conv_bias"].toOptional<at::Tensor>(),
+                      ctx->saved_data["x_proj_weight"].toTensor(),
+                      ctx->saved_data["dt_proj_weight"].toTensor(),
+                      ctx->saved_data["dt_proj_bias"].toOptional<at::Tensor>(),
+                      ctx->saved_data["A_log"].toTensor(),
+                      ctx->saved_data["D"].toTensor()};
+    const int64_t I = x.size(1), K = w.conv_weight.size(2);
+    const at::Tensor m3 = mask3(mask, x);
+    const ScanOperands s = scan_operands(x, m3, w, PropagationContext{});
+    const at::Tensor y = std::get<0>(
+        selective_scan_forward_parts(s.u, s.delta, s.A, s.B, s.C, w.D, c10::nullopt, c10::nullopt, true, false));
+    const at::Tensor grad_out = grads[0].defined() ? grads[0] : at::zeros_like(y);
+    auto parts = selective_scan_backward_parts(grad_out, c10::nullopt, s.u, s.delta, s.A, s.B, s.C, w.D, z,
+                                               c10::nullopt, y, true, "mambalrp");
+    at::Tensor du = std::get<0>(parts);                                            // (B, I, L)
+    const at::Tensor dz = *std::get<6>(parts);                                     // (B, I, L)
+    if (m3.defined()) du = du * m3;
+    const at::Tensor dconv = du * at::sigmoid(s.conv_out);                         // SiLU identity rule
+    // The causal conv's input gradient: dx[s] = sum_k w[k] dconv[s + K-1-k], a conv of the
+    // right-padded gradient with the flipped kernel.
+    at::Tensor dx = at::conv1d(at::constant_pad_nd(dconv, {0, K - 1}), w.conv_weight.flip({2}), at::Tensor(),
+                               /*stride=*/{1}, /*padding=*/at::IntArrayRef{0}, /*dilation=*/{1}, I);
+    if (m3.defined()) dx = dx * m3;
+    return {dx, dz, at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+bool uses_lean_mambalrp_branch(const PropagationContext& ctx) {
+  const RuleSet& r = ctx.rules;
+  return r.silu && r.ssm && r.gate && ctx.composite.rule_for("conv1d").kind == LayerRule::Kind::kLrp0;
+}
+
+at::Tensor ssm_branch_forward(const at::Tensor& x, const at::Tensor& z, const at::Tensor& mask, const SsmBranch& w,
+                              const PropagationContext& ctx) {
+  if (uses_lean_mambalrp_branch(ctx)) return LeanMambaLrpBranch::apply(x, z, mask.defined() ? c10::optional<at::Tensor>(mask) : c10::nullopt, w);
+  const RuleSet& r = ctx.rules;
+  const ScanOperands s = scan_operands(x, mask3(mask, x), w, ctx);
+  // The scan's own MambaLRP rule covers the SSM, the gate half rule and the gate's SiLU
+  // identity together; when the ablations switch those independently, the gate runs
+  // outside the scan.
+  const bool fuse_gate = (r.ssm == r.gate) && (r.gate == r.silu);
+  const char* rule = r.ssm ? "mambalrp" : "exact";
+  if (fuse_gate) return std::get<0>(selective_scan(s.u, s.delta, s.A, s.B, s.C, w.D, z, c10::nullopt, true, false, rule));
+  at::Tensor y = std::get<0>(selective_scan(s.u, s.delta, s.A, s.B, s.C, w.D, c10::nullopt, c10::nullopt, true, false, rule));
+  at::Tensor gate = r.silu ? silu_identity(z) : at::silu(z);                        // (B, I, L)
+  return r.gate ? gate_half(y, gate) : y * gate;
+}
+
+}  // namespace mamba_lrp

@@ -1,0 +1,36 @@
+// One selective-SSM branch of a Mamba mixer (conv1d, SiLU, x_proj, dt_proj, the selective
+// scan, the gate), shared by the language models and Vision Mamba's bidirectional mixer.
+#pragma once
+#include <ATen/ATen.h>
+#include <c10/util/Optional.h>
+
+#include "rules/propagation.h"
+
+namespace mamba_lrp {
+
+// The weights of one branch (Vim's bidirectional mixer has two: forward and backward).
+struct SsmBranch {
+  at::Tensor conv_weight;                 // (I, 1, K) depthwise
+  c10::optional<at::Tensor> conv_bias;    // (I)
+  at::Tensor x_proj_weight;               // (R + 2N, I)
+  at::Tensor dt_proj_weight;              // (I, R)
+  c10::optional<at::Tensor> dt_proj_bias; // (I)
+  at::Tensor A_log;                       // (I, N)
+  at::Tensor D;                           // (I)
+};
+
+// One SSM branch with the gate: causal depthwise conv1d, SiLU, x_proj -> (dt, B, C),
+// dt_proj, the selective scan with softplus(dt), D and the gate y * silu(z), each with the
+// rules of ctx. x, z: (B, I, L); mask (B, L) 0/1 or undefined (zeroes x before and after
+// the conv, as Hugging Face does for left padding). Returns the gated y (B, I, L).
+//
+// With every MambaLRP rule on and LRP-0 on conv1d (the default explanation), the branch is
+// one autograd node that keeps only x and z for its backward and recomputes the rest there:
+// 2 of the 7 (B, I, L) tensors the composition of ops would keep. Same values either way.
+at::Tensor ssm_branch_forward(const at::Tensor& x, const at::Tensor& z, const at::Tensor& mask, const SsmBranch& w,
+                              const PropagationContext& ctx);
+
+// Whether ssm_branch_forward takes the one-node MambaLRP path for these rules.
+bool uses_lean_mambalrp_branch(const PropagationContext& ctx);
+
+}  // namespace mamba_lrp
