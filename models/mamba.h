@@ -90,6 +90,8 @@ class MambaForCausalLMImpl : public torch::nn::Module {
   void set_propagation(Propagation p) { ctx_.rules = rules_of(p); propagation_ = p; }
   Propagation propagation() const { return propagation_; }
   void set_composite(Composite c) { ctx_.composite = std::move(c); }
+  void set_recompute(bool on) { ctx_.recompute = on; }  // see PropagationContext::recompute
+  bool recompute() const { return ctx_.recompute; }
   const Composite& composite() const { return ctx_.composite; }
   const MambaConfig& config() const { return config_; }
   at::Tensor head_weight();  // (num_outputs, H)

@@ -100,7 +100,7 @@ class LeanMambaLrpBranch : public torch::autograd::Function<LeanMambaLrpBranch> 
 
 bool uses_lean_mambalrp_branch(const PropagationContext& ctx) {
   const RuleSet& r = ctx.rules;
-  return r.silu && r.ssm && r.gate && ctx.composite.rule_for("conv1d").kind == LayerRule::Kind::kLrp0;
+  return ctx.recompute && r.silu && r.ssm && r.gate && ctx.composite.rule_for("conv1d").kind == LayerRule::Kind::kLrp0;
 }
 
 at::Tensor ssm_branch_forward(const at::Tensor& x, const at::Tensor& z, const at::Tensor& mask, const SsmBranch& w,

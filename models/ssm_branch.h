@@ -24,13 +24,14 @@ struct SsmBranch {
 // rules of ctx. x, z: (B, I, L); mask (B, L) 0/1 or undefined (zeroes x before and after
 // the conv, as Hugging Face does for left padding). Returns the gated y (B, I, L).
 //
-// With every MambaLRP rule on and LRP-0 on conv1d (the default explanation), the branch is
-// one autograd node that keeps only x and z for its backward and recomputes the rest there:
-// 2 of the 7 (B, I, L) tensors the composition of ops would keep. Same values either way.
+// With ctx.recompute, every MambaLRP rule on and LRP-0 on conv1d (the default explanation),
+// the branch is one autograd node that keeps only x and z for its backward and recomputes
+// the rest there: 2 of the 7 (B, I, L) tensors the composition of ops keeps, for about a
+// third more backward time. Same values either way.
 at::Tensor ssm_branch_forward(const at::Tensor& x, const at::Tensor& z, const at::Tensor& mask, const SsmBranch& w,
                               const PropagationContext& ctx);
 
-// Whether ssm_branch_forward takes the one-node MambaLRP path for these rules.
+// Whether ssm_branch_forward takes the recomputing one-node path for this context.
 bool uses_lean_mambalrp_branch(const PropagationContext& ctx);
 
 }  // namespace mamba_lrp

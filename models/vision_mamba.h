@@ -147,6 +147,8 @@ class VisionMambaImpl : public torch::nn::Module {
   }
   Propagation propagation() const { return propagation_; }
   void set_composite(Composite c) { ctx_.composite = std::move(c); }
+  void set_recompute(bool on) { ctx_.recompute = on; }  // see PropagationContext::recompute
+  bool recompute() const { return ctx_.recompute; }
   const Composite& composite() const { return ctx_.composite; }
   const VimConfig& config() const { return config_; }
   // Every bias tensor of the model (patch embedding, conv1d, dt_proj, head, LayerNorm).

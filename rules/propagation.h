@@ -60,6 +60,9 @@ class Composite {
 struct PropagationContext {
   RuleSet rules;
   Composite composite;
+  // Under every MambaLRP rule: keep only each SSM branch's inputs for the backward and
+  // recompute the rest there (models/ssm_branch.h). Same values; less memory, more time.
+  bool recompute = false;
 };
 
 // A linear map with its role's rule in the backward. The forward is always the plain layer.

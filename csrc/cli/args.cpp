@@ -30,7 +30,9 @@ const char* const kUsage =
     "         smoothgrad, ig, attnroll, mambaattr, random\n"
     "method options: --samples N (smoothgrad, 5) --noise F (smoothgrad, 0.15 of the input range)\n"
     "         --ig-steps N (50) --ig-method gausslegendre|riemann_trapezoid|riemann_left|riemann_right|riemann_middle\n"
-    "         --ig-baseline zero|ID (token embedding) --seed N (0) --batch-size N (32)\n";
+    "         --ig-baseline zero|ID (token embedding) --seed N (0) --batch-size N (32)\n"
+    "memory:  --recompute auto|on|off (MambaLRP: keep only the SSM branch inputs for the backward and\n"
+    "         recompute the rest; auto = on above 2 GiB of kept activations per row)\n";
 
 Args parse_args(int argc, char** argv) {
   if (argc < 2) throw InputError("no command given\n" + std::string(kUsage));
@@ -43,7 +45,7 @@ Args parse_args(int argc, char** argv) {
       {"--png", &a.png},       {"--image", &a.image},         {"--output", &a.output},
       {"--samples", &a.samples}, {"--noise", &a.noise},       {"--ig-steps", &a.ig_steps},
       {"--ig-method", &a.ig_method}, {"--ig-baseline", &a.ig_baseline}, {"--seed", &a.seed},
-      {"--batch-size", &a.batch_size}};
+      {"--batch-size", &a.batch_size}, {"--recompute", &a.recompute}};
   for (int i = 2; i < argc; ++i) {
     const std::string flag = argv[i];
     if (flag == "--zero-bias") {

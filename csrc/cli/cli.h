@@ -12,7 +12,7 @@ namespace cli {
 
 struct Args {
   std::string command, model, input, ids, text, method = "mambalrp", target = "argmax", composite,
-      dtype = "float32", json, html, png, image, output;
+      dtype = "float32", json, html, png, image, output, recompute = "auto";
   bool has_text = false, zero_bias = false, no_resize = false;
   std::string position;
   // baseline explainers (explain and evaluate): smoothgrad, ig, random, batching

@@ -104,6 +104,7 @@ int run_explain_lm(const Args& a) {
   mamba_lrp::ExplainOptions opt;
   opt.method = a.method;
   opt.zero_bias = a.zero_bias;
+  opt.recompute = a.recompute;
   if (!a.position.empty()) opt.position = parse_int(a.position, "--position");
   if (a.target != "argmax") opt.targets = {parse_int(a.target, "--target")};
   if (!a.composite.empty()) opt.composite = mamba_lrp::Composite::from_file(a.composite);

@@ -94,6 +94,7 @@ int run_explain_vim(const Args& a) {
   VimExplainOptions opt;
   opt.method = a.method;
   opt.zero_bias = a.zero_bias;
+  opt.recompute = a.recompute;
   if (a.target != "argmax") opt.targets = {parse_int(a.target, "--target")};
   if (!a.composite.empty()) opt.composite = Composite::from_file(a.composite);
 

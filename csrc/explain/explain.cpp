@@ -54,7 +54,10 @@ Explanation explain(MambaForCausalLM& model, const at::Tensor& input_ids_in, con
     if (t < 0 || t >= outputs)
       throw InputError("target " + std::to_string(t) + " is out of range [0, " + std::to_string(outputs) + ")");
 
-  ScopedPropagation<MambaForCausalLM> scoped_mode(model, mode, baseline ? Composite() : options.composite);
+  const MambaConfig& c = model->config();
+  const bool recompute = recompute_ssm_branches(options.recompute, L, c.intermediate_size(), c.num_hidden_layers(),
+                                                model->head_weight().scalar_type());
+  ScopedPropagation<MambaForCausalLM> scoped_mode(model, mode, baseline ? Composite() : options.composite, recompute);
   std::unique_ptr<ScopedZero> zero;
   if (options.zero_bias) zero = std::make_unique<ScopedZero>(model->biases());
   if (baseline) return explain_baseline(model, ids, mask, pos, options);

@@ -23,6 +23,11 @@ struct ExplainOptions {
   // Set every bias to zero for the explanation (the conservation check); restored after.
   bool zero_bias = false;
   Composite composite;  // the LRP methods only; the baselines use true gradients
+  // Memory of the MambaLRP backward: "off" keeps what the SSM branches' backward reads (7
+  // tensors of length x intermediate_size per layer; fastest); "on" keeps only their inputs
+  // and recomputes the rest (2 tensors; about a third more backward time); "auto" (default):
+  // "on" when "off" would keep more than 2 GiB per batch row. Same relevance either way.
+  std::string recompute = "auto";
 
   // smoothgrad: Gradient x Input averaged over `samples` noisy copies of the embeddings
   // (Captum's NoiseTunnel default nt_samples = 5); Gaussian noise of standard deviation

@@ -75,7 +75,9 @@ VimExplanation explain_vim(VisionMamba& model, const at::Tensor& pixel_values, c
       throw InputError("target " + std::to_string(t) + " is out of range [0, " + std::to_string(cfg.num_classes()) + ")");
 
   const Composite composite = options.composite ? *options.composite : vim_composite_for_method(options.method);
-  ScopedPropagation<VisionMamba> scoped_mode(model, mode, composite);
+  const bool recompute = recompute_ssm_branches(options.recompute, cfg.num_tokens(), cfg.d_inner(),
+                                                cfg.depth() * (cfg.bidirectional() ? 2 : 1), dtype);
+  ScopedPropagation<VisionMamba> scoped_mode(model, mode, composite, recompute);
   std::unique_ptr<ScopedZero> zero;
   if (options.zero_bias) zero = std::make_unique<ScopedZero>(model->biases());
 

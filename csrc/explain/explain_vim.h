@@ -32,6 +32,8 @@ struct VimExplainOptions {
   c10::optional<Composite> composite;
   // Also propagate through the patch embedding down to the pixels.
   bool pixels = true;
+  // Memory of the MambaLRP backward, as ExplainOptions::recompute ("auto", "on", "off").
+  std::string recompute = "auto";
 };
 
 struct VimExplanation {

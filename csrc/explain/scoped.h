@@ -5,6 +5,7 @@
 
 #include <vector>
 
+#include "csrc/errors.h"
 #include "rules/propagation.h"
 
 namespace mamba_lrp {
@@ -35,14 +36,16 @@ class ScopedZero {
 template <typename Model>
 class ScopedPropagation {
  public:
-  ScopedPropagation(Model& m, Propagation p, const Composite& c)
-      : m_(m), old_(m->propagation()), old_composite_(m->composite()) {
+  ScopedPropagation(Model& m, Propagation p, const Composite& c, bool recompute = false)
+      : m_(m), old_(m->propagation()), old_composite_(m->composite()), old_recompute_(m->recompute()) {
     m_->set_propagation(p);
     m_->set_composite(c);
+    m_->set_recompute(recompute);
   }
   ~ScopedPropagation() {
     m_->set_propagation(old_);
     m_->set_composite(old_composite_);
+    m_->set_recompute(old_recompute_);
   }
   ScopedPropagation(const ScopedPropagation&) = delete;
   ScopedPropagation& operator=(const ScopedPropagation&) = delete;
@@ -51,6 +54,19 @@ class ScopedPropagation {
   Model& m_;
   Propagation old_;
   Composite old_composite_;
+  bool old_recompute_;
 };
+
+// The `recompute` option of the explain APIs: "on", "off", or "auto" = on when the SSM
+// branches would keep more than 2 GiB per batch row for the backward without it (7 tensors
+// of length x inner per branch). Throws InputError for other values.
+inline bool recompute_ssm_branches(const std::string& option, int64_t length, int64_t inner, int64_t branches,
+                                   at::ScalarType dtype) {
+  if (option == "on") return true;
+  if (option == "off") return false;
+  if (option != "auto") throw InputError("recompute must be auto, on or off, got '" + option + "'");
+  const double kept = 7.0 * static_cast<double>(length) * inner * branches * at::elementSize(dtype);
+  return kept > 2.0 * (1 << 30);
+}
 
 }  // namespace mamba_lrp

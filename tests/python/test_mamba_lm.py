@@ -167,6 +167,23 @@ def test_left_padding_with_attention_mask(small_model, tmp_path):
                                atol=1e-12)
 
 
+@pytest.mark.parametrize("recompute", ["on", "off"])
+def test_recompute_keeps_the_relevance(small_model, tmp_path, recompute):
+    """--recompute on keeps only each SSM branch's inputs and recomputes the rest in the
+    backward (models/ssm_branch.cpp); off keeps everything. Both must equal the reference,
+    left padding included."""
+    ids = torch.cat([fixtures.random_ids(1, 9, 64, seed=21), fixtures.random_ids(1, 9, 64, seed=22)])
+    mask = torch.ones(2, 9, dtype=torch.int64)
+    mask[0, :4] = 0
+    fixtures.write_inputs(tmp_path / "ids.safetensors", input_ids=ids, attention_mask=mask)
+    for method in ("mambalrp", "mambalrp-no-gate"):
+        out = explain_json(small_model, tmp_path / "ids.safetensors", method, extra=("--recompute", recompute))
+        R, _, _ = ref_explain(MambaLMReference.from_dir(small_model, dtype=torch.float64), ids,
+                              REF_MODE.get(method, method), attention_mask=mask)
+        ours = torch.tensor([e["relevance"] for e in out["explanations"]], dtype=torch.float64)
+        torch.testing.assert_close(ours, R, rtol=1e-9, atol=1e-9 * R.abs().max().item())
+
+
 # ---- golden numbers of the official implementation --------------------------------------------
 
 @pytest.mark.skipif(not (GOLDEN / "mamba-lm").exists(), reason="golden files not found")
@@ -262,6 +279,7 @@ def test_bad_checkpoints_exit_2(small_model, tmp_path, name, corrupt, words):
     (["--ids", "1,2", "--method", "lrp"], ["unknown method 'lrp'"]),
     (["--ids", "1,2", "--dtype", "float16"], ["--dtype"]),
     (["--ids", "1,2", "--bogus", "1"], ["unknown option '--bogus'"]),
+    (["--ids", "1,2", "--recompute", "yes"], ["recompute", "'yes'"]),
     (["--text", "hello"], ["tokenizer.json"]),
     ([], ["exactly one of"]),
 ])

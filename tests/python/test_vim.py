@@ -124,6 +124,20 @@ def test_relevance_equals_reference(vim_model, vim_inputs, tmp_path, method, com
         torch.testing.assert_close(grid.flatten(), torch.cat([row[:2], row[3:]]), rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.parametrize("recompute", ["on", "off"])
+def test_recompute_keeps_the_relevance(vim_model, vim_inputs, tmp_path, recompute):
+    """Both scan directions through the recomputing branch node (--recompute on) or the
+    composition of rule ops (off): the same relevance as the reference."""
+    path, x = vim_inputs
+    out, t = explain(vim_model, path, tmp_path, "mambalrp", composite={}, extra=("--recompute", recompute))
+    r = ref_explain(VimReference.from_dir(vim_model, dtype=torch.float64), x.double(), "mambalrp", composite={},
+                    pixels=True)
+    R = r.token_relevance
+    torch.testing.assert_close(relevance_of(out), R, rtol=1e-9, atol=1e-9 * R.abs().max().item())
+    P = r.pixel_relevance
+    torch.testing.assert_close(t["pixel_relevance"], P, rtol=1e-9, atol=1e-9 * P.abs().max().item())
+
+
 def test_default_composite_is_mambalrp_vim(vim_model, vim_inputs, tmp_path):
     """No --composite: γ on the patch embedding only (configs/composites/mambalrp-vim.json)."""
     path, x = vim_inputs
