@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <fcntl.h>
 #include <fstream>
@@ -70,7 +71,9 @@ bool json_to_u64(const nlohmann::json& j, uint64_t* out) {
 
 }  // namespace
 
-// The read-only mapping of the whole file; unmapped when the last SafetensorsFile copy goes.
+// The private mapping of the whole file, unmapped when the last SafetensorsFile copy and the
+// last tensor viewing it go. Writable copy-on-write: a tensor loaded from it can be changed
+// in place (zeroed biases, training) without touching the file.
 struct SafetensorsFile::Mapping {
   const uint8_t* data = nullptr;
   uint64_t size = 0;
@@ -100,11 +103,17 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
     fail(path, "file too small for a safetensors header (" + std::to_string(size) + " bytes, need at least 8)");
   }
   // MAP_POPULATE maps the pages in one go: loading a model reads every byte anyway, and
-  // one bulk fault costs far less than a fault per page.
+  // one bulk fault costs far less than a fault per page. Mapped read-only first (populating
+  // a writable private mapping would copy every page), then made copy-on-write.
   void* p = mmap(nullptr, size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
   int map_errno = errno;
   ::close(fd);
   if (p == MAP_FAILED) fail(path, std::string("cannot map the file: ") + std::strerror(map_errno));
+  if (mprotect(p, size, PROT_READ | PROT_WRITE) != 0) {
+    map_errno = errno;
+    munmap(p, size);
+    fail(path, std::string("cannot map the file: ") + std::strerror(map_errno));
+  }
   auto m = std::make_shared<Mapping>();
   m->data = static_cast<const uint8_t*>(p);
   m->size = size;
@@ -204,12 +213,20 @@ at::Tensor SafetensorsFile::load(const std::string& name, c10::optional<at::Scal
   const TensorInfo& ti = info(name);
   if (as && !at::isFloatingType(*as))
     fail_tensor(path_, name, std::string("requested conversion to non-floating dtype ") + c10::toString(*as));
-  // Copy out of the mapping (which may be unaligned for the dtype); offsets were validated
-  // in open(): data_start_ + end <= file size.
+  // Offsets were validated in open(): data_start_ + end <= file size.
   const at::ScalarType stored = ti.scalar_type == at::kBool ? at::kByte : ti.scalar_type;
-  at::Tensor t = at::empty(ti.shape, at::TensorOptions().dtype(stored));
+  const uint8_t* src = map_->data + data_start_ + ti.begin;
   const uint64_t nbytes = ti.end - ti.begin;
-  if (nbytes) std::memcpy(t.data_ptr(), map_->data + data_start_ + ti.begin, nbytes);
+  const bool converted = ti.scalar_type == at::kBool || (as && *as != ti.scalar_type);
+  if (!converted && nbytes && reinterpret_cast<uintptr_t>(src) % c10::elementSize(stored) == 0) {
+    // A view of the mapping: no copy, and the weights count once in memory. The tensor
+    // keeps the mapping alive.
+    std::shared_ptr<const Mapping> keep = map_;
+    return at::from_blob(const_cast<uint8_t*>(src), ti.shape, [keep](void*) {}, at::TensorOptions().dtype(stored));
+  }
+  // Unaligned for the dtype, or converted: copy out of the mapping.
+  at::Tensor t = at::empty(ti.shape, at::TensorOptions().dtype(stored));
+  if (nbytes) std::memcpy(t.data_ptr(), src, nbytes);
   if (ti.scalar_type == at::kBool) return t.ne(0);  // any non-zero byte is true, never an invalid bool
   if (as && at::isFloatingType(ti.scalar_type) && *as != ti.scalar_type) t = t.to(*as);
   return t;
@@ -253,7 +270,10 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
   }
   std::string hs = header.dump();
   while (hs.size() % 8) hs.push_back(' ');
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  // Written next to the target and renamed over it: a model loaded from `path` maps the old
+  // file, which must not change under it.
+  const std::string tmp = path + ".tmp";
+  std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
   if (!out) fail(path, std::string("cannot open for writing: ") + std::strerror(errno));
   uint8_t len[8];
   uint64_t n = hs.size();
@@ -263,7 +283,15 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
   for (const auto& t : data)
     if (t.numel()) out.write(static_cast<const char*>(t.data_ptr()), static_cast<std::streamsize>(t.numel() * t.element_size()));
   out.close();
-  if (!out) fail(path, "write failed");
+  if (!out) {
+    std::remove(tmp.c_str());
+    fail(path, "write failed");
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int e = errno;
+    std::remove(tmp.c_str());
+    fail(path, std::string("cannot replace the file: ") + std::strerror(e));
+  }
 }
 
 }  // namespace io

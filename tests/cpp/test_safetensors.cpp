@@ -101,6 +101,21 @@ TEST_CASE("safetensors converts floating tensors to the requested dtype", "[safe
   CHECK_THAT(input_error_of([&] { f.load("h", at::kLong); }), Contains("conv.safetensors") && Contains("'h'"));
 }
 
+TEST_CASE("safetensors: loaded tensors view the file copy-on-write", "[safetensors]") {
+  TempDir dir;
+  const std::string path = dir.file("w.safetensors");
+  const at::Tensor w = at::arange(64, at::kFloat).reshape({8, 8});
+  save_safetensors(path, {{"w", w}});
+  at::Tensor t = SafetensorsFile::open(path).load("w");  // outlives its SafetensorsFile
+  CHECK(at::equal(t, w));
+  t.zero_();  // in place, as --zero-bias and training do: the file keeps its values
+  CHECK(at::equal(SafetensorsFile::open(path).load("w"), w));
+  // Saving over a file that is still mapped replaces it without changing the loaded tensor.
+  save_safetensors(path, {{"w", w * 2}});
+  CHECK(at::equal(SafetensorsFile::open(path).load("w"), w * 2));
+  CHECK(t.abs().sum().item<float>() == 0.0f);
+}
+
 TEST_CASE("safetensors writer refuses what it cannot write", "[safetensors]") {
   TempDir dir;
   const std::string path = dir.file("w.safetensors");
