@@ -92,6 +92,7 @@ class MambaForCausalLMImpl : public torch::nn::Module {
   void set_composite(Composite c) { ctx_.composite = std::move(c); }
   void set_recompute(bool on) { ctx_.recompute = on; }  // see PropagationContext::recompute
   bool recompute() const { return ctx_.recompute; }
+  void set_trace(std::vector<SsmTrace>* trace) { ctx_.trace = trace; }  // see PropagationContext::trace
   const Composite& composite() const { return ctx_.composite; }
   const MambaConfig& config() const { return config_; }
   at::Tensor head_weight();  // (num_outputs, H)

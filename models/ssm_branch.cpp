@@ -105,8 +105,21 @@ bool uses_lean_mambalrp_branch(const PropagationContext& ctx) {
 
 at::Tensor ssm_branch_forward(const at::Tensor& x, const at::Tensor& z, const at::Tensor& mask, const SsmBranch& w,
                               const PropagationContext& ctx) {
-  if (uses_lean_mambalrp_branch(ctx)) return LeanMambaLrpBranch::apply(x, z, mask.defined() ? c10::optional<at::Tensor>(mask) : c10::nullopt, w);
   const RuleSet& r = ctx.rules;
+  if (ctx.trace) {
+    // The scan without the gate and with softplus(delta) explicit, so that its output y and
+    // the delta it used can be recorded; same values as below.
+    const ScanOperands s = scan_operands(x, mask3(mask, x), w, ctx);
+    const at::Tensor delta = at::softplus(s.delta);
+    at::Tensor y = std::get<0>(selective_scan(s.u, delta, s.A, s.B, s.C, w.D, c10::nullopt, c10::nullopt, false, false,
+                                              r.ssm ? "mambalrp" : "exact"));
+    ctx.trace->push_back({s.u.detach(), delta.detach(), s.A.detach(), s.B.detach().contiguous(),
+                          s.C.detach().contiguous(), y});
+    at::Tensor gate = r.silu ? silu_identity(z) : at::silu(z);
+    return r.gate ? gate_half(y, gate) : y * gate;
+  }
+  if (uses_lean_mambalrp_branch(ctx))
+    return LeanMambaLrpBranch::apply(x, z, mask.defined() ? c10::optional<at::Tensor>(mask) : c10::nullopt, w);
   const ScanOperands s = scan_operands(x, mask3(mask, x), w, ctx);
   // The scan's own MambaLRP rule covers the SSM, the gate half rule and the gate's SiLU
   // identity together; when the ablations switch those independently, the gate runs

@@ -19,6 +19,16 @@ struct SsmBranch {
   at::Tensor D;                           // (I)
 };
 
+// What one branch's selective scan saw (recorded when PropagationContext::trace is set), in
+// the branch's own sequence order (Vim's backward branch: the flipped sequence).
+struct SsmTrace {
+  at::Tensor u;      // (B, I, L) the scan input (after conv1d and SiLU)
+  at::Tensor delta;  // (B, I, L) after softplus
+  at::Tensor A;      // (I, N)
+  at::Tensor B, C;   // (B, N, L) contiguous
+  at::Tensor y;      // (B, I, L) the scan output (D u included), before the gate; in the graph
+};
+
 // One SSM branch with the gate: causal depthwise conv1d, SiLU, x_proj -> (dt, B, C),
 // dt_proj, the selective scan with softplus(dt), D and the gate y * silu(z), each with the
 // rules of ctx. x, z: (B, I, L); mask (B, L) 0/1 or undefined (zeroes x before and after

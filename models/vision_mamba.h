@@ -149,6 +149,7 @@ class VisionMambaImpl : public torch::nn::Module {
   void set_composite(Composite c) { ctx_.composite = std::move(c); }
   void set_recompute(bool on) { ctx_.recompute = on; }  // see PropagationContext::recompute
   bool recompute() const { return ctx_.recompute; }
+  void set_trace(std::vector<SsmTrace>* trace) { ctx_.trace = trace; }  // see PropagationContext::trace
   const Composite& composite() const { return ctx_.composite; }
   const VimConfig& config() const { return config_; }
   // Every bias tensor of the model (patch embedding, conv1d, dt_proj, head, LayerNorm).

@@ -56,6 +56,8 @@ class Composite {
   std::map<std::string, LayerRule> by_role_;
 };
 
+struct SsmTrace;  // models/ssm_branch.h
+
 // What a model's forward pass needs besides its input: the rules and the composite.
 struct PropagationContext {
   RuleSet rules;
@@ -63,6 +65,9 @@ struct PropagationContext {
   // Under every MambaLRP rule: keep only each SSM branch's inputs for the backward and
   // recompute the rest there (models/ssm_branch.h). Same values; less memory, more time.
   bool recompute = false;
+  // When set, every SSM branch appends what its scan saw, in call order (the hidden-attention
+  // explainers, csrc/explain/hidden_attention.h).
+  std::vector<SsmTrace>* trace = nullptr;
 };
 
 // A linear map with its role's rule in the backward. The forward is always the plain layer.

@@ -25,5 +25,5 @@ build/mamba-lrp evaluate --model build/models/spam-mamba --data build/results/sp
   --json build/results/spam.json --markdown build/results/spam.md --plot build/results/spam.svg
 echo "== digits, Vision Mamba, patch flipping (baseline: zero = the training mean after normalisation) =="
 build/mamba-lrp evaluate --model build/models/digits-vim --data build/results/digits_test.safetensors \
-  --methods "$common" --baseline zero --steps 11 \
+  --methods "$common,attnroll,mambaattr" --baseline zero --steps 11 \
   --json build/results/digits.json --markdown build/results/digits.md --plot build/results/digits.svg

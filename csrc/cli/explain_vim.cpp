@@ -66,16 +66,13 @@ int run_explain_vim(const Args& a) {
   if (sources != 1) throw InputError("explain needs exactly one of --input, --image");
   if (a.dtype != "float32" && a.dtype != "float64")
     throw InputError("--dtype must be float32 or float64, got '" + a.dtype + "'");
-  // The LRP methods explain down to the pixels; smoothgrad, ig and random give token (and
-  // patch) relevance only.
+  // The LRP methods explain down to the pixels; smoothgrad, ig, attnroll, mambaattr and
+  // random give token (and patch) relevance only.
   const bool baseline = is_vim_baseline_method(a.method);
-  if (!is_vim_method(a.method) && !baseline) {
-    if (a.method == "attnroll" || a.method == "mambaattr")
-      throw InputError("method '" + a.method + "' is not available yet for Vision Mamba models");
+  if (!is_vim_method(a.method) && !baseline)
     throw InputError("unknown method '" + a.method +
                      "' (expected mambalrp, gi, lrp-ln, mambalrp-no-silu, mambalrp-no-ssm, mambalrp-no-gate, "
-                     "smoothgrad, ig or random)");
-  }
+                     "smoothgrad, ig, attnroll, mambaattr or random)");
   ExplainOptions baseline_opt;
   if (baseline) {
     if (!a.composite.empty() || a.zero_bias)

@@ -2,46 +2,55 @@
 
 #include <algorithm>
 
+#include "csrc/errors.h"
 #include "csrc/ops.h"
 
 namespace mamba_lrp {
 
+namespace {
+// Sets a model's trace for one forward pass.
+template <typename Model>
+struct ScopedTrace {
+  ScopedTrace(Model& m, std::vector<SsmTrace>* traces) : m_(m) { m_->set_trace(traces); }
+  ~ScopedTrace() { m_->set_trace(nullptr); }
+  Model& m_;
+};
+}  // namespace
+
 at::Tensor traced_lm_forward(MambaForCausalLM& model, const at::Tensor& embeds, const at::Tensor& mask_f, int64_t pos,
                              std::vector<SsmTrace>* traces) {
-  // The same computation as MambaForCausalLM in the standard mode, written out so that the
-  // scan's inputs and output are at hand.
-  const MambaConfig& c = model->config();
-  const int64_t I = c.intermediate_size(), N = c.state_size(), R = c.time_step_rank(), K = c.conv_kernel();
-  const int64_t L = embeds.size(1);
-  const at::Tensor m3 = mask_f.defined() ? mask_f.unsqueeze(1) : at::Tensor();  // (B, 1, L)
-  at::Tensor h = embeds;                                                          // (B, L, H)
-  for (const auto& layer : *model->backbone->layers) {
-    auto* block = layer->as<MambaBlock>();
-    auto& mx = block->mixer;
-    at::Tensor hn = block->norm->forward(h, false);                               // (B, L, H)
-    const auto in_b = mx->in_proj->opt_bias();
-    at::Tensor proj = at::linear(hn, mx->in_proj->weight, in_b ? *in_b : at::Tensor()).transpose(1, 2);  // (B, 2I, L)
-    at::Tensor x = proj.narrow(1, 0, I), z = proj.narrow(1, I, I);               // (B, I, L)
-    if (m3.defined()) x = x * m3;
-    const auto conv_b = mx->conv1d->opt_bias();
-    x = at::conv1d(x, mx->conv1d->weight, conv_b ? *conv_b : at::Tensor(), 1, K - 1, 1, I).narrow(2, 0, L);  // (B, I, L)
-    x = at::silu(x);
-    if (m3.defined()) x = x * m3;
-    at::Tensor params = at::linear(x.transpose(1, 2), mx->x_proj->weight);        // (B, L, R+2N)
-    at::Tensor dt = params.narrow(2, 0, R);                                       // (B, L, R)
-    at::Tensor Bm = params.narrow(2, R, N).transpose(1, 2).contiguous();          // (B, N, L)
-    at::Tensor Cm = params.narrow(2, R + N, N).transpose(1, 2).contiguous();      // (B, N, L)
-    const auto dt_b = mx->dt_proj->opt_bias();
-    at::Tensor delta = at::softplus(at::linear(dt, mx->dt_proj->weight, dt_b ? *dt_b : at::Tensor())).transpose(1, 2);  // (B, I, L)
-    at::Tensor A = -at::exp(mx->A_log);                                           // (I, N)
-    at::Tensor y = std::get<0>(selective_scan(x, delta, A, Bm, Cm, mx->D, c10::nullopt, c10::nullopt, false, false, "exact"));  // (B, I, L)
-    if (traces) traces->push_back({x.detach(), delta.detach(), A.detach(), Bm.detach(), Cm.detach(), y});
-    at::Tensor out = y * at::silu(z);                                             // (B, I, L)
-    const auto out_b = mx->out_proj->opt_bias();
-    h = h + at::linear(out.transpose(1, 2), mx->out_proj->weight, out_b ? *out_b : at::Tensor());  // (B, L, H)
+  ScopedTrace<MambaForCausalLM> scoped(model, traces);
+  return model->head(model->hidden_states(embeds, mask_f).select(1, pos));  // (B, V)
+}
+
+at::Tensor traced_vim_forward(VisionMamba& model, const at::Tensor& tokens, std::vector<SsmTrace>* traces) {
+  ScopedTrace<VisionMamba> scoped(model, traces);
+  return model->forward_tokens(tokens);  // (B, classes)
+}
+
+std::vector<at::Tensor> vim_layer_attention(const VimConfig& cfg, const std::vector<at::Tensor>& branches) {
+  const size_t per_layer = cfg.bidirectional() ? 2 : 1;
+  TORCH_CHECK(branches.size() == per_layer * static_cast<size_t>(cfg.depth()), "vim_layer_attention: expected ",
+              per_layer * cfg.depth(), " branch attentions, got ", branches.size());
+  std::vector<at::Tensor> layers;
+  for (size_t l = 0; l < branches.size(); l += per_layer) {
+    at::Tensor a = branches[l];                                        // (B, L, L) causal
+    if (per_layer == 2) {
+      a = a + branches[l + 1].flip({1, 2});                            // the backward scan, back in sequence order
+      if (cfg.if_divide_out()) a = a / 2;
+    }
+    layers.push_back(a);
   }
-  h = model->backbone->norm_f->forward(h, false);                                 // (B, L, H)
-  return model->head(h.select(1, pos));                                           // (B, V)
+  return layers;
+}
+
+at::Tensor vim_readout_row(const VimConfig& cfg, const at::Tensor& rollout) {
+  const int64_t pos = cfg.cls_position();
+  if (pos >= 0) return rollout.select(1, pos);                         // (B, L): the cls token's row
+  if (cfg.final_pool_type() == "mean") return rollout.mean(1);         // mean pooling: the mean row
+  if (cfg.final_pool_type() == "none") return rollout.select(1, -1);   // the last token
+  throw InputError("attention rollout needs one pooled token or mean pooling; final_pool_type '" +
+                   cfg.final_pool_type() + "' has neither");
 }
 
 at::Tensor reduced_hidden_attention(const SsmTrace& tr, ChannelReduce how, const at::Tensor& grad_y,

@@ -19,22 +19,26 @@
 #include <vector>
 
 #include "models/mamba.h"
+#include "models/ssm_branch.h"
+#include "models/vision_mamba.h"
 
 namespace mamba_lrp {
-
-// What one layer's selective scan saw.
-struct SsmTrace {
-  at::Tensor u;      // (B, I, L) the scan input (after conv1d and SiLU)
-  at::Tensor delta;  // (B, I, L) after softplus
-  at::Tensor A;      // (I, N)
-  at::Tensor B, C;   // (B, N, L)
-  at::Tensor y;      // (B, I, L) the scan output (D u included), before the gate; in the graph
-};
 
 // The model's standard forward from embeds (B, L, H) (mask (B, L) float 0/1 or undefined),
 // returning the head at position pos (B, V) and recording every layer's SsmTrace.
 at::Tensor traced_lm_forward(MambaForCausalLM& model, const at::Tensor& embeds, const at::Tensor& mask_f, int64_t pos,
                              std::vector<SsmTrace>* traces);
+
+// Vision Mamba's forward from its token sequence (B, T, D) -> logits (B, classes), recording
+// every branch (per layer: forward scan, then the scan of the flipped sequence).
+at::Tensor traced_vim_forward(VisionMamba& model, const at::Tensor& tokens, std::vector<SsmTrace>* traces);
+// One (B, T, T) attention per Vim layer from the channel-reduced attention of each branch:
+// the forward branch plus the backward branch flipped back to sequence order (its matrix is
+// upper triangular there), halved when the mixer divides its output by 2.
+std::vector<at::Tensor> vim_layer_attention(const VimConfig& config, const std::vector<at::Tensor>& branches);
+// The rollout row the classifier reads (B, T): the cls token's, the mean over tokens for mean
+// pooling, the last token's for "none"; InputError for "max".
+at::Tensor vim_readout_row(const VimConfig& config, const at::Tensor& rollout);
 
 enum class ChannelReduce {
   kMeanAbs,           // mean over channels of |alpha_d|                      (attention rollout)

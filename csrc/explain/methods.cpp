@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 
 #include "csrc/errors.h"
 #include "csrc/explain/hidden_attention.h"
@@ -144,6 +145,41 @@ at::Tensor ig_relevance(const at::Tensor& embeds, const at::Tensor& base, const 
   return (acc * diff).sum(-1);  // (B, L)
 }
 
+namespace {
+
+// attnroll / mambaattr on one chunk of rows: the traced standard forward from `inputs`
+// (embeddings or tokens) to the target logits, and the channel-reduced hidden attention of
+// every SSM branch (MambaAttr: weighted by the gradient of the summed logits into each
+// branch's scan output).
+using TracedLogits = std::function<at::Tensor(const at::Tensor&, std::vector<SsmTrace>*)>;
+std::vector<at::Tensor> branch_attentions(const std::string& method, const at::Tensor& inputs,
+                                          const TracedLogits& traced_logits) {
+  const bool grad_weighted = method == "mambaattr";
+  std::vector<SsmTrace> traces;
+  torch::AutoGradMode grad_mode(grad_weighted);
+  // The inputs require grad so that every scan output is in the graph (MambaAttr).
+  const at::Tensor x = inputs.detach().clone().set_requires_grad(grad_weighted);
+  const at::Tensor f = traced_logits(x, &traces);  // (n)
+  std::vector<at::Tensor> grads;
+  if (grad_weighted) {
+    std::vector<at::Tensor> ys;
+    for (const auto& t : traces) ys.push_back(t.y);
+    grads = torch::autograd::grad({f.sum()}, ys);
+  }
+  torch::NoGradGuard ng;
+  std::vector<at::Tensor> out;
+  for (size_t i = 0; i < traces.size(); ++i)
+    out.push_back(grad_weighted ? reduced_hidden_attention(traces[i], ChannelReduce::kMeanGradPositive, grads[i])
+                                : reduced_hidden_attention(traces[i], ChannelReduce::kMeanAbs));
+  return out;
+}
+
+at::Tensor rollout_of(const std::string& method, const std::vector<at::Tensor>& layers) {
+  return method == "mambaattr" ? gradient_rollout(layers) : attention_rollout(layers);  // (n, L, L)
+}
+
+}  // namespace
+
 Explanation explain_baseline(MambaForCausalLM& model, const at::Tensor& ids, const at::Tensor& mask, int64_t pos,
                              const ExplainOptions& o) {
   const int64_t batch = ids.size(0), L = ids.size(1);
@@ -193,31 +229,15 @@ Explanation explain_baseline(MambaForCausalLM& model, const at::Tensor& ids, con
     }
     rel = ig_relevance(embeds, base, logit, o);
   } else if (o.method == "attnroll" || o.method == "mambaattr") {
-    const bool grad_weighted = o.method == "mambaattr";
     std::vector<at::Tensor> rows_out;
     for (int64_t b0 = 0; b0 < batch; b0 += o.batch_size) {
       const int64_t n = std::min(o.batch_size, batch - b0);
-      std::vector<SsmTrace> traces;
-      torch::AutoGradMode grad_mode(grad_weighted);
       const at::Tensor mk = mask_f.defined() ? mask_f.narrow(0, b0, n) : at::Tensor();
-      // The embeddings require grad so that every scan output is in the graph (MambaAttr).
-      const at::Tensor en = embeds.narrow(0, b0, n).detach().clone().set_requires_grad(grad_weighted);
-      const at::Tensor logits = traced_lm_forward(model, en, mk, pos, &traces);  // (n, V)
-      std::vector<at::Tensor> grads;
-      if (grad_weighted) {
-        const at::Tensor fn = logits.gather(1, targets.narrow(0, b0, n).unsqueeze(1)).squeeze(1);
-        std::vector<at::Tensor> ys;
-        for (const auto& t : traces) ys.push_back(t.y);
-        grads = torch::autograd::grad({fn.sum()}, ys);
-      }
-      torch::NoGradGuard ng;
-      std::vector<at::Tensor> layers;
-      for (size_t l = 0; l < traces.size(); ++l)
-        layers.push_back(grad_weighted
-                             ? reduced_hidden_attention(traces[l], ChannelReduce::kMeanGradPositive, grads[l])
-                             : reduced_hidden_attention(traces[l], ChannelReduce::kMeanAbs));
-      const at::Tensor roll = grad_weighted ? gradient_rollout(layers) : attention_rollout(layers);  // (n, L, L)
-      rows_out.push_back(roll.select(1, pos));                                                       // (n, L)
+      const at::Tensor tn = targets.narrow(0, b0, n);
+      const std::vector<at::Tensor> layers = branch_attentions(o.method, embeds.narrow(0, b0, n), [&](const at::Tensor& en, std::vector<SsmTrace>* tr) {
+        return traced_lm_forward(model, en, mk, pos, tr).gather(1, tn.unsqueeze(1)).squeeze(1);
+      });
+      rows_out.push_back(rollout_of(o.method, layers).select(1, pos));  // (n, L)
     }
     rel = at::cat(rows_out, 0);
   } else {
@@ -232,9 +252,7 @@ Explanation explain_baseline(MambaForCausalLM& model, const at::Tensor& ids, con
   return e;
 }
 
-bool is_vim_baseline_method(const std::string& method) {
-  return method == "smoothgrad" || method == "ig" || method == "random";
-}
+bool is_vim_baseline_method(const std::string& method) { return is_baseline_method(method); }
 
 VimExplanation explain_vim_baseline(VisionMamba& model, const at::Tensor& pixel_values,
                                     const std::vector<int64_t>& given_targets, const ExplainOptions& o) {
@@ -280,6 +298,17 @@ VimExplanation explain_vim_baseline(VisionMamba& model, const at::Tensor& pixel_
     rel = random_relevance(batch, T, dtype, o.seed).to(e.device());
   } else if (o.method == "smoothgrad") {
     rel = smoothgrad_relevance(e, logit, o);
+  } else if (o.method == "attnroll" || o.method == "mambaattr") {
+    std::vector<at::Tensor> rows_out;
+    for (int64_t b0 = 0; b0 < batch; b0 += o.batch_size) {
+      const int64_t n = std::min(o.batch_size, batch - b0);
+      const at::Tensor tn = targets.narrow(0, b0, n);
+      const std::vector<at::Tensor> branches = branch_attentions(o.method, e.narrow(0, b0, n), [&](const at::Tensor& en, std::vector<SsmTrace>* tr) {
+        return traced_vim_forward(model, en, tr).gather(1, tn.unsqueeze(1)).squeeze(1);
+      });
+      rows_out.push_back(vim_readout_row(cfg, rollout_of(o.method, vim_layer_attention(cfg, branches))));  // (n, T)
+    }
+    rel = at::cat(rows_out, 0);
   } else {
     at::Tensor base = o.ig_baseline.defined() ? o.ig_baseline.to(e.options()) : at::zeros_like(e);
     if (base.dim() == 1 && base.size(0) == D) base = base.view({1, 1, D}).expand_as(e);

@@ -39,10 +39,11 @@ at::Tensor ig_relevance(const at::Tensor& embeds, const at::Tensor& base, const 
                         const ExplainOptions& options);
 at::Tensor random_relevance(int64_t batch, int64_t length, at::ScalarType dtype, uint64_t seed);
 
-// smoothgrad, ig and random for Vision Mamba, on the token sequence the first block sees
-// (token_relevance as explain_vim; patch_relevance without the cls token; no pixels). The
-// IG baseline is zero tokens or options.ig_baseline ((D) or (B, T, D)). targets as
-// VimExplainOptions::targets. The hidden-attention methods are not implemented for Vim.
+// The baselines for Vision Mamba, on the token sequence the first block sees (token_relevance
+// as explain_vim; patch_relevance without the cls token; no pixels). The IG baseline is zero
+// tokens or options.ig_baseline ((D) or (B, T, D)). attnroll / mambaattr: per layer both
+// scan directions' hidden attention (csrc/explain/hidden_attention.h), the rollout row the
+// classifier reads. targets as VimExplainOptions::targets.
 bool is_vim_baseline_method(const std::string& method);
 VimExplanation explain_vim_baseline(VisionMamba& model, const at::Tensor& pixel_values,
                                     const std::vector<int64_t>& targets, const ExplainOptions& options);

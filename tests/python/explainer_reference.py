@@ -140,3 +140,77 @@ def mamba_attr(alphas, grads, position=-1):
     for a, g in zip(alphas, grads):
         r = r + (g * a).clamp(min=0).mean(1) @ r
     return r[:, position, :]
+
+
+def vim_traced_attention(model, pixel_values):
+    """Vision Mamba (vim_reference.VimReference): the hidden attention alpha (B, I, T, T) of
+    every branch (per layer: the forward scan, then the scan of the flipped sequence, in that
+    scan's own order) by the triple loop, the forward run through leaves holding them as
+    traced_attention does, and dF/dalpha for the argmax class logit F."""
+    cfg, sd = model.config, model.sd
+    R, N = cfg["dt_rank"], cfg["d_state"]
+    with torch.no_grad():
+        e = model.tokens(model.patch_embed(pixel_values.to(model.dtype), {}))
+    alphas = []
+
+    def branch(m, xz, s, a_name):
+        x, z = xz.chunk(2, dim=1)
+        u = F.silu(causal_conv1d(x, sd[m + f"conv1d{s}.weight"], sd.get(m + f"conv1d{s}.bias")))
+        params = linear(u.transpose(1, 2), sd[m + f"x_proj{s}.weight"], sd.get(m + f"x_proj{s}.bias"))
+        dt, Bm, Cm = torch.split(params, [R, N, N], dim=-1)
+        delta = F.softplus(linear(dt, sd[m + f"dt_proj{s}.weight"], sd[m + f"dt_proj{s}.bias"])).transpose(1, 2)
+        alpha = hidden_attention_loop(delta, -torch.exp(sd[m + a_name]), Bm.transpose(1, 2), Cm.transpose(1, 2))
+        leaf = alpha.detach().requires_grad_(True)
+        alphas.append(leaf)
+        alpha = alpha + (leaf - leaf.detach())
+        y = torch.einsum("bdts,bds->bdt", alpha, u) + sd[m + f"D{s}"][None, :, None] * u
+        return y * F.silu(z)
+
+    def norm(prefix, x):
+        w, b = sd.get(prefix + ".weight"), sd.get(prefix + ".bias")
+        if cfg["rms_norm"]:
+            return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + cfg["norm_epsilon"]) * w
+        return F.layer_norm(x, x.shape[-1:], w, b, cfg["norm_epsilon"])
+
+    with torch.enable_grad():
+        residual, h = None, e
+        for i in range(cfg["depth"]):
+            residual = h if residual is None else residual + h
+            m = f"layers.{i}.mixer."
+            xz = linear(norm(f"layers.{i}.norm", residual), sd[m + "in_proj.weight"],
+                        sd.get(m + "in_proj.bias")).transpose(1, 2)
+            y = branch(m, xz, "", "A_log")
+            if cfg["bimamba_type"] == "v2":
+                y = y + branch(m, xz.flip([-1]), "_b", "A_b_log").flip([-1])
+                if cfg["if_divide_out"]:
+                    y = y / 2
+            h = linear(y.transpose(1, 2), sd[m + "out_proj.weight"], sd.get(m + "out_proj.bias"))
+        h = norm("norm_f", residual + h)
+        logits = linear(h[:, model.cls_position], sd["head.weight"], sd.get("head.bias"))
+        f = logits.gather(1, logits.detach().argmax(-1)[:, None])[:, 0]
+        grads = torch.autograd.grad(f.sum(), alphas)
+    return [a.detach() for a in alphas], list(grads), f.detach()
+
+
+def vim_rollout(alphas, grads, cfg, row, method):
+    """attnroll / mambaattr for Vim: per branch the channel mean of |alpha| (attnroll) or of
+    (dF/dalpha * alpha)^+ (mambaattr); per layer the forward branch plus the backward branch
+    flipped to sequence order, halved with if_divide_out; then the rollout; the row `row`."""
+    per = 2 if cfg["bimamba_type"] == "v2" else 1
+    reduced = [(g * a).clamp(min=0).mean(1) if method == "mambaattr" else a.abs().mean(1)
+               for a, g in zip(alphas, grads)]
+    T = alphas[0].shape[-1]
+    eye = torch.eye(T, dtype=alphas[0].dtype)
+    joint = eye.expand(alphas[0].shape[0], T, T)
+    for l in range(0, len(reduced), per):
+        m = reduced[l]
+        if per == 2:
+            m = m + reduced[l + 1].flip([-1, -2])
+            if cfg["if_divide_out"]:
+                m = m / 2
+        if method == "mambaattr":
+            joint = joint + m @ joint
+        else:
+            m = m + eye
+            joint = (m / m.sum(-1, keepdim=True)) @ joint
+    return joint[:, row, :]

@@ -131,7 +131,8 @@ def test_vim_patch_flipping(tmp_path):
     px = fixtures.random_pixels(3, seed=2)
     data = tmp_path / "px.safetensors"
     fixtures.write_inputs(data, pixel_values=px, labels=torch.tensor([0, 2, 1]))
-    rep, _ = evaluate(model, data, "mambalrp,gi,random,smoothgrad,ig", tmp_path, "--steps", 5, "--baseline", "mean",
+    rep, _ = evaluate(model, data, "mambalrp,gi,random,smoothgrad,ig,attnroll,mambaattr", tmp_path, "--steps", 5,
+                      "--baseline", "mean",
                       "--plot", tmp_path / "v.svg", "--noise", 0, "--samples", 2, "--ig-steps", 8, "--dtype", "float64")
     assert rep["unit"] == "patch" and rep["rows"] == 3
     for name, m in rep["methods"].items():

@@ -14,6 +14,7 @@ import torch
 
 import fixtures
 import st_io
+import explainer_reference as xr
 from vim_reference import VimReference, explain_vim as ref_explain
 
 from cli import BUILD, CLI, ROOT, run  # noqa: F401
@@ -459,6 +460,26 @@ def test_ig_equals_a_riemann_sum_of_the_reference(vim_model, vim_inputs):
     assert [len(row) for row in out["explanations"][0]["patch_relevance"]] == [2, 2]
 
 
+@pytest.mark.parametrize("method", ["attnroll", "mambaattr"])
+def test_hidden_attention_rollout_matches_loops(vim_model, vim_inputs, method):
+    """Both scan directions: the backward branch's attention (upper triangular in sequence
+    order) from the triple loop on the reference, flipped back; rollout by hand; the cls row."""
+    path, x = vim_inputs
+    model = VimReference.from_dir(vim_model, dtype=torch.float64)
+    alphas, grads, f = xr.vim_traced_attention(model, x.double())
+    assert len(alphas) == 2 * model.config["depth"]
+    out = _baseline_json(vim_model, path, method, "--batch-size", "2")
+    want = xr.vim_rollout(alphas, grads, model.config, model.cls_position, method)
+    torch.testing.assert_close(relevance_of(out), want, rtol=1e-8, atol=1e-12)
+    torch.testing.assert_close(torch.tensor([e["logit"] for e in out["explanations"]], dtype=torch.float64), f,
+                               rtol=1e-10, atol=1e-10)
+    if method == "attnroll":  # rows of a product of row-stochastic matrices
+        torch.testing.assert_close(relevance_of(out).sum(1), torch.ones(x.shape[0], dtype=torch.float64))
+    # the backward scan matters: with causal scans only, the cls row (middle) could never reach
+    # the last token
+    assert relevance_of(out)[:, -1].abs().min() > 0
+
+
 def test_smoothgrad_without_noise_is_gi_and_random_is_seeded(vim_model, vim_inputs, tmp_path):
     path, _ = vim_inputs
     sg = _baseline_json(vim_model, path, "smoothgrad", "--noise", "0", "--samples", "3")
@@ -468,7 +489,8 @@ def test_smoothgrad_without_noise_is_gi_and_random_is_seeded(vim_model, vim_inpu
     r2 = relevance_of(_baseline_json(vim_model, path, "random", "--seed", "3"))
     r3 = relevance_of(_baseline_json(vim_model, path, "random", "--seed", "4"))
     assert torch.equal(r1, r2) and not torch.equal(r1, r3)
-    for args, word in [(["--method", "attnroll"], "not available yet"), (["--method", "ig", "--png", tmp_path / "x.png"], "LRP method"),
+    for args, word in [(["--method", "attnroll", "--png", tmp_path / "x.png"], "LRP method"),
+                       (["--method", "ig", "--png", tmp_path / "x.png"], "LRP method"),
                        (["--method", "ig", "--ig-baseline", "5"], "--ig-baseline")]:
         p = run("explain", "--model", vim_model, "--input", path, *args, check=False)
         assert p.returncode == 2 and word in p.stderr, (args, p.stderr)
