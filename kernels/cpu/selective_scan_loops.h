@@ -95,14 +95,16 @@ void fwd_row(const SelectiveScanParams& p, const ScanWork& w, int64_t b, int64_t
   load_A_row(p, d, w.dpad, a);
   std::fill(h, h + w.dpad, T(0));
   alignas(64) T dt[kChunk], dtu[kChunk], y[kChunk];
+  static_assert(kChunk % kLanes<T> == 0, "chunks hold whole blocks of row sums");
+  alignas(64) T ch[kChunk * kLanes<T>];  // C_t * h_t per step (this block of states), reduced later
 
   for (int64_t t0 = 0; t0 < p.seqlen; t0 += kChunk) {
     const int64_t n = std::min(kChunk, p.seqlen - t0);
+    const int64_t n_full = (n + kLanes<T> - 1) / kLanes<T> * kLanes<T>;  // whole blocks of row sums
     chunk_dt<T>(p, r, t0, n, dt, nullptr);
-    for (int64_t i = 0; i < n; ++i) {
-      dtu[i] = dt[i] * r.u[t0 + i];
-      y[i] = T(0);
-    }
+    for (int64_t i = 0; i < n; ++i) dtu[i] = dt[i] * r.u[t0 + i];
+    std::fill(y, y + kChunk, T(0));
+    if (n_full > n) std::fill(ch + n * kLanes<T>, ch + n_full * kLanes<T>, T(0));
     for (int64_t nb = 0; nb < w.dpad; nb += kLanes<T>) {
       const Vec<T> av = load(a + nb);
       Vec<T> hv = load(h + nb);
@@ -110,9 +112,10 @@ void fwd_row(const SelectiveScanParams& p, const ScanWork& w, int64_t b, int64_t
       const T* Crow = Ct + t0 * w.dpad + nb;
       for (int64_t i = 0; i < n; ++i) {
         hv = vexp(av * dt[i]) * hv + load(Brow + i * w.dpad) * dtu[i];
-        y[i] += hsum(load(Crow + i * w.dpad) * hv);
+        store(ch + i * kLanes<T>, load(Crow + i * w.dpad) * hv);
       }
       store(h + nb, hv);
+      for (int64_t i = 0; i < n_full; i += kLanes<T>) store(y + i, load(y + i) + row_sums(ch + i * kLanes<T>));
     }
     for (int64_t i = 0; i < n; ++i) y[i] += r.D * r.u[t0 + i];
     if (out_y) std::copy(y, y + n, out_y + t0);
@@ -198,13 +201,16 @@ void bwd_lrp_row(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t b, 
   load_A_row(p, d, w.dpad, a);
   init_state_grad(p, w, b, d, gh);
   alignas(64) T dt[kChunk], gy[kChunk], acc[kChunk];
+  alignas(64) T bg[kChunk * kLanes<T>];  // B_t * g_t per step (this block of states), reduced later
 
   const int64_t chunks = (p.seqlen + kChunk - 1) / kChunk;
   for (int64_t c = chunks - 1; c >= 0; --c) {
     const int64_t t0 = c * kChunk, n = std::min(kChunk, p.seqlen - t0);
+    const int64_t n_full = (n + kLanes<T> - 1) / kLanes<T> * kLanes<T>;  // whole blocks of row sums
     chunk_dt<T>(p, q.r, t0, n, dt, nullptr);
     chunk_gate_grads(p, q.r, q.gout, q.out_y, q.dz, t0, n, gy);
-    std::fill(acc, acc + n, T(0));
+    std::fill(acc, acc + kChunk, T(0));
+    if (n_full > n) std::fill(bg + n * kLanes<T>, bg + n_full * kLanes<T>, T(0));
     for (int64_t nb = 0; nb < w.dpad; nb += kLanes<T>) {
       const Vec<T> av = load(a + nb);
       Vec<T> carry = load(gh + nb);
@@ -212,10 +218,11 @@ void bwd_lrp_row(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t b, 
       const T* Crow = Ct + t0 * w.dpad + nb;
       for (int64_t i = n - 1; i >= 0; --i) {
         const Vec<T> gt = carry + load(Crow + i * w.dpad) * gy[i];
-        acc[i] += hsum(load(Brow + i * w.dpad) * gt);
+        store(bg + i * kLanes<T>, load(Brow + i * w.dpad) * gt);
         carry = vexp(av * dt[i]) * gt;
       }
       store(gh + nb, carry);
+      for (int64_t i = 0; i < n_full; i += kLanes<T>) store(acc + i, load(acc + i) + row_sums(bg + i * kLanes<T>));
     }
     for (int64_t i = 0; i < n; ++i) q.du[t0 + i] = dt[i] * acc[i] + q.r.D * gy[i];
   }

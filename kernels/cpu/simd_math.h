@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 
 // Everything below lives in a namespace per instruction set (MAMBA_LRP_CPU_ISA), so the
 // three compilations never share an inline function (which the linker could otherwise
@@ -69,6 +70,44 @@ inline auto hsum(V v) {
     static_assert(n == 2, "vectors of 2, 4, 8 or 16 lanes");
     return v[0] + v[1];
   }
+}
+
+// Row sums of a square block: rows[0..W) of W lanes each -> the vector whose lane k is the sum
+// of rows[k]'s lanes. A tree of W - 1 two-source shuffles and adds (level by level, pairs of
+// partial results are folded in half), instead of W separate horizontal sums of log2(W)
+// dependent shuffles each: the scan loops store one product vector per step and reduce
+// them W steps at a time.
+namespace detail {
+// Lane q of the fold at level M (M partial rows, W / M lanes each): the first (second) half
+// of the source block that output block q / (W / M) folds; blocks >= M / 2 come from y.
+template <int W, int M>
+constexpr int fold_index(int q, bool second) {
+  const int bs = W / M, j = q / bs, o = q % bs;
+  const int src = (j % (M / 2)) * 2 * bs + (second ? bs : 0) + o;
+  return j < M / 2 ? src : src + W;
+}
+template <int W, int M, typename V, int... Q>
+inline V fold(V x, V y, std::integer_sequence<int, Q...>) {
+  return __builtin_shufflevector(x, y, fold_index<W, M>(Q, false)...) +
+         __builtin_shufflevector(x, y, fold_index<W, M>(Q, true)...);
+}
+template <int W, int M, typename V>
+inline V partial_row_sums(const V* rows) {
+  if constexpr (M == 1) {
+    return rows[0];
+  } else {
+    return fold<W, M>(partial_row_sums<W, M / 2>(rows), partial_row_sums<W, M / 2>(rows + M / 2),
+                      std::make_integer_sequence<int, W>());
+  }
+}
+}  // namespace detail
+
+template <typename T>
+inline Vec<T> row_sums(const T* rows /* kLanes x kLanes, vector-aligned */) {
+  constexpr int W = kLanes<T>;
+  Vec<T> v[W];
+  std::memcpy(v, rows, sizeof(v));
+  return detail::partial_row_sums<W, W>(v);
 }
 
 // Lane-wise mask ? a : b, as bit operations: GCC lowers a vector `?:` on 16-lane vectors
