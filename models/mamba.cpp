@@ -49,13 +49,14 @@ at::Tensor MambaMixerImpl::forward(const at::Tensor& hidden, const at::Tensor& m
   const int64_t I = config_.intermediate_size();
   const Composite& comp = ctx.composite;
   // x and z as two products rather than slices of one: the backward then adds two (B, L, H)
-  // input gradients instead of filling and adding two (B, L, 2I) ones.
+  // input gradients instead of filling and adding two (B, L, 2I) ones. Both come out
+  // channel-major, the layout of conv1d and the scan.
   const LayerRule in_rule = comp.rule_for("in_proj");
   auto half = [&](int64_t begin) {
     const at::Tensor w_half = in_proj->weight.narrow(0, begin, I);                 // (I, H)
     const c10::optional<at::Tensor> b_half =
         in_proj->bias.defined() ? c10::optional<at::Tensor>(in_proj->bias.narrow(0, begin, I)) : c10::nullopt;
-    return linear_with_rule(hidden, w_half, b_half, in_rule).transpose(1, 2);     // (B, I, L)
+    return linear_to_channels(hidden, w_half, b_half, in_rule);                    // (B, I, L)
   };
   SsmBranch w{conv1d->weight,
               conv1d->opt_bias(),
@@ -65,7 +66,7 @@ at::Tensor MambaMixerImpl::forward(const at::Tensor& hidden, const at::Tensor& m
               A_log,
               D};
   at::Tensor y = ssm_branch_forward(half(0), half(I), mask, w, ctx);  // (B, I, L)
-  return linear_with_rule(y.transpose(1, 2), out_proj->weight, out_proj->opt_bias(), comp.rule_for("out_proj"));  // (B, L, H)
+  return linear_from_channels(y, out_proj->weight, out_proj->opt_bias(), comp.rule_for("out_proj"));  // (B, L, H)
 }
 
 // ---- Block, backbone, LM ----------------------------------------------------------------------

@@ -13,7 +13,8 @@ using torch::autograd::variable_list;
 // What the scan consumes, computed from the branch input x.
 struct ScanOperands {
   at::Tensor conv_out;                    // (B, I, L) before the SiLU
-  at::Tensor u, delta, A, B, C;           // u, delta (pre-softplus, bias added): (B, I, L); B, C: (B, N, L)
+  at::Tensor u, delta, A, B, C;           // u, delta (pre-softplus): (B, I, L); B, C: (B, N, L)
+  c10::optional<at::Tensor> delta_bias;   // dt_proj's bias, added by the scan (undefined: in delta)
 };
 
 // (B, L) 0/1 mask -> (B, 1, L) in x's dtype, or undefined.
@@ -39,7 +40,11 @@ ScanOperands scan_operands(const at::Tensor& x_in, const at::Tensor& m3, const S
   at::Tensor dt = params.narrow(2, 0, R);                                          // (B, L, R)
   s.B = params.narrow(2, R, N).transpose(1, 2);                                    // (B, N, L)
   s.C = params.narrow(2, R + N, N).transpose(1, 2);                                // (B, N, L)
-  s.delta = linear_with_rule(dt, w.dt_proj_weight, w.dt_proj_bias, comp.rule_for("dt_proj")).transpose(1, 2);
+  // Under LRP-0 the scan adds dt_proj's bias before its softplus: one pass less over delta.
+  const LayerRule dt_rule = comp.rule_for("dt_proj");
+  const bool bias_in_scan = dt_rule.kind == LayerRule::Kind::kLrp0;
+  s.delta = linear_to_channels(dt, w.dt_proj_weight, bias_in_scan ? c10::nullopt : w.dt_proj_bias, dt_rule);
+  if (bias_in_scan) s.delta_bias = w.dt_proj_bias;
   s.A = -at::exp(w.A_log);                                                         // (I, N)
   return s;
 }
@@ -62,7 +67,7 @@ class LeanMambaLrpBranch : public torch::autograd::Function<LeanMambaLrpBranch> 
     ctx->saved_data["A_log"] = w.A_log;
     ctx->saved_data["D"] = w.D;
     const ScanOperands s = scan_operands(x, mask3(mask ? *mask : at::Tensor(), x), w, PropagationContext{});
-    return std::get<0>(selective_scan_forward_parts(s.u, s.delta, s.A, s.B, s.C, w.D, z, c10::nullopt, true, false));
+    return std::get<0>(selective_scan_forward_parts(s.u, s.delta, s.A, s.B, s.C, w.D, z, s.delta_bias, true, false));
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -79,10 +84,10 @@ class LeanMambaLrpBranch : public torch::autograd::Function<LeanMambaLrpBranch> 
     const at::Tensor m3 = mask3(mask, x);
     const ScanOperands s = scan_operands(x, m3, w, PropagationContext{});
     const at::Tensor y = std::get<0>(
-        selective_scan_forward_parts(s.u, s.delta, s.A, s.B, s.C, w.D, c10::nullopt, c10::nullopt, true, false));
+        selective_scan_forward_parts(s.u, s.delta, s.A, s.B, s.C, w.D, c10::nullopt, s.delta_bias, true, false));
     const at::Tensor grad_out = grads[0].defined() ? grads[0] : at::zeros_like(y);
     auto parts = selective_scan_backward_parts(grad_out, c10::nullopt, s.u, s.delta, s.A, s.B, s.C, w.D, z,
-                                               c10::nullopt, y, true, "mambalrp");
+                                               s.delta_bias, y, true, "mambalrp");
     at::Tensor du = std::get<0>(parts);                                            // (B, I, L)
     const at::Tensor dz = *std::get<6>(parts);                                     // (B, I, L)
     if (m3.defined()) du = du * m3;
@@ -110,7 +115,7 @@ at::Tensor ssm_branch_forward(const at::Tensor& x, const at::Tensor& z, const at
     // The scan without the gate and with softplus(delta) explicit, so that its output y and
     // the delta it used can be recorded; same values as below.
     const ScanOperands s = scan_operands(x, mask3(mask, x), w, ctx);
-    const at::Tensor delta = at::softplus(s.delta);
+    const at::Tensor delta = at::softplus(s.delta_bias ? s.delta + s.delta_bias->unsqueeze(-1) : s.delta);
     at::Tensor y = std::get<0>(selective_scan(s.u, delta, s.A, s.B, s.C, w.D, c10::nullopt, c10::nullopt, false, false,
                                               r.ssm ? "mambalrp" : "exact"));
     ctx.trace->push_back({s.u.detach(), delta.detach(), s.A.detach(), s.B.detach().contiguous(),
@@ -126,8 +131,8 @@ at::Tensor ssm_branch_forward(const at::Tensor& x, const at::Tensor& z, const at
   // outside the scan.
   const bool fuse_gate = (r.ssm == r.gate) && (r.gate == r.silu);
   const char* rule = r.ssm ? "mambalrp" : "exact";
-  if (fuse_gate) return std::get<0>(selective_scan(s.u, s.delta, s.A, s.B, s.C, w.D, z, c10::nullopt, true, false, rule));
-  at::Tensor y = std::get<0>(selective_scan(s.u, s.delta, s.A, s.B, s.C, w.D, c10::nullopt, c10::nullopt, true, false, rule));
+  if (fuse_gate) return std::get<0>(selective_scan(s.u, s.delta, s.A, s.B, s.C, w.D, z, s.delta_bias, true, false, rule));
+  at::Tensor y = std::get<0>(selective_scan(s.u, s.delta, s.A, s.B, s.C, w.D, c10::nullopt, s.delta_bias, true, false, rule));
   at::Tensor gate = r.silu ? silu_identity(z) : at::silu(z);                        // (B, I, L)
   return r.gate ? gate_half(y, gate) : y * gate;
 }

@@ -179,8 +179,8 @@ c10::optional<at::Tensor> opt(const at::Tensor& t) { return t.defined() ? c10::o
 
 at::Tensor VimMixerImpl::forward(const at::Tensor& hidden, const PropagationContext& ctx) {
   const Composite& comp = ctx.composite;
-  at::Tensor xz = linear_with_rule(hidden, in_proj->weight, opt(in_proj->bias), comp.rule_for("in_proj"));  // (B, L, 2I)
-  xz = xz.transpose(1, 2).contiguous();  // (B, 2I, L): the x and z halves are then dense along L for conv and scan
+  // (B, 2I, L): the x and z halves dense along L for conv and scan
+  const at::Tensor xz = linear_to_channels(hidden, in_proj->weight, opt(in_proj->bias), comp.rule_for("in_proj")).contiguous();
   const SsmBranch fwd{conv1d->weight, opt(conv1d->bias), x_proj->weight, dt_proj->weight, opt(dt_proj->bias), A_log, D};
   // chunk, not two narrows: its backward is one concatenation instead of two zero-filled copies
   const auto x_z = xz.chunk(2, 1);                                                                           // (B, I, L) x 2
@@ -193,8 +193,7 @@ at::Tensor VimMixerImpl::forward(const at::Tensor& hidden, const PropagationCont
     y = y + y_b.flip({2});                                                                                 // (B, I, L)
     if (config_.if_divide_out()) y = y / 2;
   }
-  // contiguous (B, L, I): linear then runs one GEMM instead of a batched one on a transposed view
-  return linear_with_rule(y.transpose(1, 2).contiguous(), out_proj->weight, opt(out_proj->bias), comp.rule_for("out_proj"));  // (B, L, D)
+  return linear_from_channels(y, out_proj->weight, opt(out_proj->bias), comp.rule_for("out_proj"));  // (B, L, D)
 }
 
 VimBlockImpl::VimBlockImpl(const VimConfig& c) : residual_in_fp32_(c.residual_in_fp32()) {

@@ -109,6 +109,21 @@ at::Tensor linear_with_rule(const at::Tensor& x, const at::Tensor& weight, const
   }
 }
 
+at::Tensor linear_to_channels(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+                              const LayerRule& rule) {
+  if (rule.kind != LayerRule::Kind::kLrp0) return linear_with_rule(x, weight, bias, rule).transpose(-1, -2);
+  at::Tensor out = at::matmul(weight, x.transpose(-1, -2));  // (B, out, L)
+  return bias ? out + bias->unsqueeze(-1) : out;
+}
+
+at::Tensor linear_from_channels(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+                                const LayerRule& rule) {
+  if (rule.kind != LayerRule::Kind::kLrp0) return linear_with_rule(x.transpose(-1, -2), weight, bias, rule);
+  at::Tensor out = at::matmul(weight, x);  // (B, out, L)
+  if (bias) out = out + bias->unsqueeze(-1);
+  return out.transpose(-1, -2);  // (B, L, out)
+}
+
 at::Tensor conv1d_with_rule(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                             int64_t padding, int64_t groups, const LayerRule& rule) {
   switch (rule.kind) {

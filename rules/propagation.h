@@ -73,6 +73,15 @@ struct PropagationContext {
 // A linear map with its role's rule in the backward. The forward is always the plain layer.
 at::Tensor linear_with_rule(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                             const LayerRule& rule);
+// The same linear map between the token-major layout (B, L, features) of the residual stream
+// and the channel-major layout (B, channels, L) that conv1d and the scan read. With LRP-0
+// each is one matrix product with a transposed operand, whose input gradient also comes out
+// in the input's own layout: no transposing copies either way. Other rules go through
+// linear_with_rule and a transposed view.
+at::Tensor linear_to_channels(const at::Tensor& x /* (B, L, in) */, const at::Tensor& weight,
+                              const c10::optional<at::Tensor>& bias, const LayerRule& rule);  // (B, out, L)
+at::Tensor linear_from_channels(const at::Tensor& x /* (B, in, L) */, const at::Tensor& weight,
+                                const c10::optional<at::Tensor>& bias, const LayerRule& rule);  // (B, L, out) view
 at::Tensor conv1d_with_rule(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                             int64_t padding, int64_t groups, const LayerRule& rule);
 at::Tensor conv2d_with_rule(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
