@@ -17,6 +17,11 @@ struct ScanOperands {
   c10::optional<at::Tensor> delta_bias;   // dt_proj's bias, added by the scan (undefined: in delta)
 };
 
+// z (B, I, L): the argument itself, or the z half of in_proj applied to it (SsmBranch::z_weight).
+at::Tensor z_of(const at::Tensor& z_arg, const SsmBranch& w) {
+  return w.z_weight.defined() ? linear_to_channels(z_arg, w.z_weight, w.z_bias, LayerRule()) : z_arg;
+}
+
 // (B, L) 0/1 mask -> (B, 1, L) in x's dtype, or undefined.
 at::Tensor mask3(const at::Tensor& mask, const at::Tensor& x) {
   return mask.defined() ? mask.unsqueeze(1).to(x.scalar_type()) : at::Tensor();
@@ -56,9 +61,12 @@ ScanOperands scan_operands(const at::Tensor& x_in, const at::Tensor& m3, const S
 class LeanMambaLrpBranch : public torch::autograd::Function<LeanMambaLrpBranch> {
  public:
   // mask: optional, as autograd Functions do not take undefined tensors.
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& z,
+  // z_arg: z, or in_proj's input when w.z_weight is set (z_of).
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& z_arg,
                             const c10::optional<at::Tensor>& mask, const SsmBranch& w) {
-    ctx->save_for_backward({x, z, mask ? *mask : at::Tensor()});
+    ctx->save_for_backward({x, z_arg, mask ? *mask : at::Tensor()});
+    ctx->saved_data["z_weight"] = w.z_weight;
+    ctx->saved_data["z_bias"] = w.z_bias;
     ctx->saved_data["conv_weight"] = w.conv_weight;
     ctx->saved_data["conv_bias"] = w.conv_bias;
     ctx->saved_data["x_proj_weight"] = w.x_proj_weight;
@@ -67,19 +75,24 @@ class LeanMambaLrpBranch : public torch::autograd::Function<LeanMambaLrpBranch> 
     ctx->saved_data["A_log"] = w.A_log;
     ctx->saved_data["D"] = w.D;
     const ScanOperands s = scan_operands(x, mask3(mask ? *mask : at::Tensor(), x), w, PropagationContext{});
-    return std::get<0>(selective_scan_forward_parts(s.u, s.delta, s.A, s.B, s.C, w.D, z, s.delta_bias, true, false));
+    return std::get<0>(
+        selective_scan_forward_parts(s.u, s.delta, s.A, s.B, s.C, w.D, z_of(z_arg, w), s.delta_bias, true, false));
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
-    const at::Tensor &x = saved[0], &z = saved[1], &mask = saved[2];
+    const at::Tensor &x = saved[0], &z_arg = saved[1], &mask = saved[2];
+    const at::Tensor z_weight = ctx->saved_data["z_weight"].toTensor();
     const SsmBranch w{ctx->saved_data["conv_weight"].toTensor(),
                       ctx->saved_data["conv_bias"].toOptional<at::Tensor>(),
                       ctx->saved_data["x_proj_weight"].toTensor(),
                       ctx->saved_data["dt_proj_weight"].toTensor(),
                       ctx->saved_data["dt_proj_bias"].toOptional<at::Tensor>(),
                       ctx->saved_data["A_log"].toTensor(),
-                      ctx->saved_data["D"].toTensor()};
+                      ctx->saved_data["D"].toTensor(),
+                      z_weight,
+                      ctx->saved_data["z_bias"].toOptional<at::Tensor>()};
+    const at::Tensor z = z_of(z_arg, w);
     const int64_t I = x.size(1), K = w.conv_weight.size(2);
     const at::Tensor m3 = mask3(mask, x);
     const ScanOperands s = scan_operands(x, m3, w, PropagationContext{});
@@ -97,7 +110,9 @@ class LeanMambaLrpBranch : public torch::autograd::Function<LeanMambaLrpBranch> 
     at::Tensor dx = at::conv1d(at::constant_pad_nd(dconv, {0, K - 1}), w.conv_weight.flip({2}), at::Tensor(),
                                /*stride=*/{1}, /*padding=*/at::IntArrayRef{0}, /*dilation=*/{1}, I);
     if (m3.defined()) dx = dx * m3;
-    return {dx, dz, at::Tensor(), at::Tensor()};
+    // Through the z half of in_proj when the node computed z: (W_z^T dz)^T, (B, L, H).
+    const at::Tensor dz_arg = z_weight.defined() ? at::matmul(z_weight.t(), dz).transpose(1, 2) : dz;
+    return {dx, dz_arg, at::Tensor(), at::Tensor()};
   }
 };
 
@@ -108,8 +123,11 @@ bool uses_lean_mambalrp_branch(const PropagationContext& ctx) {
   return ctx.recompute && r.silu && r.ssm && r.gate && ctx.composite.rule_for("conv1d").kind == LayerRule::Kind::kLrp0;
 }
 
-at::Tensor ssm_branch_forward(const at::Tensor& x, const at::Tensor& z, const at::Tensor& mask, const SsmBranch& w,
-                              const PropagationContext& ctx) {
+at::Tensor ssm_branch_forward(const at::Tensor& x, const at::Tensor& z_arg, const at::Tensor& mask,
+                              const SsmBranch& w, const PropagationContext& ctx) {
+  if (uses_lean_mambalrp_branch(ctx))
+    return LeanMambaLrpBranch::apply(x, z_arg, mask.defined() ? c10::optional<at::Tensor>(mask) : c10::nullopt, w);
+  const at::Tensor z = z_of(z_arg, w);
   const RuleSet& r = ctx.rules;
   if (ctx.trace) {
     // The scan without the gate and with softplus(delta) explicit, so that its output y and
@@ -123,8 +141,6 @@ at::Tensor ssm_branch_forward(const at::Tensor& x, const at::Tensor& z, const at
     at::Tensor gate = r.silu ? silu_identity(z) : at::silu(z);
     return r.gate ? gate_half(y, gate) : y * gate;
   }
-  if (uses_lean_mambalrp_branch(ctx))
-    return LeanMambaLrpBranch::apply(x, z, mask.defined() ? c10::optional<at::Tensor>(mask) : c10::nullopt, w);
   const ScanOperands s = scan_operands(x, mask3(mask, x), w, ctx);
   // The scan's own MambaLRP rule covers the SSM, the gate half rule and the gate's SiLU
   // identity together; when the ablations switch those independently, the gate runs

@@ -17,6 +17,11 @@ struct SsmBranch {
   c10::optional<at::Tensor> dt_proj_bias; // (I)
   at::Tensor A_log;                       // (I, N)
   at::Tensor D;                           // (I)
+  // Optional: the z half of in_proj (LRP-0). When set, ssm_branch_forward's z argument is
+  // in_proj's input (B, L, H) and the branch computes z itself, so that the recomputing
+  // node keeps that (B, L, H) input rather than the (B, I, L) z.
+  at::Tensor z_weight;                    // (I, H)
+  c10::optional<at::Tensor> z_bias;       // (I)
 };
 
 // What one branch's selective scan saw (recorded when PropagationContext::trace is set), in
@@ -29,7 +34,7 @@ struct SsmTrace {
   at::Tensor y;      // (B, I, L) the scan output (D u included), before the gate; in the graph
 };
 
-// One SSM branch with the gate: causal depthwise conv1d, SiLU, x_proj -> (dt, B, C),
+// One SSM branch with the gate (z: see SsmBranch::z_weight): causal depthwise conv1d, SiLU, x_proj -> (dt, B, C),
 // dt_proj, the selective scan with softplus(dt), D and the gate y * silu(z), each with the
 // rules of ctx. x, z: (B, I, L); mask (B, L) 0/1 or undefined (zeroes x before and after
 // the conv, as Hugging Face does for left padding). Returns the gated y (B, I, L).
