@@ -1,5 +1,6 @@
-// In-process timings of a MambaLRP explanation of a Mamba LM: load, forward, explanation,
-// for several lengths, in one process. Driven by scripts/bench_explain (which also measures
+// In-process timings of a MambaLRP explanation of a Mamba LM: load, forward, explanation
+// keeping every activation (--recompute off) and recomputing the SSM branches (on), for
+// several lengths, in one process. Driven by scripts/bench_explain (which also measures
 // whole-process wall time and peak RSS). Not a test.
 //   bench_explain_cpp MODEL_DIR L1,L2,... [repeat]
 #include <torch/torch.h>
@@ -45,21 +46,26 @@ int main(int argc, char** argv) {
   mamba_lrp::MambaForCausalLM model = mamba_lrp::load_mamba_lm(argv[1], at::kFloat);
   const double t_load = now_s() - t0;
   std::printf("threads %d, CPU scan %s, load %.3f s\n", at::get_num_threads(), mamba_lrp::cpu_scan_isa(), t_load);
-  std::printf("%6s %12s %14s %8s\n", "L", "forward s", "explanation s", "ratio");
+  std::printf("%6s %10s %16s %8s %16s %8s\n", "L", "forward s", "expl. (keep) s", "ratio", "expl. (recomp) s",
+              "ratio");
   torch::manual_seed(0);
   for (int64_t L : lengths) {
     const at::Tensor ids = torch::randint(0, model->config().vocab_size(), {1, L}, at::kLong);
-    mamba_lrp::ExplainOptions opt;
     // The forward an explanation needs: the backbone and the head at the last position.
     auto forward = [&] {
       torch::NoGradGuard g;
       model->head(model->hidden_states(model->embed(ids)).select(1, L - 1));
     };
-    auto explanation = [&] { mamba_lrp::explain(model, ids, {}, opt); };
+    auto explanation = [&](const char* recompute) {
+      mamba_lrp::ExplainOptions opt;
+      opt.recompute = recompute;
+      return [&model, &ids, opt] { mamba_lrp::explain(model, ids, {}, opt); };
+    };
     forward();
-    explanation();  // warm-up
-    const double tf = median_time(forward, repeat), te = median_time(explanation, repeat);
-    std::printf("%6ld %12.3f %14.3f %8.2f\n", (long)L, tf, te, te / tf);
+    explanation("off")();  // warm-up
+    const double tf = median_time(forward, repeat);
+    const double keep = median_time(explanation("off"), repeat), recomp = median_time(explanation("on"), repeat);
+    std::printf("%6ld %10.3f %16.3f %8.2f %16.3f %8.2f\n", (long)L, tf, keep, keep / tf, recomp, recomp / tf);
     std::fflush(stdout);
   }
   return 0;
