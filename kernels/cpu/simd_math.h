@@ -130,11 +130,15 @@ inline Vec<float> vexp(Vec<float> x) {
   const V hi = broadcast(88.3762626647949f), lo = broadcast(-87.3365447504f);
   V xc = select<float>(x > hi, hi, x);
   xc = select<float>(xc < lo, lo, xc);
-  // k = round(x / ln2)
-  V kf = xc * 1.44269504088896341f + 0.5f;
-  I ki = __builtin_convertvector(kf, I);
-  ki += (kf < __builtin_convertvector(ki, V));  // mask is -1 where true: floor for negatives
-  kf = __builtin_convertvector(ki, V);
+  // k = round(x / ln2), by adding 1.5 * 2^23: the sum's mantissa then holds k (rounded to
+  // nearest), read back as a float by subtracting it again and as an integer from the bits.
+  const V magic = broadcast(12582912.0f);
+  const V t = xc * 1.44269504088896341f + magic;
+  const V kf = t - magic;
+  I ki, magic_bits;
+  std::memcpy(&ki, &t, sizeof(ki));
+  std::memcpy(&magic_bits, &magic, sizeof(magic_bits));
+  ki -= magic_bits;
   V r = xc - kf * 0.693359375f;
   r = r - kf * -2.12194440e-4f;
   V p = broadcast(1.9875691500e-4f);
@@ -157,10 +161,13 @@ inline Vec<double> vexp(Vec<double> x) {
   const V hi = broadcast(709.436139303), lo = broadcast(-708.39641853226408);
   V xc = select<double>(x > hi, hi, x);
   xc = select<double>(xc < lo, lo, xc);
-  V kf = xc * 1.4426950408889634073599 + 0.5;
-  I ki = __builtin_convertvector(kf, I);
-  ki += (kf < __builtin_convertvector(ki, V));  // mask is -1 where true: floor for negatives
-  kf = __builtin_convertvector(ki, V);
+  const V magic = broadcast(6755399441055744.0);  // 1.5 * 2^52: k = round(x / ln2) as for float
+  const V t = xc * 1.4426950408889634073599 + magic;
+  const V kf = t - magic;
+  I ki, magic_bits;
+  std::memcpy(&ki, &t, sizeof(ki));
+  std::memcpy(&magic_bits, &magic, sizeof(magic_bits));
+  ki -= magic_bits;
   V r = xc - kf * 6.93145751953125E-1;
   r = r - kf * 1.42860682030941723212E-6;
   V rr = r * r;
