@@ -7,7 +7,7 @@
 //
 // Computation: the exponent is a difference of cumulative sums (log space), evaluated for a
 // block of (row, channel) pairs at once as a (pairs, N, L, L) tensor — no loop over t or s.
-// Memory bound: one block tensor holds at most `max_elements` (default 2^23 values, 32 MiB
+// Memory bound: one block tensor holds at most `max_elements` (default 2^21 values, 8 MiB
 // in float32; about five such temporaries are alive at once) or, when a single (row,
 // channel) pair is larger, N L^2 values. Besides the block, a layer needs the channel-
 // reduced (B, L, L) result, and the rollout one more (B, L, L): with L = 2048 and N = 16
@@ -48,7 +48,7 @@ enum class ChannelReduce {
 // The channel-reduced hidden attention (B, L, L), zero above the diagonal. For
 // kMeanGradPositive, grad_y (B, I, L) is dF/dy; dF/dalpha_d[t,s] = grad_y[d,t] u[d,s].
 at::Tensor reduced_hidden_attention(const SsmTrace& trace, ChannelReduce how, const at::Tensor& grad_y = {},
-                                    int64_t max_elements = int64_t(1) << 23);
+                                    int64_t max_elements = int64_t(1) << 21);
 
 // Rollout: M_l = (A_l + I) with rows normalised to sum 1; returns M_last ... M_first (B, L, L).
 at::Tensor attention_rollout(const std::vector<at::Tensor>& layers);
