@@ -5,7 +5,7 @@
 #   scripts/reproduce_tables.sh            (EVAL_ROWS test rows per data set, default 400)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rows="${EVAL_ROWS:-400}"
+rows="${EVAL_ROWS:-400}"  # EVAL_ROWS=100000: every test row
 [[ -d build/models/spam-mamba && -d build/models/digits-vim ]] || scripts/train_models.sh
 mkdir -p build/results
 # The first $rows test rows of each set (a fixed subset: the whole spam test set takes long with IG).
