@@ -61,7 +61,8 @@ at::Tensor check_pixel_values(const VimConfig& c, const at::Tensor& pixel_values
 
 VimExplanation explain_vim(VisionMamba& model, const at::Tensor& pixel_values, const VimExplainOptions& options) {
   if (!is_vim_method(options.method))
-    throw InputError("method '" + options.method + "' is not available yet for Vision Mamba models");
+    throw InputError("explain_vim takes the LRP methods (mambalrp, gi, lrp-ln and the ablations), not '" +
+                     options.method + "'; the baselines go through explain_vim_baseline");
   const Propagation mode = parse_propagation(options.method == "gi" ? "standard" : options.method);
   const VimConfig& cfg = model->config();
   if (!model->head) throw InputError("the model has no classification head (num_classes is 0): nothing to explain");
