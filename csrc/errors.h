@@ -1,5 +1,8 @@
 // Error types shared by the loaders, the explain API and the command line.
 #pragma once
+#include <c10/util/ArrayRef.h>
+
+#include <sstream>
 #include <stdexcept>
 #include <string>
 
@@ -11,5 +14,16 @@ namespace mamba_lrp {
 struct InputError : std::runtime_error {
   explicit InputError(const std::string& what) : std::runtime_error(what) {}
 };
+
+// A shape as messages print it, "[2, 3]": of a tensor (anything with sizes()), or of sizes.
+inline std::string shape_str(c10::IntArrayRef sizes) {
+  std::ostringstream s;
+  s << sizes;
+  return s.str();
+}
+template <typename TensorLike>
+std::string shape_str(const TensorLike& t) {
+  return shape_str(t.sizes());
+}
 
 }  // namespace mamba_lrp

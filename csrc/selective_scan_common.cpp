@@ -1,15 +1,10 @@
 #include "csrc/selective_scan_common.h"
 
-#include <sstream>
 #include <tuple>
 
-namespace mamba_lrp {
+#include "csrc/errors.h"
 
-std::string shape_str(const at::Tensor& t) {
-  std::ostringstream s;
-  s << t.sizes();
-  return s.str();
-}
+namespace mamba_lrp {
 
 namespace {
 

@@ -60,7 +60,4 @@ ScanBackwardTensors prepare_backward(const ScanInputs& in, kernels::ScanRule rul
                                      const c10::optional<at::Tensor>& out_y, at::ScalarType state_dtype,
                                      kernels::SelectiveScanBwdParams& p);
 
-// A tensor's shape as "[2, 3, 4]" for error messages.
-std::string shape_str(const at::Tensor& t);
-
 }  // namespace mamba_lrp

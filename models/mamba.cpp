@@ -4,7 +4,6 @@
 
 #include <filesystem>
 #include <set>
-#include <sstream>
 
 #include "csrc/errors.h"
 #include "csrc/io/checkpoint.h"
@@ -145,12 +144,6 @@ std::vector<at::Tensor> MambaForCausalLMImpl::biases() { return bias_parameters(
 
 namespace {
 
-std::string shape_of(const at::Tensor& t) {
-  std::ostringstream s;
-  s << t.sizes();
-  return s.str();
-}
-
 // Which file the weights come from, for messages.
 std::string weights_origin(const std::filesystem::path& dir) {
   for (const char* name : {"model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
@@ -184,7 +177,7 @@ MambaForCausalLM load_mamba_lm(const std::string& model_dir, at::ScalarType dtyp
     const int64_t rows = head->second.dim() == 2 ? head->second.size(0) : -1;
     if (rows < 1 || head->second.size(1) != config.hidden_size())
       throw InputError(origin + ": tensor 'lm_head.weight': expected shape [rows, " +
-                       std::to_string(config.hidden_size()) + "], got " + shape_of(head->second));
+                       std::to_string(config.hidden_size()) + "], got " + shape_str(head->second));
     config.num_outputs(rows);
     if (rows == config.vocab_size() && config.tie_word_embeddings()) sd.erase(head);  // tied: the embedding serves
   } else if (!config.tie_word_embeddings()) {

@@ -1,19 +1,10 @@
 #include "models/state_dict.h"
 
 #include <set>
-#include <sstream>
 
 #include "csrc/errors.h"
 
 namespace mamba_lrp {
-
-namespace {
-std::string shape_of(const at::Tensor& t) {
-  std::ostringstream s;
-  s << t.sizes();
-  return s.str();
-}
-}  // namespace
 
 void assign_state_dict(torch::nn::Module& module, const io::StateDict& sd, at::ScalarType dtype,
                        const std::string& origin, const std::string& hint) {
@@ -26,8 +17,8 @@ void assign_state_dict(torch::nn::Module& module, const io::StateDict& sd, at::S
     auto it = sd.find(name);
     if (it == sd.end()) throw InputError(origin + ": missing tensor '" + name + "'" + suffix);
     if (it->second.sizes() != item.value().sizes())
-      throw InputError(origin + ": tensor '" + name + "': expected shape " + shape_of(item.value()) + ", got " +
-                       shape_of(it->second));
+      throw InputError(origin + ": tensor '" + name + "': expected shape " + shape_str(item.value()) + ", got " +
+                       shape_str(it->second));
     if (!at::isFloatingType(it->second.scalar_type()))
       throw InputError(origin + ": tensor '" + name + "' must be floating point");
     item.value().set_data(it->second.to(dtype).contiguous());

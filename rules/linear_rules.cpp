@@ -18,7 +18,7 @@
 
 #include <functional>
 
-#include "csrc/selective_scan_common.h"
+#include "csrc/errors.h"
 #include "rules/rule_function.h"
 
 namespace mamba_lrp {

@@ -2,7 +2,7 @@
 // norm is linear in x in the backward and conserves relevance (without its bias).
 #include <torch/library.h>
 
-#include "csrc/selective_scan_common.h"
+#include "csrc/errors.h"
 #include "rules/rule_function.h"
 
 namespace mamba_lrp {

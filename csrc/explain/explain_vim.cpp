@@ -31,28 +31,18 @@ bool is_vim_method(const std::string& method) {
   return std::find(names.begin(), names.end(), method) != names.end();
 }
 
-namespace {
-
-std::string sizes_of(const at::Tensor& t) {
-  std::ostringstream s;
-  s << t.sizes();
-  return s.str();
-}
-
-}  // namespace
-
 at::Tensor check_pixel_values(const VimConfig& c, const at::Tensor& pixel_values, at::ScalarType dtype,
                               const std::string& what) {
   if (!pixel_values.defined() || (pixel_values.dim() != 3 && pixel_values.dim() != 4))
     throw InputError(what + " must have shape (B, C, H, W) or (C, H, W)" +
-                     (pixel_values.defined() ? ", got " + sizes_of(pixel_values) : std::string()));
+                     (pixel_values.defined() ? ", got " + shape_str(pixel_values) : std::string()));
   if (!at::isFloatingType(pixel_values.scalar_type())) throw InputError(what + " must be floating point");
   at::Tensor x = pixel_values.dim() == 3 ? pixel_values.unsqueeze(0) : pixel_values;  // (B, C, H, W)
   if (x.size(0) < 1) throw InputError(what + " is empty: need at least one image");
   if (x.size(1) != c.in_chans() || x.size(2) != c.img_size() || x.size(3) != c.img_size()) {
     std::ostringstream want;
     want << "(B, " << c.in_chans() << ", " << c.img_size() << ", " << c.img_size() << ")";
-    throw InputError(what + ": the model takes images of shape " + want.str() + ", got " + sizes_of(pixel_values));
+    throw InputError(what + ": the model takes images of shape " + want.str() + ", got " + shape_str(pixel_values));
   }
   x = x.to(dtype).contiguous();
   if (!at::isfinite(x).all().item<bool>()) throw InputError(what + " holds non-finite values (NaN or Inf)");

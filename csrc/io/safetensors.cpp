@@ -41,14 +41,6 @@ const DtypeEntry* find_dtype(const std::string& name) {
   return nullptr;
 }
 
-std::string shape_str(const std::vector<int64_t>& s) {
-  std::ostringstream o;
-  o << '[';
-  for (size_t i = 0; i < s.size(); ++i) o << (i ? ", " : "") << s[i];
-  o << ']';
-  return o.str();
-}
-
 [[noreturn]] void fail(const std::string& path, const std::string& what) { throw InputError(path + ": " + what); }
 [[noreturn]] void fail_tensor(const std::string& path, const std::string& name, const std::string& what) {
   throw InputError(path + ": tensor '" + name + "': " + what);
@@ -190,7 +182,7 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
       fail_tensor(path, name,
                   "data_offsets [" + std::to_string(info.begin) + ", " + std::to_string(info.end) + "] hold " +
                       std::to_string(info.end - info.begin) + " bytes but dtype " + info.dtype + " and shape " +
-                      shape_str(info.shape) + " need " + std::to_string(nbytes));
+                      shape_str(c10::IntArrayRef(info.shape)) + " need " + std::to_string(nbytes));
     f.tensors_.emplace(name, std::move(info));
   }
   return f;

@@ -7,7 +7,6 @@
 #include <chrono>
 #include <cstdio>
 #include <map>
-#include <sstream>
 
 #include "csrc/errors.h"
 #include "csrc/io/safetensors.h"
@@ -17,12 +16,6 @@ namespace train {
 
 namespace {
 
-std::string shape_of(const at::Tensor& t) {
-  std::ostringstream s;
-  s << t.sizes();
-  return s.str();
-}
-
 at::Tensor load_int64(const io::SafetensorsFile& f, const std::string& name, int64_t rank) {
   const io::TensorInfo& info = f.info(name);  // InputError when absent
   if (info.scalar_type != at::kLong)
@@ -30,7 +23,7 @@ at::Tensor load_int64(const io::SafetensorsFile& f, const std::string& name, int
   at::Tensor t = f.load(name);
   if (t.dim() != rank)
     throw InputError(f.path() + ": tensor '" + name + "' must have " + std::to_string(rank) + " dimension(s), got shape " +
-                     shape_of(t));
+                     shape_str(t));
   return t;
 }
 
@@ -56,8 +49,8 @@ Dataset load_sequence_data(const std::string& path, int64_t vocab_size, int64_t 
   if (f.contains("attention_mask")) {
     d.mask = load_int64(f, "attention_mask", 2);  // (B, L)
     if (d.mask.sizes() != d.inputs.sizes())
-      throw InputError(path + ": tensor 'attention_mask' must have the shape of input_ids " + shape_of(d.inputs) +
-                       ", got " + shape_of(d.mask));
+      throw InputError(path + ": tensor 'attention_mask' must have the shape of input_ids " + shape_str(d.inputs) +
+                       ", got " + shape_str(d.mask));
     if (B > 0 && ((d.mask != 0) & (d.mask != 1)).any().item<bool>())
       throw InputError(path + ": tensor 'attention_mask' must hold only 0 and 1");
     // Left padding: the class logit is read at the last position, which must be a real token.
@@ -89,7 +82,7 @@ Dataset load_image_data(const std::string& path, int64_t channels, int64_t image
       d.inputs.size(3) != image_size)
     throw InputError(path + ": tensor 'pixel_values' must have shape (batch, " + std::to_string(channels) + ", " +
                      std::to_string(image_size) + ", " + std::to_string(image_size) + ") for this model, got " +
-                     shape_of(d.inputs));
+                     shape_str(d.inputs));
   if (!at::isfinite(d.inputs).all().item<bool>()) throw InputError(path + ": tensor 'pixel_values' holds NaN or inf");
   d.labels = load_int64(f, "labels", 1);
   check_labels(f, d.labels, d.inputs.size(0), num_classes);
