@@ -124,21 +124,28 @@ inline Vec<T> select(IVec<T> mask, Vec<T> a, Vec<T> b) {
   return out;
 }
 
+// Round to the nearest integer (|x| < 2^22 for float, 2^51 for double), as a float vector
+// and in *k as integers: adding 1.5 * 2^(mantissa bits) leaves the rounded value in the
+// sum's low mantissa bits, read back by subtracting it again and from the bits.
+template <typename T>
+inline Vec<T> round_nearest(Vec<T> x, IVec<T>* k) {
+  constexpr T kMagic = std::is_same<T, float>::value ? T(12582912.0) : T(6755399441055744.0);
+  const Vec<T> magic = broadcast(kMagic), t = x + magic;
+  IVec<T> t_bits, magic_bits;
+  std::memcpy(&t_bits, &t, sizeof(t_bits));
+  std::memcpy(&magic_bits, &magic, sizeof(magic_bits));
+  *k = t_bits - magic_bits;
+  return t - magic;
+}
+
 inline Vec<float> vexp(Vec<float> x) {
   using V = Vec<float>;
   using I = IVec<float>;
   const V hi = broadcast(88.3762626647949f), lo = broadcast(-87.3365447504f);
   V xc = select<float>(x > hi, hi, x);
   xc = select<float>(xc < lo, lo, xc);
-  // k = round(x / ln2), by adding 1.5 * 2^23: the sum's mantissa then holds k (rounded to
-  // nearest), read back as a float by subtracting it again and as an integer from the bits.
-  const V magic = broadcast(12582912.0f);
-  const V t = xc * 1.44269504088896341f + magic;
-  const V kf = t - magic;
-  I ki, magic_bits;
-  std::memcpy(&ki, &t, sizeof(ki));
-  std::memcpy(&magic_bits, &magic, sizeof(magic_bits));
-  ki -= magic_bits;
+  I ki;
+  const V kf = round_nearest<float>(xc * 1.44269504088896341f, &ki);  // k = round(x / ln2)
   V r = xc - kf * 0.693359375f;
   r = r - kf * -2.12194440e-4f;
   V p = broadcast(1.9875691500e-4f);
@@ -161,13 +168,8 @@ inline Vec<double> vexp(Vec<double> x) {
   const V hi = broadcast(709.436139303), lo = broadcast(-708.39641853226408);
   V xc = select<double>(x > hi, hi, x);
   xc = select<double>(xc < lo, lo, xc);
-  const V magic = broadcast(6755399441055744.0);  // 1.5 * 2^52: k = round(x / ln2) as for float
-  const V t = xc * 1.4426950408889634073599 + magic;
-  const V kf = t - magic;
-  I ki, magic_bits;
-  std::memcpy(&ki, &t, sizeof(ki));
-  std::memcpy(&magic_bits, &magic, sizeof(magic_bits));
-  ki -= magic_bits;
+  I ki;
+  const V kf = round_nearest<double>(xc * 1.4426950408889634073599, &ki);  // k = round(x / ln2)
   V r = xc - kf * 6.93145751953125E-1;
   r = r - kf * 1.42860682030941723212E-6;
   V rr = r * r;
