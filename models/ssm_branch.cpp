@@ -56,8 +56,9 @@ ScanOperands scan_operands(const at::Tensor& x_in, const at::Tensor& m3, const S
 
 // The branch under every MambaLRP rule as one autograd node. Its backward is what the
 // composition of rule ops computes (the scan's MambaLRP backward with the gate half rule,
-// the mask, the SiLU identity rule, the plain conv1d gradient), but it keeps only x and z
-// and recomputes the scan operands and the pre-gate output y from them.
+// the mask, the SiLU identity rule, the plain conv1d gradient), but it keeps only x and
+// z_arg (z, or in_proj's input with SsmBranch::z_weight) and recomputes the scan operands,
+// z and the pre-gate output y from them.
 class LeanMambaLrpBranch : public torch::autograd::Function<LeanMambaLrpBranch> {
  public:
   // mask: optional, as autograd Functions do not take undefined tensors.
@@ -129,26 +130,23 @@ at::Tensor ssm_branch_forward(const at::Tensor& x, const at::Tensor& z_arg, cons
     return LeanMambaLrpBranch::apply(x, z_arg, mask.defined() ? c10::optional<at::Tensor>(mask) : c10::nullopt, w);
   const at::Tensor z = z_of(z_arg, w);
   const RuleSet& r = ctx.rules;
-  if (ctx.trace) {
-    // The scan without the gate and with softplus(delta) explicit, so that its output y and
-    // the delta it used can be recorded; same values as below.
-    const ScanOperands s = scan_operands(x, mask3(mask, x), w, ctx);
-    const at::Tensor delta = at::softplus(s.delta_bias ? s.delta + s.delta_bias->unsqueeze(-1) : s.delta);
-    at::Tensor y = std::get<0>(selective_scan(s.u, delta, s.A, s.B, s.C, w.D, c10::nullopt, c10::nullopt, false, false,
-                                              r.ssm ? "mambalrp" : "exact"));
-    ctx.trace->push_back({s.u.detach(), delta.detach(), s.A.detach(), s.B.detach().contiguous(),
-                          s.C.detach().contiguous(), y});
-    at::Tensor gate = r.silu ? silu_identity(z) : at::silu(z);
-    return r.gate ? gate_half(y, gate) : y * gate;
-  }
+  const char* rule = r.ssm ? "mambalrp" : "exact";
   const ScanOperands s = scan_operands(x, mask3(mask, x), w, ctx);
   // The scan's own MambaLRP rule covers the SSM, the gate half rule and the gate's SiLU
-  // identity together; when the ablations switch those independently, the gate runs
-  // outside the scan.
-  const bool fuse_gate = (r.ssm == r.gate) && (r.gate == r.silu);
-  const char* rule = r.ssm ? "mambalrp" : "exact";
+  // identity together; when the ablations switch those independently, or the scan is
+  // traced (its pre-gate output recorded), the gate runs outside the scan.
+  const bool fuse_gate = !ctx.trace && (r.ssm == r.gate) && (r.gate == r.silu);
   if (fuse_gate) return std::get<0>(selective_scan(s.u, s.delta, s.A, s.B, s.C, w.D, z, s.delta_bias, true, false, rule));
-  at::Tensor y = std::get<0>(selective_scan(s.u, s.delta, s.A, s.B, s.C, w.D, c10::nullopt, s.delta_bias, true, false, rule));
+  at::Tensor y;  // (B, I, L)
+  if (ctx.trace) {
+    // softplus(delta) explicit, so that the delta the scan used can be recorded.
+    const at::Tensor delta = at::softplus(s.delta_bias ? s.delta + s.delta_bias->unsqueeze(-1) : s.delta);
+    y = std::get<0>(selective_scan(s.u, delta, s.A, s.B, s.C, w.D, c10::nullopt, c10::nullopt, false, false, rule));
+    ctx.trace->push_back({s.u.detach(), delta.detach(), s.A.detach(), s.B.detach().contiguous(),
+                          s.C.detach().contiguous(), y});
+  } else {
+    y = std::get<0>(selective_scan(s.u, s.delta, s.A, s.B, s.C, w.D, c10::nullopt, s.delta_bias, true, false, rule));
+  }
   at::Tensor gate = r.silu ? silu_identity(z) : at::silu(z);                        // (B, I, L)
   return r.gate ? gate_half(y, gate) : y * gate;
 }

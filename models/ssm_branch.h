@@ -40,9 +40,9 @@ struct SsmTrace {
 // the conv, as Hugging Face does for left padding). Returns the gated y (B, I, L).
 //
 // With ctx.recompute, every MambaLRP rule on and LRP-0 on conv1d (the default explanation),
-// the branch is one autograd node that keeps only x and z for its backward and recomputes
-// the rest there: 2 of the 7 (B, I, L) tensors the composition of ops keeps, for about a
-// third more backward time. Same values either way.
+// the branch is one autograd node that keeps only x and its z argument for the backward and
+// recomputes the rest there: 2 (1.5 with z_weight) of the 7 (B, I, L) tensors the
+// composition of ops keeps, for a quarter to a third more explanation time. Same values.
 at::Tensor ssm_branch_forward(const at::Tensor& x, const at::Tensor& z, const at::Tensor& mask, const SsmBranch& w,
                               const PropagationContext& ctx);
 
