@@ -2,6 +2,7 @@
 
 #include <torch/autograd.h>
 
+#include "csrc/causal_conv1d.h"
 #include "csrc/ops.h"
 
 namespace mamba_lrp {
@@ -12,7 +13,7 @@ using torch::autograd::variable_list;
 
 // What the scan consumes, computed from the branch input x.
 struct ScanOperands {
-  at::Tensor conv_out;                    // (B, I, L) before the SiLU
+  at::Tensor sigmoid_conv;                // (B, I, L) sigmoid of the conv output, when asked for
   at::Tensor u, delta, A, B, C;           // u, delta (pre-softplus): (B, I, L); B, C: (B, N, L)
   c10::optional<at::Tensor> delta_bias;   // dt_proj's bias, added by the scan (undefined: in delta)
 };
@@ -27,28 +28,70 @@ at::Tensor mask3(const at::Tensor& mask, const at::Tensor& x) {
   return mask.defined() ? mask.unsqueeze(1).to(x.scalar_type()) : at::Tensor();
 }
 
+// silu(causal conv1d(x)) as one node, for frozen weights under LRP-0 on the conv: the
+// conv's input gradient (kernels/cpu/causal_conv1d) of the SiLU's gradient, which is the
+// identity rule's sigmoid(c) (silu_rule) or the derivative sigmoid(c) (1 + c (1 - sigmoid(c))).
+// Keeps one (B, I, L) tensor: sigmoid(c) under the rule (computed once, in the forward), else c.
+class ConvSilu : public torch::autograd::Function<ConvSilu> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
+                            const c10::optional<at::Tensor>& bias, bool silu_rule) {
+    ConvSiluParts parts = causal_conv1d_silu(x, weight, bias, /*conv=*/!silu_rule, /*silu=*/true, /*sigmoid=*/silu_rule);
+    ctx->saved_data["weight"] = weight;
+    ctx->saved_data["silu_rule"] = silu_rule;
+    ctx->save_for_backward({silu_rule ? parts.sigmoid : parts.conv});
+    return parts.silu;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const at::Tensor saved = ctx->get_saved_variables()[0];
+    at::Tensor scale = saved;  // sigmoid(c)
+    if (!ctx->saved_data["silu_rule"].toBool()) {
+      const at::Tensor sig = at::sigmoid(saved);
+      scale = sig * (1 + saved * (1 - sig));
+    }
+    const at::Tensor grad_u = grads[0].defined() ? grads[0] : at::zeros_like(saved);
+    return {causal_conv1d_input_grad(grad_u, scale, ctx->saved_data["weight"].toTensor()), at::Tensor(), at::Tensor(),
+            at::Tensor()};
+  }
+};
+
+bool requires_grad(const c10::optional<at::Tensor>& t) { return t && t->requires_grad(); }
+
+// keep_sigmoid: also return sigmoid(conv output) (only without grad recording).
 ScanOperands scan_operands(const at::Tensor& x_in, const at::Tensor& m3, const SsmBranch& w,
-                           const PropagationContext& ctx) {
+                           const PropagationContext& ctx, bool keep_sigmoid = false) {
   const Composite& comp = ctx.composite;
   const int64_t I = x_in.size(1), N = w.A_log.size(1);
   const int64_t R = w.dt_proj_weight.size(1), K = w.conv_weight.size(2);
   ScanOperands s;
   at::Tensor x = m3.defined() ? x_in * m3 : x_in;                                  // (B, I, L)
-  // Causal: K-1 zeros on the left only, so the output has length L (no slicing, whose
-  // backward would fill and copy a full-size gradient).
-  s.conv_out = conv1d_with_rule(at::constant_pad_nd(x, {K - 1, 0}), w.conv_weight, w.conv_bias, 0, I,
-                                comp.rule_for("conv1d"));                          // (B, I, L)
-  s.u = ctx.rules.silu ? silu_identity(s.conv_out) : at::silu(s.conv_out);          // (B, I, L)
+  const LayerRule conv_rule = comp.rule_for("conv1d");
+  if (!at::GradMode::is_enabled()) {  // nothing recorded: the plain layers
+    ConvSiluParts parts = causal_conv1d_silu(x, w.conv_weight, w.conv_bias, false, true, keep_sigmoid);
+    s.u = parts.silu;                                                              // (B, I, L)
+    s.sigmoid_conv = parts.sigmoid;
+  } else if (conv_rule.kind == LayerRule::Kind::kLrp0 && !w.conv_weight.requires_grad() &&
+             !requires_grad(w.conv_bias)) {
+    s.u = ConvSilu::apply(x, w.conv_weight, w.conv_bias, ctx.rules.silu);
+  } else {
+    // Causal: K-1 zeros on the left only, so the output has length L (no slicing, whose
+    // backward would fill and copy a full-size gradient).
+    const at::Tensor conv = conv1d_with_rule(at::constant_pad_nd(x, {K - 1, 0}), w.conv_weight, w.conv_bias, 0, I,
+                                             conv_rule);                           // (B, I, L)
+    s.u = ctx.rules.silu ? silu_identity(conv) : at::silu(conv);                   // (B, I, L)
+  }
   if (m3.defined()) s.u = s.u * m3;
-  at::Tensor params =
-      linear_with_rule(s.u.transpose(1, 2), w.x_proj_weight, c10::nullopt, comp.rule_for("x_proj"));  // (B, L, R+2N)
-  at::Tensor dt = params.narrow(2, 0, R);                                          // (B, L, R)
-  s.B = params.narrow(2, R, N).transpose(1, 2);                                    // (B, N, L)
-  s.C = params.narrow(2, R + N, N).transpose(1, 2);                                // (B, N, L)
+  // The SSM rule holds delta, B and C constant: no gradient ever reaches x_proj or dt_proj,
+  // so they are not recorded at all (no graph nodes, nothing saved for a backward).
+  const at::Tensor proj_in = ctx.rules.ssm ? s.u.detach() : s.u;
+  const at::Tensor params = linear_on_channels(proj_in, w.x_proj_weight, c10::nullopt, comp.rule_for("x_proj"));  // (B, R+2N, L)
+  const at::Tensor dt = params.narrow(1, 0, R);                                    // (B, R, L)
+  s.B = params.narrow(1, R, N);                                                    // (B, N, L)
+  s.C = params.narrow(1, R + N, N);                                                // (B, N, L)
   // Under LRP-0 the scan adds dt_proj's bias before its softplus: one pass less over delta.
   const LayerRule dt_rule = comp.rule_for("dt_proj");
   const bool bias_in_scan = dt_rule.kind == LayerRule::Kind::kLrp0;
-  s.delta = linear_to_channels(dt, w.dt_proj_weight, bias_in_scan ? c10::nullopt : w.dt_proj_bias, dt_rule);
+  s.delta = linear_on_channels(dt, w.dt_proj_weight, bias_in_scan ? c10::nullopt : w.dt_proj_bias, dt_rule);
   if (bias_in_scan) s.delta_bias = w.dt_proj_bias;
   s.A = -at::exp(w.A_log);                                                         // (I, N)
   return s;
@@ -93,10 +136,10 @@ class LeanMambaLrpBranch : public torch::autograd::Function<LeanMambaLrpBranch> 
                       ctx->saved_data["D"].toTensor(),
                       z_weight,
                       ctx->saved_data["z_bias"].toOptional<at::Tensor>()};
+    at::NoGradGuard plain_layers;  // recomputed without recording, also under create_graph
     const at::Tensor z = z_of(z_arg, w);
-    const int64_t I = x.size(1), K = w.conv_weight.size(2);
     const at::Tensor m3 = mask3(mask, x);
-    const ScanOperands s = scan_operands(x, m3, w, PropagationContext{});
+    const ScanOperands s = scan_operands(x, m3, w, PropagationContext{}, /*keep_sigmoid=*/true);
     const at::Tensor y = std::get<0>(
         selective_scan_forward_parts(s.u, s.delta, s.A, s.B, s.C, w.D, c10::nullopt, s.delta_bias, true, false));
     const at::Tensor grad_out = grads[0].defined() ? grads[0] : at::zeros_like(y);
@@ -105,11 +148,8 @@ class LeanMambaLrpBranch : public torch::autograd::Function<LeanMambaLrpBranch> 
     at::Tensor du = std::get<0>(parts);                                            // (B, I, L)
     const at::Tensor dz = *std::get<6>(parts);                                     // (B, I, L)
     if (m3.defined()) du = du * m3;
-    const at::Tensor dconv = du * at::sigmoid(s.conv_out);                         // SiLU identity rule
-    // The causal conv's input gradient: dx[s] = sum_k w[k] dconv[s + K-1-k], a conv of the
-    // right-padded gradient with the flipped kernel.
-    at::Tensor dx = at::conv1d(at::constant_pad_nd(dconv, {0, K - 1}), w.conv_weight.flip({2}), at::Tensor(),
-                               /*stride=*/{1}, /*padding=*/at::IntArrayRef{0}, /*dilation=*/{1}, I);
+    // The conv's input gradient of du * sigmoid(conv output) (SiLU identity rule).
+    at::Tensor dx = causal_conv1d_input_grad(du, s.sigmoid_conv, w.conv_weight);
     if (m3.defined()) dx = dx * m3;
     // Through the z half of in_proj when the node computed z: (W_z^T dz)^T, (B, L, H).
     const at::Tensor dz_arg = z_weight.defined() ? at::matmul(z_weight.t(), dz).transpose(1, 2) : dz;

@@ -6,7 +6,10 @@
 #include <set>
 #include <sstream>
 
+#include <torch/autograd.h>
+
 #include "csrc/errors.h"
+#include "csrc/flip_add.h"
 #include "csrc/io/json_file.h"
 #include "csrc/io/checkpoint.h"
 #include "csrc/ops.h"
@@ -175,6 +178,52 @@ VimMixerImpl::VimMixerImpl(const VimConfig& c) : config_(c) {
 
 namespace {
 c10::optional<at::Tensor> opt(const at::Tensor& t) { return t.defined() ? c10::optional<at::Tensor>(t) : c10::nullopt; }
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// a + flip(b) along L into out; either may be undefined (both: zeros).
+void add_flipped_into(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
+  if (b.defined()) flip_add_into(out, b, a.defined() ? c10::optional<at::Tensor>(a) : c10::nullopt);
+  else if (a.defined()) out.copy_(a);
+  else out.zero_();
+}
+
+// The inputs of both scan directions from in_proj's output xz (B, 2I, L): x and z, and the
+// same halves of the time-flipped xz. One node, so that the backward writes the gradient of
+// xz once (dx + flip(dx_b) | dz + flip(dz_b)) instead of concatenating, flipping and adding
+// two full-size gradients.
+class BidirectionalSplit : public torch::autograd::Function<BidirectionalSplit> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& xz) {
+    const int64_t I = xz.size(1) / 2;
+    const at::Tensor flipped = flip_add(xz);
+    return {xz.narrow(1, 0, I), xz.narrow(1, I, I), flipped.narrow(1, 0, I), flipped.narrow(1, I, I)};
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const at::Tensor& any = grads[0].defined() ? grads[0] : grads[1].defined() ? grads[1] : grads[2].defined() ? grads[2] : grads[3];
+    if (!any.defined()) return {at::Tensor()};
+    const int64_t I = any.size(1);
+    at::Tensor dxz = at::empty({any.size(0), 2 * I, any.size(2)}, any.options());
+    add_flipped_into(dxz.narrow(1, 0, I), grads[0], grads[2]);
+    add_flipped_into(dxz.narrow(1, I, I), grads[1], grads[3]);
+    return {dxz};
+  }
+};
+
+// Both directions' outputs in sequence order: (y + flip(y_b)) * scale.
+class BidirectionalMerge : public torch::autograd::Function<BidirectionalMerge> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& y, const at::Tensor& y_b, double scale) {
+    ctx->saved_data["scale"] = scale;
+    return flip_add(y_b, y, scale);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const double scale = ctx->saved_data["scale"].toDouble();
+    const at::Tensor& g = grads[0];
+    return {scale == 1.0 ? g : g * scale, flip_add(g, c10::nullopt, scale), at::Tensor()};
+  }
+};
 }  // namespace
 
 at::Tensor VimMixerImpl::forward(const at::Tensor& hidden, const PropagationContext& ctx) {
@@ -182,16 +231,18 @@ at::Tensor VimMixerImpl::forward(const at::Tensor& hidden, const PropagationCont
   // (B, 2I, L): the x and z halves dense along L for conv and scan
   const at::Tensor xz = linear_to_channels(hidden, in_proj->weight, opt(in_proj->bias), comp.rule_for("in_proj")).contiguous();
   const SsmBranch fwd{conv1d->weight, opt(conv1d->bias), x_proj->weight, dt_proj->weight, opt(dt_proj->bias), A_log, D};
-  // chunk, not two narrows: its backward is one concatenation instead of two zero-filled copies
-  const auto x_z = xz.chunk(2, 1);                                                                           // (B, I, L) x 2
-  at::Tensor y = ssm_branch_forward(x_z[0], x_z[1], at::Tensor(), fwd, ctx);                                  // (B, I, L)
+  at::Tensor y;  // (B, I, L)
   if (config_.bidirectional()) {
     const SsmBranch bwd{conv1d_b->weight, opt(conv1d_b->bias), x_proj_b->weight, dt_proj_b->weight,
                         opt(dt_proj_b->bias), A_b_log, D_b};
-    const auto x_z_b = xz.flip({2}).chunk(2, 1);                                                           // (B, I, L) x 2
-    const at::Tensor y_b = ssm_branch_forward(x_z_b[0], x_z_b[1], at::Tensor(), bwd, ctx);
-    y = y + y_b.flip({2});                                                                                 // (B, I, L)
-    if (config_.if_divide_out()) y = y / 2;
+    const variable_list in = BidirectionalSplit::apply(xz);  // x, z, and both flipped: (B, I, L) x 4
+    const at::Tensor y_f = ssm_branch_forward(in[0], in[1], at::Tensor(), fwd, ctx);
+    const at::Tensor y_b = ssm_branch_forward(in[2], in[3], at::Tensor(), bwd, ctx);
+    y = BidirectionalMerge::apply(y_f, y_b, config_.if_divide_out() ? 0.5 : 1.0);
+  } else {
+    // chunk, not two narrows: its backward is one concatenation instead of two zero-filled copies
+    const auto x_z = xz.chunk(2, 1);                                                                         // (B, I, L) x 2
+    y = ssm_branch_forward(x_z[0], x_z[1], at::Tensor(), fwd, ctx);
   }
   return linear_from_channels(y, out_proj->weight, opt(out_proj->bias), comp.rule_for("out_proj"));  // (B, L, D)
 }

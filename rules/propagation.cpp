@@ -109,19 +109,33 @@ at::Tensor linear_with_rule(const at::Tensor& x, const at::Tensor& weight, const
   }
 }
 
+namespace {
+// A frozen weight (out, in) as a (B, out, in) batch of stride 0: batched products then have
+// the layout asked for, whatever matmul's folding heuristics (which differ with grad mode)
+// would pick, and no transposing copy. A trained weight goes through matmul: its gradient
+// through the broadcast would be a (B, out, in) temporary.
+bool broadcast_weight(const at::Tensor& x, const at::Tensor& weight) { return x.dim() == 3 && !weight.requires_grad(); }
+at::Tensor batch_of(const at::Tensor& weight, int64_t B) { return weight.unsqueeze(0).expand({B, weight.size(0), weight.size(1)}); }
+}  // namespace
+
 at::Tensor linear_to_channels(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                               const LayerRule& rule) {
   if (rule.kind != LayerRule::Kind::kLrp0) return linear_with_rule(x, weight, bias, rule).transpose(-1, -2);
   at::Tensor out = at::matmul(weight, x.transpose(-1, -2));  // (B, out, L)
   return bias ? out + bias->unsqueeze(-1) : out;
 }
-
+at::Tensor linear_on_channels(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+                              const LayerRule& rule) {
+  if (rule.kind != LayerRule::Kind::kLrp0)
+    return linear_with_rule(x.transpose(-1, -2), weight, bias, rule).transpose(-1, -2);
+  at::Tensor out = broadcast_weight(x, weight) ? at::bmm(batch_of(weight, x.size(0)), x) : at::matmul(weight, x);
+  return bias ? out + bias->unsqueeze(-1) : out;  // (B, out, L)
+}
 at::Tensor linear_from_channels(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                                 const LayerRule& rule) {
   if (rule.kind != LayerRule::Kind::kLrp0) return linear_with_rule(x.transpose(-1, -2), weight, bias, rule);
-  at::Tensor out = at::matmul(weight, x);  // (B, out, L)
-  if (bias) out = out + bias->unsqueeze(-1);
-  return out.transpose(-1, -2);  // (B, L, out)
+  // Channel-major product, so that x's gradient comes back channel-major (dense for the scan).
+  return linear_on_channels(x, weight, bias, rule).transpose(-1, -2);  // (B, L, out) view
 }
 
 at::Tensor conv1d_with_rule(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,

@@ -82,6 +82,9 @@ at::Tensor linear_to_channels(const at::Tensor& x /* (B, L, in) */, const at::Te
                               const c10::optional<at::Tensor>& bias, const LayerRule& rule);  // (B, out, L)
 at::Tensor linear_from_channels(const at::Tensor& x /* (B, in, L) */, const at::Tensor& weight,
                                 const c10::optional<at::Tensor>& bias, const LayerRule& rule);  // (B, L, out) view
+// Channel-major in and out (x_proj and dt_proj, between conv1d and the scan).
+at::Tensor linear_on_channels(const at::Tensor& x /* (B, in, L) */, const at::Tensor& weight,
+                              const c10::optional<at::Tensor>& bias, const LayerRule& rule);  // (B, out, L)
 at::Tensor conv1d_with_rule(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                             int64_t padding, int64_t groups, const LayerRule& rule);
 at::Tensor conv2d_with_rule(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,

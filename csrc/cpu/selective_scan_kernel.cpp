@@ -1,17 +1,13 @@
 // CPU kernels of the selective-scan ops: validation, output allocation, then the
 // framework-free loops of kernels/cpu.
-#include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "csrc/cpu/parallel_for.h"
 #include "csrc/selective_scan_common.h"
 #include "kernels/cpu/selective_scan_cpu.h"
 
 namespace mamba_lrp {
 namespace {
-
-void aten_parallel_for(int64_t n, int64_t grain, void* ctx, kernels::cpu::ParallelBody body) {
-  at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) { body(ctx, begin, end); });
-}
 
 using OptTensor = c10::optional<at::Tensor>;
 

@@ -1,16 +1,13 @@
 // CPU selective scan: entry points called by the torch-facing layer (csrc/cpu).
-// Framework-free; the caller supplies a parallel-for so the kernels need no ATen.
+// Framework-free; the caller supplies a parallel-for (kernels/cpu/parallel.h).
 #pragma once
 #include <cstdint>
+#include "kernels/cpu/parallel.h"
 #include "kernels/selective_scan_params.h"
 
 namespace mamba_lrp {
 namespace kernels {
 namespace cpu {
-
-// body(ctx, begin, end) runs items [begin, end); parallel_for splits [0, n) among threads.
-using ParallelBody = void (*)(void* ctx, int64_t begin, int64_t end);
-using ParallelFor = void (*)(int64_t n, int64_t grain, void* ctx, ParallelBody body);
 
 // Inputs float32 or float64 (input_type == weight_type). Writes out, out_y (if set),
 // last_state (if set).

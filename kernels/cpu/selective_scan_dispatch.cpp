@@ -60,16 +60,6 @@ const IsaLoops& loops() {
   return table[static_cast<int>(isa())];
 }
 
-template <typename Fn>
-struct Closure {
-  static void call(void* ctx, int64_t begin, int64_t end) { (*static_cast<Fn*>(ctx))(begin, end); }
-};
-
-template <typename Fn>
-void run_parallel(ParallelFor parallel_for, int64_t n, int64_t grain, Fn fn) {
-  parallel_for(n, grain, &fn, &Closure<Fn>::call);
-}
-
 // (batch, groups, dstate, seqlen) with given strides -> dense (batch, groups, seqlen, dpad).
 template <typename T>
 std::vector<T> transpose_bc(const void* src, int64_t batch_stride, int64_t group_stride, int64_t dstate_stride,
