@@ -17,14 +17,14 @@ namespace {
 #define MAMBA_LRP_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 
 // exp(x) in float without a library call, so that the loops around it vectorize:
-// 2^(x log2 e) = 2^n 2^f with n the nearest integer (the 1.5 * 2^23 addition rounds) and
-// |f| <= 1/2, 2^f by its Taylor polynomial of degree 7 (truncation error < 6e-9, below
-// float's rounding). x is clamped to [-87, 88] (results from 1.6e-38 to 1.7e38).
+// exp(x) = 2^n exp(f) with n = round(x / ln2) (the 1.5 * 2^23 addition rounds) and
+// f = x - n ln2 in two steps (ln2 split into a short high part and the rest, so f keeps
+// its precision for large |x|), |f| <= ln2 / 2, exp(f) by its Taylor polynomial of degree
+// 7 (truncation error < 6e-9, below float's rounding). x is clamped to [-87, 88].
 inline __attribute__((always_inline)) float exp_f32(float x) {
   x = std::min(std::max(x, -87.0f), 88.0f);
-  const float t = x * 1.44269504088896341f;
-  const float n = (t + 12582912.0f) - 12582912.0f;
-  const float f = (t - n) * 0.693147180559945309f;  // exp(f) with |f| <= ln2 / 2
+  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  const float f = (x - n * 0.693145751953125f) - n * 1.42860676533018708e-6f;
   float p = 1.0f / 5040.0f;
   p = p * f + 1.0f / 720.0f;
   p = p * f + 1.0f / 120.0f;
