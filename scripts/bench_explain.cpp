@@ -14,23 +14,8 @@
 #include "csrc/explain/explain.h"
 #include "csrc/ops.h"
 #include "models/mamba.h"
+#include "scripts/bench_timing.h"
 
-namespace {
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-template <typename Fn>
-double median_time(Fn fn, int repeat) {
-  std::vector<double> t;
-  for (int i = 0; i < repeat; ++i) {
-    const double t0 = now_s();
-    fn();
-    t.push_back(now_s() - t0);
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
-}  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 3) {
@@ -42,9 +27,9 @@ int main(int argc, char** argv) {
   std::stringstream ss(argv[2]);
   for (std::string s; std::getline(ss, s, ',');) lengths.push_back(std::stoll(s));
 
-  const double t0 = now_s();
+  const double t0 = bench::now_s();
   mamba_lrp::MambaForCausalLM model = mamba_lrp::load_mamba_lm(argv[1], at::kFloat);
-  const double t_load = now_s() - t0;
+  const double t_load = bench::now_s() - t0;
   std::printf("threads %d, CPU scan %s, load %.3f s\n", at::get_num_threads(), mamba_lrp::cpu_scan_isa(), t_load);
   std::printf("%6s %10s %16s %8s %16s %8s\n", "L", "forward s", "expl. (keep) s", "ratio", "expl. (recomp) s",
               "ratio");
@@ -63,8 +48,8 @@ int main(int argc, char** argv) {
     };
     forward();
     explanation("off")();  // warm-up
-    const double tf = median_time(forward, repeat);
-    const double keep = median_time(explanation("off"), repeat), recomp = median_time(explanation("on"), repeat);
+    const auto t = bench::interleaved_medians({forward, explanation("off"), explanation("on")}, repeat);
+    const double tf = t[0].wall, keep = t[1].wall, recomp = t[2].wall;
     std::printf("%6ld %10.3f %16.3f %8.2f %16.3f %8.2f\n", (long)L, tf, keep, keep / tf, recomp, recomp / tf);
     std::fflush(stdout);
   }

@@ -5,8 +5,6 @@
 #include <torch/torch.h>
 
 #include <algorithm>
-#include <chrono>
-#include <ctime>
 #include <dlfcn.h>
 #include <cstdio>
 #include <sstream>
@@ -16,28 +14,9 @@
 #include "csrc/explain/explain_vim.h"
 #include "csrc/ops.h"
 #include "models/vision_mamba.h"
+#include "scripts/bench_timing.h"
 
 namespace {
-double now_s() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
-// Process CPU time (all threads): unlike wall time, not inflated when another process
-// shares the cores, so the explanation/forward ratio stays meaningful on a busy machine.
-double cpu_s() { return static_cast<double>(std::clock()) / CLOCKS_PER_SEC; }
-struct Timing {
-  double wall, cpu;
-};
-template <typename Fn>
-Timing median_time(Fn fn, int repeat) {
-  std::vector<double> wall, cpu;
-  for (int i = 0; i < repeat; ++i) {
-    const double t0 = now_s(), c0 = cpu_s();
-    fn();
-    wall.push_back(now_s() - t0);
-    cpu.push_back(cpu_s() - c0);
-  }
-  std::sort(wall.begin(), wall.end());
-  std::sort(cpu.begin(), cpu.end());
-  return {wall[wall.size() / 2], cpu[cpu.size() / 2]};
-}
 // OpenBLAS keeps its own thread pool beside libtorch's intra-op threads: report both.
 int openblas_threads() {
   using Fn = int (*)();
@@ -84,7 +63,8 @@ int main(int argc, char** argv) {
     auto explanation = [&] { mamba_lrp::explain_vim(model, x, opt); };
     forward();
     explanation();  // warm-up
-    const Timing tf = median_time(forward, repeat), te = median_time(explanation, repeat);
+    const auto t = bench::interleaved_medians({forward, explanation}, repeat);
+    const bench::Timing &tf = t[0], &te = t[1];
     std::printf("%6ld %10.3f %14.3f %7.2f | %12.3f %16.3f %9.2f | %14.3f\n", (long)B, tf.wall, te.wall,
                 te.wall / tf.wall, tf.cpu, te.cpu, te.cpu / tf.cpu, te.wall / B);
     std::fflush(stdout);

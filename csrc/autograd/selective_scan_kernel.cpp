@@ -25,7 +25,12 @@ class SelectiveScanFunction : public torch::autograd::Function<SelectiveScanFunc
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [out, out_y, last_state] =
         selective_scan_forward_parts(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state);
-    ctx->save_for_backward({u, delta, A, B, C, value_or_undefined(D), value_or_undefined(z),
+    // The MambaLRP backward (y linear in u) never reads u: keep only its shape, as a
+    // broadcast row (stride 0 over batch and dim), not a (B, D, L) tensor.
+    const at::Tensor u_saved = parse_scan_rule(rule) == kernels::ScanRule::kMambaLRP && u.dim() == 3
+                                   ? at::zeros({u.size(2)}, u.options()).expand(u.sizes())
+                                   : u;
+    ctx->save_for_backward({u_saved, delta, A, B, C, value_or_undefined(D), value_or_undefined(z),
                             value_or_undefined(delta_bias), value_or_undefined(out_y)});
     ctx->saved_data["delta_softplus"] = delta_softplus;
     ctx->saved_data["rule"] = rule;
