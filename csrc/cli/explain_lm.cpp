@@ -15,7 +15,6 @@
 #include "csrc/explain/explain.h"
 #include "csrc/explain/html_report.h"
 #include "csrc/explain/methods.h"
-#include "csrc/explain/scoped.h"
 #include "csrc/io/safetensors.h"
 #include "csrc/io/tokenizer.h"
 #include "models/mamba.h"
@@ -115,10 +114,7 @@ int run_explain_lm(const Args& a) {
   const at::Tensor& ids = in.ids;
   auto& tokenizer = in.tokenizer;
   mamba_lrp::MambaForCausalLM model = mamba_lrp::load_mamba_lm(a.model, dtype);
-  const MambaConfig& c = model->config();
-  if (!is_baseline_method(opt.method) &&
-      recompute_ssm_branches(opt.recompute, ids.size(-1), c.intermediate_size(), c.num_hidden_layers(), dtype))
-    release_large_blocks_when_freed();
+  if (mamba_lrp::explain_recomputes(model, ids.size(-1), opt)) release_large_blocks_when_freed();
   const mamba_lrp::Explanation e = mamba_lrp::explain(model, ids, in.mask, opt);
 
   // Outputs.

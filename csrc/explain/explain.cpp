@@ -15,6 +15,13 @@ bool is_lm_method(const std::string& method) {
   return std::find(names.begin(), names.end(), method) != names.end() || is_baseline_method(method);
 }
 
+bool explain_recomputes(MambaForCausalLM& model, int64_t length, const ExplainOptions& options) {
+  const MambaConfig& c = model->config();
+  const bool wanted = recompute_ssm_branches(options.recompute, length, c.intermediate_size(), c.num_hidden_layers(),
+                                             model->head_weight().scalar_type());  // also checks the option
+  return wanted && !is_baseline_method(options.method);
+}
+
 Explanation explain(MambaForCausalLM& model, const at::Tensor& input_ids_in, const at::Tensor& attention_mask,
                     const ExplainOptions& options) {
   if (!is_lm_method(options.method))
@@ -54,9 +61,7 @@ Explanation explain(MambaForCausalLM& model, const at::Tensor& input_ids_in, con
     if (t < 0 || t >= outputs)
       throw InputError("target " + std::to_string(t) + " is out of range [0, " + std::to_string(outputs) + ")");
 
-  const MambaConfig& c = model->config();
-  const bool recompute = recompute_ssm_branches(options.recompute, L, c.intermediate_size(), c.num_hidden_layers(),
-                                                model->head_weight().scalar_type());
+  const bool recompute = explain_recomputes(model, L, options);
   ScopedPropagation<MambaForCausalLM> scoped_mode(model, mode, baseline ? Composite() : options.composite, recompute);
   std::unique_ptr<ScopedZero> zero;
   if (options.zero_bias) zero = std::make_unique<ScopedZero>(model->biases());

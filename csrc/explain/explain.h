@@ -60,6 +60,11 @@ struct Explanation {
 // The methods explain() accepts (every method name of DESIGN.md §5).
 bool is_lm_method(const std::string& method);
 
+// Whether explain() recomputes the SSM branches (ExplainOptions::recompute) for inputs of
+// this length: the one place that decides, for explain() and for callers that prepare the
+// process for it (the CLI's allocator setting).
+bool explain_recomputes(MambaForCausalLM& model, int64_t length, const ExplainOptions& options);
+
 // input_ids (B, L) or (L) int64; attention_mask (B, L) of 0/1 or undefined.
 // Bad ids, targets, positions or methods raise InputError.
 Explanation explain(MambaForCausalLM& model, const at::Tensor& input_ids, const at::Tensor& attention_mask,
