@@ -11,6 +11,11 @@
 // with s+ = s [z > 0], s- = s [z <= 0]. Then x * grad_x is the input relevance, which
 // sums to sum(R_out) when the bias is zero. gamma = 0 gives W_a = W_b = W, z' = z and the
 // plain gradient.
+// Computed with two products and three transposed ones instead of four and four: f is
+// linear, f(x+; W) + f(x-; W) = f(x; W) = z - b and W = W+ + W-, so with
+// PQ = f(x+; W+) + f(x-; W-) and UV = f^T(s+; W+) + f^T(s-; W-):
+//   z'(z > 0) = (z - b) + gamma PQ + b_a,   z'(z <= 0) = (1 + gamma)(z - b) - gamma PQ + b_b
+//   grad_x = [x >= 0] (f^T(s; W) + gamma UV) + [x < 0] ((1 + gamma) f^T(s; W) - gamma UV)
 //
 // The epsilon rule: s = g z / (z + epsilon sign(z)) (sign(0) = +1), grad_x = f^T(s; W):
 // relevance is absorbed by epsilon where z is small; epsilon = 0 is the plain gradient.
@@ -25,31 +30,40 @@ namespace mamba_lrp {
 namespace rules {
 namespace {
 
-// A layer linear in x: its forward and the transpose of its input Jacobian.
+// A layer linear in x: its forward, the transpose of its input Jacobian, and the axis of
+// its output channels (where a bias broadcasts).
 struct LinearLayer {
   std::function<at::Tensor(const at::Tensor& x, const at::Tensor& w, const OptTensor& b)> apply;
   std::function<at::Tensor(const at::Tensor& g, const at::Tensor& w)> transpose;
+  int64_t channel_dim;
 };
+
+// b (channels) shaped to broadcast against the layer output z.
+at::Tensor bias_as_output(const LinearLayer& f, const at::Tensor& b, const at::Tensor& z) {
+  std::vector<int64_t> shape(z.dim(), 1);
+  shape[f.channel_dim < 0 ? z.dim() + f.channel_dim : f.channel_dim] = b.size(0);
+  return b.view(shape);
+}
 
 at::Tensor gamma_input_grad(const LinearLayer& f, const at::Tensor& x, const at::Tensor& w, const OptTensor& b,
                             const at::Tensor& z, const at::Tensor& g, double gamma) {
   const at::Tensor x_pos = x.clamp_min(0), x_neg = x.clamp_max(0);
-  const at::Tensor w_a = w + gamma * w.clamp_min(0), w_b = w + gamma * w.clamp_max(0);
-  OptTensor b_a, b_b;
+  const at::Tensor w_pos = w.clamp_min(0), w_neg = w.clamp_max(0);
+  const at::Tensor fx = b ? z - bias_as_output(f, *b, z) : z;  // f(x; W)
+  const at::Tensor pq = f.apply(x_pos, w_pos, c10::nullopt) + f.apply(x_neg, w_neg, c10::nullopt);
+  at::Tensor zp_pos = fx + gamma * pq, zp_neg = (1 + gamma) * fx - gamma * pq;
   if (b) {
-    b_a = *b + gamma * b->clamp_min(0);
-    b_b = *b + gamma * b->clamp_max(0);
+    zp_pos = zp_pos + bias_as_output(f, *b + gamma * b->clamp_min(0), z);
+    zp_neg = zp_neg + bias_as_output(f, *b + gamma * b->clamp_max(0), z);
   }
   const at::Tensor positive = z > 0;
-  const at::Tensor zp_pos = f.apply(x_pos, w_a, b_a) + f.apply(x_neg, w_b, c10::nullopt);
-  const at::Tensor zp_neg = f.apply(x_pos, w_b, b_b) + f.apply(x_neg, w_a, c10::nullopt);
   const at::Tensor zp = at::where(positive, zp_pos, zp_neg);
   const at::Tensor nonzero = zp != 0;
   const at::Tensor s = at::where(nonzero, g * z / at::where(nonzero, zp, at::ones_like(zp)), at::zeros_like(zp));
-  const at::Tensor s_pos = s * positive, s_neg = s * positive.logical_not();
-  const at::Tensor from_pos_x = f.transpose(s_pos, w_a) + f.transpose(s_neg, w_b);
-  const at::Tensor from_neg_x = f.transpose(s_pos, w_b) + f.transpose(s_neg, w_a);
-  return at::where(x >= 0, from_pos_x, from_neg_x);
+  const at::Tensor s_pos = s * positive, s_neg = s - s_pos;
+  const at::Tensor ts = f.transpose(s, w);
+  const at::Tensor uv = f.transpose(s_pos, w_pos) + f.transpose(s_neg, w_neg);
+  return at::where(x >= 0, ts + gamma * uv, (1 + gamma) * ts - gamma * uv);
 }
 
 at::Tensor epsilon_input_grad(const LinearLayer& f, const at::Tensor& w, const at::Tensor& z, const at::Tensor& g,
@@ -100,7 +114,7 @@ void check_linear(const char* op, RuleKind kind, const at::Tensor& x, const at::
 
 LinearLayer linear_layer() {
   return {[](const at::Tensor& x, const at::Tensor& w, const OptTensor& b) { return at::linear(x, w, b); },
-          [](const at::Tensor& g, const at::Tensor& w) { return g.matmul(w); }};
+          [](const at::Tensor& g, const at::Tensor& w) { return g.matmul(w); }, -1};
 }
 
 template <RuleKind kKind>
@@ -125,7 +139,8 @@ LinearLayer conv_layer(const ConvGeometry& geo, const at::Tensor& x) {
             return std::get<0>(at::convolution_backward(g, x, w, c10::nullopt, geo.stride, geo.padding, geo.dilation,
                                                         false, std::vector<int64_t>(geo.stride.size(), 0),
                                                         geo.groups, {true, false, false}));
-          }};
+          },
+          1};
 }
 
 void check_conv(const char* op, RuleKind kind, int64_t spatial, const at::Tensor& x, const at::Tensor& w,
