@@ -151,8 +151,8 @@ class LeanMambaLrpBranch : public torch::autograd::Function<LeanMambaLrpBranch> 
     // The conv's input gradient of du * sigmoid(conv output) (SiLU identity rule).
     at::Tensor dx = causal_conv1d_input_grad(du, s.sigmoid_conv, w.conv_weight);
     if (m3.defined()) dx = dx * m3;
-    // Through the z half of in_proj when the node computed z: (W_z^T dz)^T, (B, L, H).
-    const at::Tensor dz_arg = z_weight.defined() ? at::matmul(z_weight.t(), dz).transpose(1, 2) : dz;
+    // Through the z half of in_proj when the node computed z: dz^T W_z, (B, L, H) dense.
+    const at::Tensor dz_arg = z_weight.defined() ? at::matmul(dz.transpose(1, 2), z_weight) : dz;
     return {dx, dz_arg, at::Tensor(), at::Tensor()};
   }
 };

@@ -1,5 +1,7 @@
 #include "rules/propagation.h"
 
+#include <torch/autograd.h>
+
 #include <fstream>
 #include <sstream>
 
@@ -116,12 +118,31 @@ namespace {
 // through the broadcast would be a (B, out, in) temporary.
 bool broadcast_weight(const at::Tensor& x, const at::Tensor& weight) { return x.dim() == 3 && !weight.requires_grad(); }
 at::Tensor batch_of(const at::Tensor& weight, int64_t B) { return weight.unsqueeze(0).expand({B, weight.size(0), weight.size(1)}); }
+
+// W x^T for x (B, L, in) and a frozen W: the output (B, out, L) dense for conv and scan, and
+// x's gradient g^T W computed token-major (B, L, in), dense like x: the residual stream's
+// gradient then never mixes layouts (a transposed gradient made every norm backward and
+// residual addition a strided pass).
+class TokensToChannels : public torch::autograd::Function<TokensToChannels> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight) {
+    ctx->saved_data["weight"] = weight;
+    return at::bmm(batch_of(weight, x.size(0)), x.transpose(1, 2));
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const at::Tensor w = ctx->saved_data["weight"].toTensor();
+    const at::Tensor& g = grads[0];  // (B, out, L)
+    return {at::bmm(g.transpose(1, 2), batch_of(w, g.size(0))), at::Tensor()};
+  }
+};
 }  // namespace
 
 at::Tensor linear_to_channels(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                               const LayerRule& rule) {
   if (rule.kind != LayerRule::Kind::kLrp0) return linear_with_rule(x, weight, bias, rule).transpose(-1, -2);
-  at::Tensor out = at::matmul(weight, x.transpose(-1, -2));  // (B, out, L)
+  at::Tensor out = broadcast_weight(x, weight) ? TokensToChannels::apply(x, weight)
+                                               : at::matmul(weight, x.transpose(-1, -2));  // (B, out, L)
   return bias ? out + bias->unsqueeze(-1) : out;
 }
 at::Tensor linear_on_channels(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
