@@ -41,6 +41,13 @@ RowPtrs<T> row_ptrs(const SelectiveScanParams& p, int64_t b, int64_t d) {
   return r;
 }
 
+// exp(dt A) of a block of states; with ScanWork::decay_only every exponent is <= 0.
+template <bool kDecayOnly, typename V>
+inline V exp_dtA(V x) {
+  if constexpr (kDecayOnly) return vexp_nonpositive(x);
+  else return vexp(x);
+}
+
 // A[d, :] zero-padded to dpad lanes (padded states: exp(0) = 1, B = C = 0, so they stay 0).
 template <typename T>
 void load_A_row(const SelectiveScanParams& p, int64_t d, int64_t dpad, T* a) {
@@ -81,7 +88,7 @@ const T* bc_rows(const void* base, const SelectiveScanParams& p, const ScanWork&
   return static_cast<const T*>(base) + ((b * p.n_groups + g) * p.seqlen) * w.dpad;
 }
 
-template <typename T>
+template <typename T, bool kDecayOnly>
 void fwd_row(const SelectiveScanParams& p, const ScanWork& w, int64_t b, int64_t d) {
   const int64_t g = d / p.dim_per_group();
   const RowPtrs<T> r = row_ptrs<T>(p, b, d);
@@ -111,7 +118,7 @@ void fwd_row(const SelectiveScanParams& p, const ScanWork& w, int64_t b, int64_t
       const T* Brow = Bt + t0 * w.dpad + nb;
       const T* Crow = Ct + t0 * w.dpad + nb;
       for (int64_t i = 0; i < n; ++i) {
-        hv = vexp(av * dt[i]) * hv + load(Brow + i * w.dpad) * dtu[i];
+        hv = exp_dtA<kDecayOnly>(av * dt[i]) * hv + load(Brow + i * w.dpad) * dtu[i];
         store(ch + i * kLanes<T>, load(Crow + i * w.dpad) * hv);
       }
       store(h + nb, hv);
@@ -190,7 +197,7 @@ void init_state_grad(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t
 }
 
 // MambaLRP backward of one row: a reverse linear scan, no forward states needed.
-template <typename T>
+template <typename T, bool kDecayOnly>
 void bwd_lrp_row(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t b, int64_t d) {
   const int64_t g = d / p.dim_per_group();
   const BwdRow<T> q = bwd_row_ptrs<T>(p, b, d);
@@ -219,7 +226,7 @@ void bwd_lrp_row(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t b, 
       for (int64_t i = n - 1; i >= 0; --i) {
         const Vec<T> gt = carry + load(Crow + i * w.dpad) * gy[i];
         store(bg + i * kLanes<T>, load(Brow + i * w.dpad) * gt);
-        carry = vexp(av * dt[i]) * gt;
+        carry = exp_dtA<kDecayOnly>(av * dt[i]) * gt;
       }
       store(gh + nb, carry);
       for (int64_t i = 0; i < n_full; i += kLanes<T>) store(acc + i, load(acc + i) + row_sums(bg + i * kLanes<T>));
@@ -327,16 +334,18 @@ void bwd_exact_task(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t 
 void fwd_range(const SelectiveScanParams& p, const ScanWork& w, int64_t begin, int64_t end) {
   for (int64_t item = begin; item < end; ++item) {
     const int64_t b = item / p.dim, d = item % p.dim;
-    if (p.input_type == ScanDType::kFloat64) fwd_row<double>(p, w, b, d);
-    else fwd_row<float>(p, w, b, d);
+    const bool f64 = p.input_type == ScanDType::kFloat64;
+    if (w.decay_only) f64 ? fwd_row<double, true>(p, w, b, d) : fwd_row<float, true>(p, w, b, d);
+    else f64 ? fwd_row<double, false>(p, w, b, d) : fwd_row<float, false>(p, w, b, d);
   }
 }
 
 void bwd_lrp_range(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t begin, int64_t end) {
   for (int64_t item = begin; item < end; ++item) {
     const int64_t b = item / p.dim, d = item % p.dim;
-    if (p.input_type == ScanDType::kFloat64) bwd_lrp_row<double>(p, w, b, d);
-    else bwd_lrp_row<float>(p, w, b, d);
+    const bool f64 = p.input_type == ScanDType::kFloat64;
+    if (w.decay_only) f64 ? bwd_lrp_row<double, true>(p, w, b, d) : bwd_lrp_row<float, true>(p, w, b, d);
+    else f64 ? bwd_lrp_row<double, false>(p, w, b, d) : bwd_lrp_row<float, false>(p, w, b, d);
   }
 }
 

@@ -13,6 +13,7 @@ constexpr int64_t kChunk = 64;  // time steps per chunk: dt, gates and partial s
 struct ScanWork {
   int64_t dpad = 0;          // dstate rounded up to a multiple of the 16 lanes
   int64_t parts = 1;         // exact backward: dims of a group are split into this many tasks
+  bool decay_only = false;   // every exponent dt A <= 0 (A <= 0, dt through softplus): cheaper exp
   // B and C transposed to (batch, groups, seqlen, dpad), zero in the padded states.
   const void* Bt = nullptr;
   const void* Ct = nullptr;
