@@ -37,12 +37,12 @@ class RmsNormIdentity : public torch::autograd::Function<RmsNormIdentity> {
     const at::Tensor r = rms_factor(x, eps);  // (..., 1)
     ctx->save_for_backward({r, value_or_undefined(weight)});
     at::Tensor y = x * r;
-    return weight ? y.mul_(*weight) : y;
+    return weight ? y * *weight : y;
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
-    at::Tensor g = grads[0] * saved[0];  // a new tensor: scaled again in place
-    if (saved[1].defined()) g.mul_(saved[1]);
+    at::Tensor g = grads[0] * saved[0];
+    if (saved[1].defined()) g = g * saved[1];
     return {g, at::Tensor(), at::Tensor()};
   }
 };
