@@ -6,12 +6,15 @@
 namespace mamba_lrp {
 namespace {
 
-// The kernel's case: CPU, float32/float64 throughout, a (C, 1, K) depthwise weight.
-bool kernel_applies(const at::Tensor& x, const at::Tensor& weight) {
+// The kernel's case: CPU, float32/float64 throughout, a (C, 1, K) depthwise weight and a
+// (C) bias. Anything else goes to ATen, which also reports mismatched shapes.
+bool kernel_applies(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias) {
   const auto t = x.scalar_type();
   return x.device().is_cpu() && weight.device().is_cpu() && (t == at::kFloat || t == at::kDouble) &&
          weight.scalar_type() == t && x.dim() == 3 && weight.dim() == 3 && weight.size(0) == x.size(1) &&
-         weight.size(1) == 1;
+         weight.size(1) == 1 &&
+         (!bias || (bias->device().is_cpu() && bias->scalar_type() == t && bias->dim() == 1 &&
+                    bias->size(0) == x.size(1)));
 }
 
 }  // namespace
@@ -21,7 +24,7 @@ ConvSiluParts causal_conv1d_silu(const at::Tensor& x_in, const at::Tensor& weigh
   TORCH_CHECK(conv || silu || sigmoid, "causal_conv1d_silu: no output asked for");
   const int64_t K = weight_in.size(-1);
   ConvSiluParts parts;
-  if (!kernel_applies(x_in, weight_in) || (bias && bias->scalar_type() != x_in.scalar_type())) {
+  if (!kernel_applies(x_in, weight_in, bias)) {
     const at::Tensor c = at::conv1d(at::constant_pad_nd(x_in, {K - 1, 0}), weight_in, bias ? *bias : at::Tensor(),
                                     /*stride=*/{1}, /*padding=*/at::IntArrayRef{0}, /*dilation=*/{1}, x_in.size(1));
     if (conv) parts.conv = c;
@@ -53,11 +56,13 @@ ConvSiluParts causal_conv1d_silu(const at::Tensor& x_in, const at::Tensor& weigh
 at::Tensor causal_conv1d_input_grad(const at::Tensor& grad_out_in, const c10::optional<at::Tensor>& scale_in,
                                     const at::Tensor& weight_in) {
   const int64_t K = weight_in.size(-1);
-  if (!kernel_applies(grad_out_in, weight_in) || (scale_in && scale_in->scalar_type() != grad_out_in.scalar_type())) {
+  if (!kernel_applies(grad_out_in, weight_in, c10::nullopt) ||
+      (scale_in && (!scale_in->device().is_cpu() || scale_in->scalar_type() != grad_out_in.scalar_type() ||
+                    scale_in->sizes() != grad_out_in.sizes()))) {
     // A conv of the right-padded gradient with the flipped kernel.
     const at::Tensor g = scale_in ? grad_out_in * *scale_in : grad_out_in;
-    return at::conv1d(at::constant_pad_nd(g, {0, K - 1}), weight_in.flip({2}), at::Tensor(), /*stride=*/{1}, /*padding=*/at::IntArrayRef{0}, /*dilation=*/{1},
-                      grad_out_in.size(1));
+    return at::conv1d(at::constant_pad_nd(g, {0, K - 1}), weight_in.flip({2}), at::Tensor(), /*stride=*/{1},
+                      /*padding=*/at::IntArrayRef{0}, /*dilation=*/{1}, grad_out_in.size(1));
   }
   const at::Tensor grad_out = grad_out_in.contiguous();
   const at::Tensor scale = scale_in ? scale_in->contiguous() : at::Tensor();

@@ -184,7 +184,7 @@ using torch::autograd::variable_list;
 
 // a + flip(b) along L into out; either may be undefined (both: zeros).
 void add_flipped_into(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
-  if (b.defined()) flip_add_into(out, b, a.defined() ? c10::optional<at::Tensor>(a) : c10::nullopt);
+  if (b.defined()) flip_add_into(out, b, opt(a));
   else if (a.defined()) out.copy_(a);
   else out.zero_();
 }

@@ -94,6 +94,14 @@ TEST_CASE("causal_conv1d_silu equals the loop: strided input, widths, bias, floa
         }
 }
 
+TEST_CASE("causal_conv1d_silu refuses a bias or weight that does not fit x (no read past them)", "[kernels]") {
+  const torch::Tensor x = torch::randn({2, 5, 9});
+  const torch::Tensor w = torch::randn({5, 1, 4});
+  REQUIRE_THROWS(mamba_lrp::causal_conv1d_silu(x, w, torch::randn({3}), true, true, false));
+  REQUIRE_THROWS(mamba_lrp::causal_conv1d_silu(x, torch::randn({3, 1, 4}), c10::nullopt, true, false, false));
+  REQUIRE_THROWS(mamba_lrp::causal_conv1d_input_grad(x, torch::rand({2, 5, 4}), w));
+}
+
 TEST_CASE("the conv's SiLU is accurate over the whole float range", "[kernels]") {
   // Values from -200 to 200 (exp clamps there), a width-1 kernel of weight 1: c = x.
   const torch::Tensor x = torch::linspace(-200, 200, 40001, torch::kFloat32).reshape({1, 1, -1});
