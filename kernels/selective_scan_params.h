@@ -40,6 +40,18 @@ struct SelectiveScanParams {
   void* out = nullptr;           int64_t out_batch_stride = 0, out_dim_stride = 0;    // gated output
   void* out_y = nullptr;         int64_t out_y_batch_stride = 0, out_y_dim_stride = 0; // pre-gate y (only with z; optional)
   void* last_state = nullptr;    // (batch, dim, dstate) dense, float for fp16/bf16/fp32 inputs; optional
+
+  // What the MambaLRP backward needs, kept by a forward that records for it (CPU kernels;
+  // optional, all three laid out with the lrp_* strides). The forward computes them anyway:
+  //   lrp_dt       = softplus(delta + delta_bias) (or without softplus), the dt the scan used
+  //   lrp_gy_scale = silu(z) / 2      (with z)   the gate half rule's factor for y
+  //   lrp_dz_scale = y sigmoid(z) / 2 (with z)   and for z, with the SiLU identity rule
+  // The forward writes them when set; a MambaLRP backward given them reads these instead of
+  // delta, delta_bias, z and out_y, and skips the softplus and the gate's exponentials.
+  void* lrp_dt = nullptr;
+  void* lrp_gy_scale = nullptr;
+  void* lrp_dz_scale = nullptr;
+  int64_t lrp_batch_stride = 0, lrp_dim_stride = 0;
 };
 
 // Which backward a call computes.

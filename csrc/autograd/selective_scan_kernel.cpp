@@ -3,6 +3,7 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include "csrc/cpu/selective_scan_lrp.h"
 #include "csrc/ops.h"
 #include "csrc/selective_scan_common.h"
 
@@ -16,6 +17,12 @@ using torch::autograd::variable_list;
 OptTensor opt(const at::Tensor& t) { return t.defined() ? OptTensor(t) : c10::nullopt; }
 at::Tensor value_or_undefined(const OptTensor& t) { return t ? *t : at::Tensor(); }
 
+// The MambaLRP backward on the CPU runs from factors its forward kept (csrc/cpu/selective_scan_lrp.h).
+bool keeps_lrp_factors(const std::string& rule, const at::Tensor& u, bool return_last_state) {
+  return parse_scan_rule(rule) == kernels::ScanRule::kMambaLRP && u.device().is_cpu() && !return_last_state &&
+         (u.scalar_type() == at::kFloat || u.scalar_type() == at::kDouble);
+}
+
 class SelectiveScanFunction : public torch::autograd::Function<SelectiveScanFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& u, const at::Tensor& delta,
@@ -23,6 +30,14 @@ class SelectiveScanFunction : public torch::autograd::Function<SelectiveScanFunc
                                const OptTensor& z, const OptTensor& delta_bias, bool delta_softplus,
                                bool return_last_state, const std::string& rule) {
     at::AutoDispatchBelowADInplaceOrView guard;
+    ctx->saved_data["delta_softplus"] = delta_softplus;
+    ctx->saved_data["rule"] = rule;
+    if (keeps_lrp_factors(rule, u, return_last_state)) {
+      auto [out, f] = selective_scan_lrp_forward_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus);
+      ctx->save_for_backward({f.dt, A, B, C, value_or_undefined(D), f.gy_scale, f.dz_scale});
+      ctx->saved_data["lrp_factors"] = true;
+      return {out};
+    }
     auto [out, out_y, last_state] =
         selective_scan_forward_parts(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state);
     // The MambaLRP backward (y linear in u) never reads u: keep only its shape, as a
@@ -32,8 +47,6 @@ class SelectiveScanFunction : public torch::autograd::Function<SelectiveScanFunc
                                    : u;
     ctx->save_for_backward({u_saved, delta, A, B, C, value_or_undefined(D), value_or_undefined(z),
                             value_or_undefined(delta_bias), value_or_undefined(out_y)});
-    ctx->saved_data["delta_softplus"] = delta_softplus;
-    ctx->saved_data["rule"] = rule;
     // Undefined outputs are not allowed: return the last state only when asked for.
     if (last_state) return {out, *last_state};
     return {out};
@@ -41,6 +54,14 @@ class SelectiveScanFunction : public torch::autograd::Function<SelectiveScanFunc
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
+    if (ctx->saved_data.count("lrp_factors")) {
+      const LrpScanFactors f{saved[0], saved[5], saved[6]};
+      const at::Tensor grad_out = grads[0].defined() ? grads[0] : at::zeros_like(f.dt);
+      auto [du, dz] = selective_scan_lrp_backward_cpu(grad_out, f, saved[1], saved[2], saved[3], opt(saved[4]),
+                                                      ctx->saved_data["delta_softplus"].toBool());
+      return {du, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), value_or_undefined(dz),
+              at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    }
     const at::Tensor &u = saved[0], &delta = saved[1], &A = saved[2], &B = saved[3], &C = saved[4];
     const bool delta_softplus = ctx->saved_data["delta_softplus"].toBool();
     const std::string rule = ctx->saved_data["rule"].toStringRef();

@@ -122,6 +122,7 @@ void write_output(const std::string& dest, const std::string& content) {
   std::ofstream f(dest, std::ios::binary);
   if (!f) throw InputError(dest + ": cannot write");
   f << content;
+  f.close();  // a failed flush on close is a failed write too
   if (!f) throw InputError(dest + ": write failed");
 }
 

@@ -4,6 +4,8 @@
 // Exit status: 0 success, 2 bad input (one line on stderr), 1 internal error.
 #include <c10/util/Exception.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <string>
 
@@ -13,7 +15,9 @@
 using mamba_lrp::InputError;
 namespace cli = mamba_lrp::cli;
 
-int main(int argc, char** argv) {
+namespace {
+
+int run(int argc, char** argv) {
   try {
     // evaluate and train parse their own options.
     const std::string command = argc > 1 ? argv[1] : "";
@@ -42,4 +46,17 @@ int main(int argc, char** argv) {
     std::cerr << "mamba-lrp: internal error: " << e.what() << "\n";
     return 1;
   }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int status = run(argc, argv);
+  // Every output file was written and closed inside run(); what is left is the teardown of
+  // libtorch's static operator registry and of the heap, about 60 ms of a 0.85 s run here,
+  // which an exiting process does not need. Flush the streams and leave without it.
+  std::cout.flush();
+  std::cerr.flush();
+  std::fflush(nullptr);
+  std::_Exit(status);
 }

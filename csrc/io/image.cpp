@@ -243,6 +243,7 @@ void write_png(const std::string& path, const Image& img) {
   std::ofstream f(path, std::ios::binary);
   if (!f) throw InputError(path + ": cannot write");
   f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  f.close();
   if (!f) throw InputError(path + ": write failed");
 }
 

@@ -28,6 +28,10 @@ struct RowPtrs {
   const T* z;  // may be null
   T D;
   T bias;
+  // SelectiveScanParams::lrp_*: written by the forward, read by the MambaLRP backward (may be null).
+  T* lrp_dt;
+  T* lrp_gy_scale;
+  T* lrp_dz_scale;
 };
 
 template <typename T>
@@ -38,6 +42,10 @@ RowPtrs<T> row_ptrs(const SelectiveScanParams& p, int64_t b, int64_t d) {
   r.z = p.z ? static_cast<const T*>(p.z) + b * p.z_batch_stride + d * p.z_dim_stride : nullptr;
   r.D = p.D ? static_cast<const T*>(p.D)[d] : T(0);
   r.bias = p.delta_bias ? static_cast<const T*>(p.delta_bias)[d] : T(0);
+  const int64_t lrp_at = b * p.lrp_batch_stride + d * p.lrp_dim_stride;
+  r.lrp_dt = p.lrp_dt ? static_cast<T*>(p.lrp_dt) + lrp_at : nullptr;
+  r.lrp_gy_scale = p.lrp_gy_scale ? static_cast<T*>(p.lrp_gy_scale) + lrp_at : nullptr;
+  r.lrp_dz_scale = p.lrp_dz_scale ? static_cast<T*>(p.lrp_dz_scale) + lrp_at : nullptr;
   return r;
 }
 
@@ -55,32 +63,54 @@ void load_A_row(const SelectiveScanParams& p, int64_t d, int64_t dpad, T* a) {
   for (int64_t n = 0; n < dpad; ++n) a[n] = n < p.dstate ? A[n * p.A_dstate_stride] : T(0);
 }
 
-// dt for steps [t0, t0+n) of a row: delta + bias, through softplus if asked.
-// Also returns the softplus derivative sigmoid(delta + bias) when dsp is not null.
+// Lanes [0, count) from src and zeros after them (a whole vector when count >= kLanes),
+// and the matching partial store: the chunk loops work a vector at a time and only touch
+// the steps that exist.
 template <typename T>
-void chunk_dt(const SelectiveScanParams& p, const RowPtrs<T>& r, int64_t t0, int64_t n, T* dt, T* dsp) {
-  alignas(64) T raw[kChunk];
-  for (int64_t i = 0; i < kChunk; ++i) raw[i] = i < n ? r.delta[t0 + i] + r.bias : T(0);
-  if (!p.delta_softplus) {
-    std::memcpy(dt, raw, sizeof(raw));
-    if (dsp) for (int64_t i = 0; i < kChunk; ++i) dsp[i] = T(1);
-    return;
-  }
-  for (int64_t i = 0; i < kChunk; i += kLanes<T>) store(dt + i, vsoftplus(load<T>(raw + i)));
-  if (dsp) for (int64_t i = 0; i < n; ++i) dsp[i] = sigmoid(raw[i]);
+inline Vec<T> load_upto(const T* src, int64_t count) {
+  if (count >= kLanes<T>) return load<T>(src);
+  alignas(64) T tmp[kLanes<T>] = {};
+  std::copy(src, src + count, tmp);
+  return load<T>(tmp);
+}
+template <typename T>
+inline void store_upto(T* dst, Vec<T> v, int64_t count) {
+  if (count >= kLanes<T>) return store(dst, v);
+  alignas(64) T tmp[kLanes<T>];
+  store(tmp, v);
+  std::copy(tmp, tmp + count, dst);
 }
 
-// silu(z) and sigmoid(z) for n <= kChunk steps, a vector at a time.
+// Steps [t0, t0+n) of one row of a (batch, dim, seqlen) input, asked into the cache while
+// the current row is scanned: every row starts on inputs last touched long ago (written by
+// the layers before, or in the forward pass), and a row is too short for the hardware
+// prefetcher to get going. Prefetches never fault; null rows are skipped.
 template <typename T>
-void chunk_silu(const T* z, int64_t n, T* silu, T* sig) {
-  alignas(64) T raw[kChunk];
-  for (int64_t i = 0; i < kChunk; ++i) raw[i] = i < n ? z[i] : T(0);
-  for (int64_t i = 0; i < kChunk; i += kLanes<T>) {
-    const Vec<T> zv = load<T>(raw + i);
-    const Vec<T> sv = T(1) / (T(1) + vexp(-zv));
-    store(silu + i, zv * sv);
-    if (sig) store(sig + i, sv);
+inline void prefetch_steps(const T* row, int64_t t0, int64_t n) {
+  if (!row) return;
+  constexpr int64_t kPerLine = 64 / sizeof(T);
+  for (int64_t i = 0; i < n; i += kPerLine) __builtin_prefetch(row + t0 + i);
+  __builtin_prefetch(row + t0 + n - 1);
+}
+
+// dt for steps [t0, t0+n) of a row: delta + bias, through softplus if asked (dt[i] for
+// i >= n up to the next whole vector holds padding). Also the softplus derivative
+// sigmoid(delta + bias) in dsp[0, n) when dsp is not null.
+template <typename T>
+void chunk_dt(const SelectiveScanParams& p, const RowPtrs<T>& r, int64_t t0, int64_t n, T* dt, T* dsp) {
+  for (int64_t i = 0; i < n; i += kLanes<T>) {
+    const Vec<T> raw = load_upto(r.delta + t0 + i, n - i) + r.bias;
+    store(dt + i, p.delta_softplus ? vsoftplus(raw) : raw);
   }
+  if (!dsp) return;
+  for (int64_t i = 0; i < n; ++i) dsp[i] = p.delta_softplus ? sigmoid(r.delta[t0 + i] + r.bias) : T(1);
+}
+
+// sigmoid(z) of a vector (z padded with zeros past the sequence: finite).
+template <typename V>
+inline V vsigmoid(V z) {
+  using S = std::remove_reference_t<decltype(z[0])>;
+  return S(1) / (S(1) + vexp(-z));
 }
 
 template <typename T>
@@ -92,6 +122,7 @@ template <typename T, bool kDecayOnly>
 void fwd_row(const SelectiveScanParams& p, const ScanWork& w, int64_t b, int64_t d) {
   const int64_t g = d / p.dim_per_group();
   const RowPtrs<T> r = row_ptrs<T>(p, b, d);
+  const RowPtrs<T> next = d + 1 < p.dim ? row_ptrs<T>(p, b, d + 1) : RowPtrs<T>{};
   const T* Bt = bc_rows<T>(w.Bt, p, w, b, g);
   const T* Ct = bc_rows<T>(w.Ct, p, w, b, g);
   T* out = static_cast<T*>(p.out) + b * p.out_batch_stride + d * p.out_dim_stride;
@@ -108,8 +139,12 @@ void fwd_row(const SelectiveScanParams& p, const ScanWork& w, int64_t b, int64_t
   for (int64_t t0 = 0; t0 < p.seqlen; t0 += kChunk) {
     const int64_t n = std::min(kChunk, p.seqlen - t0);
     const int64_t n_full = (n + kLanes<T> - 1) / kLanes<T> * kLanes<T>;  // whole blocks of row sums
+    prefetch_steps(next.delta, t0, n);
+    prefetch_steps(next.u, t0, n);
+    prefetch_steps(next.z, t0, n);
     chunk_dt<T>(p, r, t0, n, dt, nullptr);
-    for (int64_t i = 0; i < n; ++i) dtu[i] = dt[i] * r.u[t0 + i];
+    if (r.lrp_dt) std::copy(dt, dt + n, r.lrp_dt + t0);
+    for (int64_t i = 0; i < n; i += kLanes<T>) store(dtu + i, load(dt + i) * load_upto(r.u + t0 + i, n - i));
     std::fill(y, y + kChunk, T(0));
     if (n_full > n) std::fill(ch + n * kLanes<T>, ch + n_full * kLanes<T>, T(0));
     for (int64_t nb = 0; nb < w.dpad; nb += kLanes<T>) {
@@ -124,14 +159,17 @@ void fwd_row(const SelectiveScanParams& p, const ScanWork& w, int64_t b, int64_t
       store(h + nb, hv);
       for (int64_t i = 0; i < n_full; i += kLanes<T>) store(y + i, load(y + i) + row_sums(ch + i * kLanes<T>));
     }
-    for (int64_t i = 0; i < n; ++i) y[i] += r.D * r.u[t0 + i];
-    if (out_y) std::copy(y, y + n, out_y + t0);
-    if (r.z) {
-      alignas(64) T silu_z[kChunk];
-      chunk_silu(r.z + t0, n, silu_z, static_cast<T*>(nullptr));
-      for (int64_t i = 0; i < n; ++i) out[t0 + i] = y[i] * silu_z[i];
-    } else {
-      std::copy(y, y + n, out + t0);
+    for (int64_t i = 0; i < n; i += kLanes<T>) {
+      const Vec<T> yv = load(y + i) + load_upto(r.u + t0 + i, n - i) * r.D;
+      if (out_y) store_upto(out_y + t0 + i, yv, n - i);
+      if (r.z) {
+        const Vec<T> zv = load_upto(r.z + t0 + i, n - i), sv = vsigmoid(zv), silu = zv * sv;
+        store_upto(out + t0 + i, yv * silu, n - i);
+        if (r.lrp_gy_scale) store_upto(r.lrp_gy_scale + t0 + i, T(0.5) * silu, n - i);
+        if (r.lrp_dz_scale) store_upto(r.lrp_dz_scale + t0 + i, T(0.5) * yv * sv, n - i);
+      } else {
+        store_upto(out + t0 + i, yv, n - i);
+      }
     }
   }
   if (p.last_state) {
@@ -146,21 +184,27 @@ void fwd_row(const SelectiveScanParams& p, const ScanWork& w, int64_t b, int64_t
 template <typename T>
 void chunk_gate_grads(const SelectiveScanBwdParams& p, const RowPtrs<T>& r, const T* gout, const T* out_y,
                       T* dz, int64_t t0, int64_t n, T* gy) {
-  if (!r.z) {
-    for (int64_t i = 0; i < n; ++i) gy[i] = gout[t0 + i];
-    return;
-  }
   const bool lrp = p.rule == ScanRule::kMambaLRP;
-  alignas(64) T silu_z[kChunk], sig_z[kChunk];
-  chunk_silu(r.z + t0, n, silu_z, sig_z);
-  for (int64_t i = 0; i < n; ++i) {
-    const T g = gout[t0 + i], zi = r.z[t0 + i], yi = out_y[t0 + i];
+  for (int64_t i = 0; i < n; i += kLanes<T>) {
+    const int64_t m = n - i;
+    const Vec<T> g = load_upto(gout + t0 + i, m);
+    if (r.lrp_gy_scale) {  // the forward's factors (MambaLRP only)
+      store(gy + i, g * load_upto(r.lrp_gy_scale + t0 + i, m));
+      store_upto(dz + t0 + i, g * load_upto(r.lrp_dz_scale + t0 + i, m), m);
+      continue;
+    }
+    if (!r.z) {
+      store(gy + i, g);
+      continue;
+    }
+    const Vec<T> zv = load_upto(r.z + t0 + i, m), yv = load_upto(out_y + t0 + i, m);
+    const Vec<T> sv = vsigmoid(zv), silu = zv * sv;
     if (lrp) {
-      gy[i] = T(0.5) * g * silu_z[i];
-      dz[t0 + i] = T(0.5) * g * yi * sig_z[i];
+      store(gy + i, T(0.5) * g * silu);
+      store_upto(dz + t0 + i, T(0.5) * g * yv * sv, m);
     } else {
-      gy[i] = g * silu_z[i];
-      dz[t0 + i] = g * yi * sig_z[i] * (T(1) + zi * (T(1) - sig_z[i]));
+      store(gy + i, g * silu);
+      store_upto(dz + t0 + i, g * yv * sv * (T(1) + zv * (T(1) - sv)), m);
     }
   }
 }
@@ -201,6 +245,8 @@ template <typename T, bool kDecayOnly>
 void bwd_lrp_row(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t b, int64_t d) {
   const int64_t g = d / p.dim_per_group();
   const BwdRow<T> q = bwd_row_ptrs<T>(p, b, d);
+  const bool has_next = d + 1 < p.dim;
+  const BwdRow<T> next = has_next ? bwd_row_ptrs<T>(p, b, d + 1) : BwdRow<T>{};
   const T* Bt = bc_rows<T>(w.Bt, p, w, b, g);
   const T* Ct = bc_rows<T>(w.Ct, p, w, b, g);
   alignas(64) T a[kMaxDState];
@@ -214,7 +260,17 @@ void bwd_lrp_row(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t b, 
   for (int64_t c = chunks - 1; c >= 0; --c) {
     const int64_t t0 = c * kChunk, n = std::min(kChunk, p.seqlen - t0);
     const int64_t n_full = (n + kLanes<T> - 1) / kLanes<T> * kLanes<T>;  // whole blocks of row sums
-    chunk_dt<T>(p, q.r, t0, n, dt, nullptr);
+    if (has_next) {
+      prefetch_steps(next.r.lrp_dt ? next.r.lrp_dt : next.r.delta, t0, n);
+      prefetch_steps(next.r.lrp_gy_scale ? next.r.lrp_gy_scale : next.r.z, t0, n);
+      prefetch_steps(next.r.lrp_dz_scale ? next.r.lrp_dz_scale : next.out_y, t0, n);
+      prefetch_steps(next.gout, t0, n);
+    }
+    if (q.r.lrp_dt) {
+      for (int64_t i = 0; i < n; i += kLanes<T>) store(dt + i, load_upto(q.r.lrp_dt + t0 + i, n - i));
+    } else {
+      chunk_dt<T>(p, q.r, t0, n, dt, nullptr);
+    }
     chunk_gate_grads(p, q.r, q.gout, q.out_y, q.dz, t0, n, gy);
     std::fill(acc, acc + kChunk, T(0));
     if (n_full > n) std::fill(bg + n * kLanes<T>, bg + n_full * kLanes<T>, T(0));
@@ -231,7 +287,8 @@ void bwd_lrp_row(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t b, 
       store(gh + nb, carry);
       for (int64_t i = 0; i < n_full; i += kLanes<T>) store(acc + i, load(acc + i) + row_sums(bg + i * kLanes<T>));
     }
-    for (int64_t i = 0; i < n; ++i) q.du[t0 + i] = dt[i] * acc[i] + q.r.D * gy[i];
+    for (int64_t i = 0; i < n; i += kLanes<T>)
+      store_upto(q.du + t0 + i, load(dt + i) * load(acc + i) + load(gy + i) * q.r.D, n - i);
   }
 }
 

@@ -115,6 +115,37 @@ def test_mambalrp_gradients_match_detach_reference(ops, shape, with_z):
         assert ours[name] is None, f"{name} received a gradient under the mambalrp rule"
 
 
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("with_z", [False, True])
+@pytest.mark.parametrize("softplus", [False, True])
+def test_mambalrp_backward_from_forward_factors(ops, shape, with_z, softplus):
+    """Without the last state the CPU op keeps dt and the gate's factors from its forward and
+    its MambaLRP backward reads those (no softplus, no sigmoid recomputed): same gradients as
+    the detach reference, float64 to 1e-11 and float32 to 1e-5 of the largest (float32 with
+    softplus only: these inputs' raw delta is mostly negative, so without softplus the states
+    grow past float32's range)."""
+    batch, dim, seqlen, dstate, groups = shape
+    x = make_inputs(batch, dim, seqlen, dstate, groups, with_z=with_z, seed=13)
+    g = torch.randn(batch, dim, seqlen, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
+    grads = {}
+    for dtype in (torch.float64, torch.float32) if softplus else (torch.float64,):
+        xd = {k: (v.detach().to(dtype).requires_grad_(True) if v is not None else None) for k, v in x.items()}
+        out = ops.selective_scan(**xd, delta_softplus=softplus, rule="mambalrp")[0]
+        (out * g.to(dtype)).sum().backward()
+        grads[dtype] = {k: v.grad for k, v in xd.items() if v is not None}
+        for name in ["delta", "A", "B", "C", "D", "delta_bias"]:
+            assert grads[dtype][name] is None, f"{name} received a gradient under the mambalrp rule"
+    ref_in = {k: (v.detach().clone().requires_grad_(True) if v is not None else None) for k, v in x.items()}
+    ref = selective_scan_ref(**ref_in, delta_softplus=softplus, mambalrp=True)
+    (ref * g).sum().backward()
+    for name in ["u", "z"] if with_z else ["u"]:
+        expect = ref_in[name].grad
+        torch.testing.assert_close(grads[torch.float64][name], expect, rtol=1e-11, atol=1e-11)
+        if softplus:
+            err = (grads[torch.float32][name].double() - expect).abs().max() / expect.abs().max()
+            assert err < 1e-5, (name, err)
+
+
 def test_mambalrp_conserves_relevance_without_gate(ops):
     """Without D the SSM is linear in u with no bias: sum(u * du) = sum(out * g)."""
     x = make_inputs(2, 5, 90, 8, None, with_D=False, with_z=False, with_bias=True, seed=2)
