@@ -3,6 +3,7 @@
 #include <torch/autograd.h>
 
 #include "csrc/causal_conv1d.h"
+#include "csrc/cpu/selective_scan_lrp.h"
 #include "csrc/ops.h"
 
 namespace mamba_lrp {
@@ -140,13 +141,23 @@ class LeanMambaLrpBranch : public torch::autograd::Function<LeanMambaLrpBranch> 
     const at::Tensor z = z_of(z_arg, w);
     const at::Tensor m3 = mask3(mask, x);
     const ScanOperands s = scan_operands(x, m3, w, PropagationContext{}, /*keep_sigmoid=*/true);
-    const at::Tensor y = std::get<0>(
-        selective_scan_forward_parts(s.u, s.delta, s.A, s.B, s.C, w.D, c10::nullopt, s.delta_bias, true, false));
-    const at::Tensor grad_out = grads[0].defined() ? grads[0] : at::zeros_like(y);
-    auto parts = selective_scan_backward_parts(grad_out, c10::nullopt, s.u, s.delta, s.A, s.B, s.C, w.D, z,
-                                               s.delta_bias, y, true, "mambalrp");
-    at::Tensor du = std::get<0>(parts);                                            // (B, I, L)
-    const at::Tensor dz = *std::get<6>(parts);                                     // (B, I, L)
+    const at::Tensor grad_out = grads[0].defined() ? grads[0] : at::zeros_like(s.u);
+    at::Tensor du, dz;                                                             // (B, I, L)
+    if (x.device().is_cpu()) {
+      // The scan's forward again, keeping the factors its MambaLRP backward reads.
+      const LrpScanFactors f =
+          selective_scan_lrp_forward_cpu(s.u, s.delta, s.A, s.B, s.C, w.D, z, s.delta_bias, true).second;
+      auto grads_uz = selective_scan_lrp_backward_cpu(grad_out, f, s.A, s.B, s.C, w.D, true);
+      du = grads_uz.first;
+      dz = *grads_uz.second;
+    } else {
+      const at::Tensor y = std::get<0>(
+          selective_scan_forward_parts(s.u, s.delta, s.A, s.B, s.C, w.D, c10::nullopt, s.delta_bias, true, false));
+      auto parts = selective_scan_backward_parts(grad_out, c10::nullopt, s.u, s.delta, s.A, s.B, s.C, w.D, z,
+                                                 s.delta_bias, y, true, "mambalrp");
+      du = std::get<0>(parts);
+      dz = *std::get<6>(parts);
+    }
     if (m3.defined()) du = du * m3;
     // The conv's input gradient of du * sigmoid(conv output) (SiLU identity rule).
     at::Tensor dx = causal_conv1d_input_grad(du, s.sigmoid_conv, w.conv_weight);
