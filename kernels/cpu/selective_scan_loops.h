@@ -8,6 +8,8 @@
 //   MambaLRP  g_t = exp(dt_{t+1} A) g_{t+1} + gy_t C_t ;  du_t = dt_t B_t . g_t + D gy_t
 //   exact     the same reverse scan, plus dt, A, B, C, D gradients from states that are
 //             recomputed per chunk from a checkpoint of the state at the chunk's start.
+// A forward asked for the lrp_* factors (SelectiveScanParams) also writes dt, silu(z)/2 and
+// y sigmoid(z)/2; the MambaLRP backward given them reads those instead of recomputing.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
