@@ -15,4 +15,10 @@ void retain_freed_memory() {
 #endif
 }
 
+void release_large_blocks_when_freed() {
+#if defined(__GLIBC__)
+  mallopt(M_MMAP_THRESHOLD, 8 << 20);
+#endif
+}
+
 }  // namespace mamba_lrp

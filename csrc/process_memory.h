@@ -12,4 +12,12 @@ namespace mamba_lrp {
 // fragmentation. Call it first thing in main(); glibc only (a no-op elsewhere).
 void retain_freed_memory();
 
+// The exception, for an explanation that recomputes its SSM branches (the memory-lean
+// backward; call it once that is decided, after retain_freed_memory): blocks of 8 MiB and
+// more go back to the system as soon as they are freed (glibc's mmap threshold fixed at
+// 8 MiB), since a heap that keeps activation-sized holes would put the peak far above what
+// is alive, and the peak is what recomputing is for. Costs page faults on each large
+// allocation, so only then.
+void release_large_blocks_when_freed();
+
 }  // namespace mamba_lrp

@@ -165,13 +165,13 @@ void fill_scan_params(const ScanInputs& in, kernels::SelectiveScanParams& p) {
 }
 
 ScanForwardOutputs allocate_forward_outputs(const ScanInputs& in, bool return_last_state, at::ScalarType state_dtype,
-                                            kernels::SelectiveScanParams& p) {
+                                            kernels::SelectiveScanParams& p, bool with_out_y) {
   ScanForwardOutputs o;
   o.out = at::empty({in.batch, in.dim, in.seqlen}, in.u.options());  // (B, D, L)
   p.out = o.out.data_ptr();
   p.out_batch_stride = o.out.stride(0);
   p.out_dim_stride = o.out.stride(1);
-  if (in.z) {
+  if (in.z && with_out_y) {
     o.out_y = at::empty({in.batch, in.dim, in.seqlen}, in.u.options());  // (B, D, L) pre-gate y
     p.out_y = o.out_y->data_ptr();
     p.out_y_batch_stride = o.out_y->stride(0);

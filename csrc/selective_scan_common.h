@@ -36,14 +36,14 @@ using ScanGrads = std::tuple<at::Tensor, c10::optional<at::Tensor>, c10::optiona
                              c10::optional<at::Tensor>, c10::optional<at::Tensor>, c10::optional<at::Tensor>,
                              c10::optional<at::Tensor>, c10::optional<at::Tensor>>;
 
-// The forward's outputs, allocated and wired into p: out, out_y (pre-gate y, only with z)
-// and last_state (when asked, in `state_dtype`: u's dtype on the CPU, float32 on CUDA).
+// The forward's outputs, allocated and wired into p: out, out_y (pre-gate y, only with z and
+// with_out_y) and last_state (when asked, in `state_dtype`: u's dtype on the CPU, float32 on CUDA).
 struct ScanForwardOutputs {
   at::Tensor out;
   c10::optional<at::Tensor> out_y, last_state;
 };
 ScanForwardOutputs allocate_forward_outputs(const ScanInputs& in, bool return_last_state, at::ScalarType state_dtype,
-                                            kernels::SelectiveScanParams& p);
+                                            kernels::SelectiveScanParams& p, bool with_out_y = true);
 
 // The backward's inputs checked against the scan inputs (shape, dtype, device) and made
 // contiguous, and the gradients of `rule` allocated; all wired into p. The tensors here

@@ -1,8 +1,6 @@
 // Argument parsing and helpers shared by the commands of mamba-lrp.
 #include "csrc/cli/cli.h"
 
-#include <malloc.h>
-
 #include <cmath>
 #include <fstream>
 #include <iostream>
@@ -35,8 +33,6 @@ const char* const kUsage =
     "         --ig-baseline zero|ID (token embedding) --seed N (0) --batch-size N (32)\n"
     "memory:  --recompute auto|on|off (MambaLRP: keep only the SSM branch inputs for the backward and\n"
     "         recompute the rest; auto = on above 2 GiB of kept activations per row)\n";
-
-void release_large_blocks_when_freed() { mallopt(M_MMAP_THRESHOLD, 8 << 20); }
 
 Args parse_args(int argc, char** argv) {
   if (argc < 2) throw InputError("no command given\n" + std::string(kUsage));

@@ -19,12 +19,6 @@ struct Args {
   std::string samples, noise, ig_steps, ig_method, ig_baseline, seed, batch_size;
 };
 
-// When an explanation recomputes its SSM branches (the memory-lean backward), large blocks
-// are given back to the system as soon as they are freed (glibc's mmap threshold fixed at
-// 8 MiB): otherwise the heap keeps the freed activation-sized holes and the peak memory is
-// far above what is alive. Costs page faults on each large allocation, so only then.
-void release_large_blocks_when_freed();
-
 // Parses "--flag value" pairs after the command; InputError on anything unknown.
 Args parse_args(int argc, char** argv);
 int64_t parse_int(const std::string& s, const std::string& what);

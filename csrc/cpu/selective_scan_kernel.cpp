@@ -4,7 +4,6 @@
 
 #include "csrc/cpu/parallel_for.h"
 #include "csrc/cpu/selective_scan_lrp.h"
-#include "csrc/errors.h"
 #include "csrc/selective_scan_common.h"
 #include "kernels/cpu/selective_scan_cpu.h"
 
@@ -37,14 +36,6 @@ ScanGrads selective_scan_bwd_cpu(const at::Tensor& grad_out, const OptTensor& gr
   return t.results(B.dim());
 }
 
-// A (batch, dim, seqlen) tensor like `like`, wired into p's lrp_* layout.
-at::Tensor lrp_tensor(const at::Tensor& like, kernels::SelectiveScanParams& p) {
-  at::Tensor t = at::empty({like.size(0), like.size(1), like.size(2)}, like.options());
-  p.lrp_batch_stride = t.stride(0);
-  p.lrp_dim_stride = t.stride(1);
-  return t;
-}
-
 }  // namespace
 
 std::pair<at::Tensor, LrpScanFactors> selective_scan_lrp_forward_cpu(const at::Tensor& u, const at::Tensor& delta,
@@ -55,16 +46,16 @@ std::pair<at::Tensor, LrpScanFactors> selective_scan_lrp_forward_cpu(const at::T
   const ScanInputs in = check_scan_inputs(ScanBackend::kCPU, u, delta, A, B, C, D, z, delta_bias, delta_softplus);
   kernels::SelectiveScanParams p;
   fill_scan_params(in, p);
-  const at::Tensor out = at::empty({in.batch, in.dim, in.seqlen}, in.u.options());  // (B, D, L)
-  p.out = out.data_ptr();
-  p.out_batch_stride = out.stride(0);
-  p.out_dim_stride = out.stride(1);
-  LrpScanFactors f;
-  f.dt = lrp_tensor(out, p);
+  // No pre-gate y: the factors replace it.
+  const at::Tensor out = allocate_forward_outputs(in, false, in.u.scalar_type(), p, /*with_out_y=*/false).out;
+  LrpScanFactors f;  // laid out as out (dense (B, D, L))
+  p.lrp_batch_stride = out.stride(0);
+  p.lrp_dim_stride = out.stride(1);
+  f.dt = at::empty_like(out);
   p.lrp_dt = f.dt.data_ptr();
   if (in.z) {
-    f.gy_scale = lrp_tensor(out, p);
-    f.dz_scale = lrp_tensor(out, p);
+    f.gy_scale = at::empty_like(out);
+    f.dz_scale = at::empty_like(out);
     p.lrp_gy_scale = f.gy_scale.data_ptr();
     p.lrp_dz_scale = f.dz_scale.data_ptr();
   }
@@ -76,39 +67,29 @@ std::pair<at::Tensor, OptTensor> selective_scan_lrp_backward_cpu(const at::Tenso
                                                                  const at::Tensor& A, const at::Tensor& B,
                                                                  const at::Tensor& C, const OptTensor& D,
                                                                  bool delta_softplus) {
-  // dt stands in for u and delta: it has their shape, and the kernel reads neither.
+  // The factors stand in for the inputs they replace, which have their shapes: dt for u and
+  // delta, silu(z)/2 for z, y sigmoid(z)/2 for the pre-gate y. So the usual checks and
+  // allocations (grad_out against u, du, dz) apply; the kernel reads the lrp_* pointers.
+  const OptTensor gy_scale = f.gy_scale.defined() ? OptTensor(f.gy_scale) : c10::nullopt;
+  const OptTensor dz_scale = f.dz_scale.defined() ? OptTensor(f.dz_scale) : c10::nullopt;
   const ScanInputs in =
-      check_scan_inputs(ScanBackend::kCPU, f.dt, f.dt, A, B, C, D, c10::nullopt, c10::nullopt, delta_softplus);
+      check_scan_inputs(ScanBackend::kCPU, f.dt, f.dt, A, B, C, D, gy_scale, c10::nullopt, delta_softplus);
   kernels::SelectiveScanBwdParams p;
   fill_scan_params(in, p);
-  p.rule = kernels::ScanRule::kMambaLRP;
-  TORCH_CHECK(grad_out.sizes() == f.dt.sizes() && grad_out.scalar_type() == f.dt.scalar_type() &&
-                  grad_out.device() == f.dt.device(),
-              "selective_scan backward: grad_out must match u (shape ", shape_str(f.dt), ", dtype ",
-              f.dt.scalar_type(), ", ", f.dt.device(), "), got ", shape_str(grad_out), " ", grad_out.scalar_type(),
-              ", ", grad_out.device());
-  const at::Tensor g = grad_out.contiguous();
-  p.grad_out = g.data_ptr();
-  p.grad_out_batch_stride = g.stride(0);
-  p.grad_out_dim_stride = g.stride(1);
-  p.lrp_batch_stride = f.dt.stride(0);
-  p.lrp_dim_stride = f.dt.stride(1);
-  p.lrp_dt = f.dt.data_ptr();
-  const at::Tensor du = at::empty_like(f.dt);
-  p.du = du.data_ptr();
-  p.du_batch_stride = du.stride(0);
-  p.du_dim_stride = du.stride(1);
-  OptTensor dz;
-  if (f.gy_scale.defined()) {
-    p.lrp_gy_scale = f.gy_scale.data_ptr();
-    p.lrp_dz_scale = f.dz_scale.data_ptr();
-    dz = at::empty_like(f.dt);
-    p.dz = dz->data_ptr();
-    p.dz_batch_stride = dz->stride(0);
-    p.dz_dim_stride = dz->stride(1);
+  const ScanBackwardTensors t = prepare_backward(in, kernels::ScanRule::kMambaLRP, grad_out, c10::nullopt, dz_scale,
+                                                 in.u.scalar_type(), p);
+  p.lrp_batch_stride = in.u.stride(0);
+  p.lrp_dim_stride = in.u.stride(1);
+  p.lrp_dt = in.u.data_ptr();
+  if (in.z) {
+    // One stride pair serves the three factors: all dense (B, D, L), as the forward made them.
+    TORCH_INTERNAL_ASSERT(p.z_batch_stride == p.lrp_batch_stride && p.z_dim_stride == p.lrp_dim_stride &&
+                          p.out_y_batch_stride == p.lrp_batch_stride && p.out_y_dim_stride == p.lrp_dim_stride);
+    p.lrp_gy_scale = in.z->data_ptr();
+    p.lrp_dz_scale = t.out_y.data_ptr();
   }
   kernels::cpu::selective_scan_bwd(p, aten_parallel_for);
-  return {du, dz};
+  return {t.du, t.dz};
 }
 
 TORCH_LIBRARY_IMPL(mamba_lrp, CPU, m) {
