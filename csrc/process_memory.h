@@ -1,23 +1,85 @@
-// A process-wide allocator setting for our executables (mamba-lrp, the benches), not
-// applied by the library itself.
+// The process-wide memory policy of our executables (mamba-lrp, the benches), not applied
+// by the library itself, and the CPU allocator behind it.
 #pragma once
+
+#include <c10/core/Allocator.h>
+#include <torch/version.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <mutex>
+
+// torch 2.3 made Allocator::allocate non-const and added the pure virtual copy_data.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 3)
+#define MAMBA_LRP_ALLOCATE_CONST
+#define MAMBA_LRP_ALLOCATOR_HAS_COPY_DATA 1
+#else
+#define MAMBA_LRP_ALLOCATE_CONST const
+#endif
 
 namespace mamba_lrp {
 
 // An explanation allocates and frees activations of the same few sizes layer after layer.
-// glibc's defaults give blocks of a few MB and more back to the kernel (mmap between
-// 128 KB and 32 MB, trimming the heap's top) and fault fresh zeroed pages in again for the
-// next layer: at L = 4096 (Mamba-130M) that churn cost over a second. After this call the
-// process keeps what it freed for reuse; its peak stays the largest live set plus
-// fragmentation. Call it first thing in main(); glibc only (a no-op elsewhere).
+// Left to glibc, blocks of a few MB and more go back to the kernel when freed and the next
+// layer faults fresh pages in, which the kernel must clear: at L = 4096 (Mamba-130M) the
+// clearing alone took a sixth of the run. After this call libtorch's CPU tensors of
+// BlockReusingCpuAllocator::kLargeBlockBytes and more come from that allocator (below), and
+// glibc keeps what it frees of the smaller ones instead of trimming its heap. Call it first
+// thing in main(); POSIX (mmap) and glibc parts are skipped where absent.
 void retain_freed_memory();
 
-// The exception, for an explanation that recomputes its SSM branches (the memory-lean
-// backward; call it once that is decided, after retain_freed_memory): blocks of 8 MiB and
-// more go back to the system as soon as they are freed (glibc's mmap threshold fixed at
-// 8 MiB), since a heap that keeps activation-sized holes would put the peak far above what
-// is alive, and the peak is what recomputing is for. Costs page faults on each large
-// allocation, so only then.
-void release_large_blocks_when_freed();
+// Bytes a BlockReusingCpuAllocator holds, and what it did.
+struct LargeBlockStats {
+  std::size_t in_use_bytes = 0;       // handed out, page-rounded with a header
+  std::size_t cached_bytes = 0;       // mapped, free, kept for reuse
+  std::size_t peak_mapped_bytes = 0;  // the most ever mapped at once
+  std::size_t maps = 0, reuses = 0, unmaps = 0;
+};
+
+// Of the allocator installed by retain_freed_memory (zeros when there is none).
+LargeBlockStats large_block_stats();
+
+// Large blocks from anonymous page mappings that are kept when freed and handed out again:
+// the smallest kept range that holds a request (split when larger; neighbouring free ranges
+// merge). Only when none holds it is a fresh range mapped, and before that, kept ranges are
+// unmapped (oldest freed first) until as many bytes as it needs are gone or none are kept,
+// so what is mapped never exceeds the most that was ever in use at once: the peak is the
+// largest live set, without fragmentation on top. Smaller blocks come from malloc. Every
+// block carries a 64-byte header (its size and allocator), so one deleter frees both kinds
+// (the raw_allocate / raw_deallocate interface works). Thread-safe. Must outlive every
+// block it handed out.
+class BlockReusingCpuAllocator final : public c10::Allocator {
+ public:
+  static constexpr std::size_t kLargeBlockBytes = std::size_t(1) << 20;
+
+  BlockReusingCpuAllocator() = default;
+  BlockReusingCpuAllocator(const BlockReusingCpuAllocator&) = delete;
+  BlockReusingCpuAllocator& operator=(const BlockReusingCpuAllocator&) = delete;
+  ~BlockReusingCpuAllocator() override;  // unmaps the kept ranges
+
+  c10::DataPtr allocate(std::size_t n) MAMBA_LRP_ALLOCATE_CONST override;
+#if defined(MAMBA_LRP_ALLOCATOR_HAS_COPY_DATA)
+  void copy_data(void* dest, const void* src, std::size_t count) const override { default_copy_data(dest, src, count); }
+#endif
+
+  c10::DeleterFnPtr raw_deleter() const override { return &release; }
+
+  LargeBlockStats stats() const;
+
+ private:
+  struct FreeRange {
+    std::size_t size;
+    std::uint64_t freed_at;  // a counter: larger is more recent
+  };
+  void* take(std::size_t size) const;
+  std::size_t unmap_oldest() const;
+  static void release(void* data);
+
+  mutable std::mutex mutex_;
+  mutable std::map<char*, FreeRange> free_;  // kept ranges by address
+  mutable std::uint64_t clock_ = 0;
+  mutable LargeBlockStats stats_;
+};
 
 }  // namespace mamba_lrp

@@ -17,7 +17,6 @@
 #include "csrc/explain/methods.h"
 #include "csrc/io/safetensors.h"
 #include "csrc/io/tokenizer.h"
-#include "csrc/process_memory.h"
 #include "models/mamba.h"
 
 namespace mamba_lrp {
@@ -115,7 +114,6 @@ int run_explain_lm(const Args& a) {
   const at::Tensor& ids = in.ids;
   auto& tokenizer = in.tokenizer;
   mamba_lrp::MambaForCausalLM model = mamba_lrp::load_mamba_lm(a.model, dtype);
-  if (mamba_lrp::explain_recomputes(model, ids.size(-1), opt)) mamba_lrp::release_large_blocks_when_freed();
   const mamba_lrp::Explanation e = mamba_lrp::explain(model, ids, in.mask, opt);
 
   // Outputs.
