@@ -194,7 +194,8 @@ void check_on_u_device(const char* name, const at::Tensor& t, const at::Tensor& 
 ScanBackwardTensors prepare_backward(const ScanInputs& in, kernels::ScanRule rule, const at::Tensor& grad_out,
                                      const c10::optional<at::Tensor>& grad_last_state,
                                      const c10::optional<at::Tensor>& out_y, at::ScalarType state_dtype,
-                                     kernels::SelectiveScanBwdParams& p) {
+                                     kernels::SelectiveScanBwdParams& p, const at::Tensor& du_into,
+                                     const at::Tensor& dz_into) {
   ScanBackwardTensors t;
   p.rule = rule;
   check_on_u_device("grad_out", grad_out, in.u);
@@ -223,12 +224,19 @@ ScanBackwardTensors prepare_backward(const ScanInputs& in, kernels::ScanRule rul
     p.out_y_dim_stride = t.out_y.stride(1);
   }
 
-  t.du = at::empty_like(in.u, at::MemoryFormat::Contiguous);
+  // du_into / dz_into: the caller's own dense tensors (the kernel's inputs it may overwrite).
+  auto dense_like = [](const at::Tensor& into, const at::Tensor& like) {
+    if (!into.defined()) return at::empty_like(like, at::MemoryFormat::Contiguous);
+    TORCH_INTERNAL_ASSERT(into.is_contiguous() && into.sizes() == like.sizes() &&
+                          into.scalar_type() == like.scalar_type());
+    return into;
+  };
+  t.du = dense_like(du_into, in.u);
   p.du = t.du.data_ptr();
   p.du_batch_stride = t.du.stride(0);
   p.du_dim_stride = t.du.stride(1);
   if (in.z) {
-    t.dz = at::empty_like(*in.z, at::MemoryFormat::Contiguous);
+    t.dz = dense_like(dz_into, *in.z);
     p.dz = t.dz->data_ptr();
     p.dz_batch_stride = t.dz->stride(0);
     p.dz_dim_stride = t.dz->stride(1);

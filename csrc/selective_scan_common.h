@@ -58,6 +58,7 @@ struct ScanBackwardTensors {
 ScanBackwardTensors prepare_backward(const ScanInputs& in, kernels::ScanRule rule, const at::Tensor& grad_out,
                                      const c10::optional<at::Tensor>& grad_last_state,
                                      const c10::optional<at::Tensor>& out_y, at::ScalarType state_dtype,
-                                     kernels::SelectiveScanBwdParams& p);
+                                     kernels::SelectiveScanBwdParams& p, const at::Tensor& du_into = at::Tensor(),
+                                     const at::Tensor& dz_into = at::Tensor());
 
 }  // namespace mamba_lrp

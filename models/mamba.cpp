@@ -64,16 +64,7 @@ at::Tensor MambaMixerImpl::forward(const at::Tensor& hidden, const at::Tensor& m
               dt_proj->opt_bias(),
               A_log,
               D};
-  // The recomputing branch keeps in_proj's input (B, L, H) instead of z (B, I, L): it takes
-  // the z half of in_proj along.
-  at::Tensor y;
-  if (uses_lean_mambalrp_branch(ctx) && in_rule.kind == LayerRule::Kind::kLrp0) {
-    w.z_weight = in_proj->weight.narrow(0, I, I);
-    if (in_proj->bias.defined()) w.z_bias = in_proj->bias.narrow(0, I, I);
-    y = ssm_branch_forward(half(0), hidden, mask, w, ctx);  // (B, I, L)
-  } else {
-    y = ssm_branch_forward(half(0), half(I), mask, w, ctx);  // (B, I, L)
-  }
+  const at::Tensor y = ssm_branch_forward(half(0), half(I), mask, w, ctx);  // (B, I, L)
   return linear_from_channels(y, out_proj->weight, out_proj->opt_bias(), comp.rule_for("out_proj"));  // (B, L, H)
 }
 

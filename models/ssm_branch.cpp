@@ -16,13 +16,9 @@ using torch::autograd::variable_list;
 struct ScanOperands {
   at::Tensor sigmoid_conv;                // (B, I, L) sigmoid of the conv output, when asked for
   at::Tensor u, delta, A, B, C;           // u, delta (pre-softplus): (B, I, L); B, C: (B, N, L)
+  at::Tensor dt_low;                      // (B, R, L) x_proj's dt rows, dt_proj's input
   c10::optional<at::Tensor> delta_bias;   // dt_proj's bias, added by the scan (undefined: in delta)
 };
-
-// z (B, I, L): the argument itself, or the z half of in_proj applied to it (SsmBranch::z_weight).
-at::Tensor z_of(const at::Tensor& z_arg, const SsmBranch& w) {
-  return w.z_weight.defined() ? linear_to_channels(z_arg, w.z_weight, w.z_bias, LayerRule()) : z_arg;
-}
 
 // (B, L) 0/1 mask -> (B, 1, L) in x's dtype, or undefined.
 at::Tensor mask3(const at::Tensor& mask, const at::Tensor& x) {
@@ -58,15 +54,22 @@ class ConvSilu : public torch::autograd::Function<ConvSilu> {
 
 bool requires_grad(const c10::optional<at::Tensor>& t) { return t && t->requires_grad(); }
 
-// keep_sigmoid: also return sigmoid(conv output) (only without grad recording).
-ScanOperands scan_operands(const at::Tensor& x_in, const at::Tensor& m3, const SsmBranch& w,
-                           const PropagationContext& ctx, bool keep_sigmoid = false) {
-  const Composite& comp = ctx.composite;
-  const int64_t I = x_in.size(1), N = w.A_log.size(1);
-  const int64_t R = w.dt_proj_weight.size(1), K = w.conv_weight.size(2);
-  ScanOperands s;
-  at::Tensor x = m3.defined() ? x_in * m3 : x_in;                                  // (B, I, L)
-  const LayerRule conv_rule = comp.rule_for("conv1d");
+// s.delta from s.dt_low through dt_proj. Under LRP-0 the scan adds dt_proj's bias before its
+// softplus: one pass less over delta.
+void set_delta(ScanOperands& s, const SsmBranch& w, const Composite& comp) {
+  const LayerRule dt_rule = comp.rule_for("dt_proj");
+  const bool bias_in_scan = dt_rule.kind == LayerRule::Kind::kLrp0;
+  s.delta = linear_on_channels(s.dt_low, w.dt_proj_weight, bias_in_scan ? c10::nullopt : w.dt_proj_bias, dt_rule);
+  s.delta_bias = bias_in_scan ? w.dt_proj_bias : c10::nullopt;
+}
+
+// u = silu(conv1d(x)) (masked), recorded by rule, and with keep_sigmoid (only without grad
+// recording) sigmoid(conv output).
+void set_conv_silu(ScanOperands& s, const at::Tensor& x_in, const at::Tensor& m3, const SsmBranch& w,
+                   const PropagationContext& ctx, bool keep_sigmoid) {
+  const int64_t I = x_in.size(1), K = w.conv_weight.size(2);
+  const at::Tensor x = m3.defined() ? x_in * m3 : x_in;                            // (B, I, L)
+  const LayerRule conv_rule = ctx.composite.rule_for("conv1d");
   if (!at::GradMode::is_enabled()) {  // nothing recorded: the plain layers
     ConvSiluParts parts = causal_conv1d_silu(x, w.conv_weight, w.conv_bias, false, true, keep_sigmoid);
     s.u = parts.silu;                                                              // (B, I, L)
@@ -82,72 +85,76 @@ ScanOperands scan_operands(const at::Tensor& x_in, const at::Tensor& m3, const S
     s.u = ctx.rules.silu ? silu_identity(conv) : at::silu(conv);                   // (B, I, L)
   }
   if (m3.defined()) s.u = s.u * m3;
+}
+
+// keep_sigmoid: also return sigmoid(conv output) (only without grad recording).
+ScanOperands scan_operands(const at::Tensor& x_in, const at::Tensor& m3, const SsmBranch& w,
+                           const PropagationContext& ctx, bool keep_sigmoid = false) {
+  const Composite& comp = ctx.composite;
+  const int64_t N = w.A_log.size(1), R = w.dt_proj_weight.size(1);
+  ScanOperands s;
+  set_conv_silu(s, x_in, m3, w, ctx, keep_sigmoid);
   // The SSM rule holds delta, B and C constant: no gradient ever reaches x_proj or dt_proj,
   // so they are not recorded at all (no graph nodes, nothing saved for a backward).
   const at::Tensor proj_in = ctx.rules.ssm ? s.u.detach() : s.u;
   const at::Tensor params = linear_on_channels(proj_in, w.x_proj_weight, c10::nullopt, comp.rule_for("x_proj"));  // (B, R+2N, L)
-  const at::Tensor dt = params.narrow(1, 0, R);                                    // (B, R, L)
+  s.dt_low = params.narrow(1, 0, R);                                               // (B, R, L)
   s.B = params.narrow(1, R, N);                                                    // (B, N, L)
   s.C = params.narrow(1, R + N, N);                                                // (B, N, L)
-  // Under LRP-0 the scan adds dt_proj's bias before its softplus: one pass less over delta.
-  const LayerRule dt_rule = comp.rule_for("dt_proj");
-  const bool bias_in_scan = dt_rule.kind == LayerRule::Kind::kLrp0;
-  s.delta = linear_on_channels(dt, w.dt_proj_weight, bias_in_scan ? c10::nullopt : w.dt_proj_bias, dt_rule);
-  if (bias_in_scan) s.delta_bias = w.dt_proj_bias;
+  set_delta(s, w, comp);
   s.A = -at::exp(w.A_log);                                                         // (I, N)
   return s;
 }
 
 // The branch under every MambaLRP rule as one autograd node. Its backward is what the
 // composition of rule ops computes (the scan's MambaLRP backward with the gate half rule,
-// the mask, the SiLU identity rule, the plain conv1d gradient), but it keeps only x and
-// z_arg (z, or in_proj's input with SsmBranch::z_weight) and recomputes the scan operands,
-// z and the pre-gate output y from them.
+// the mask, the SiLU identity rule, the plain conv1d gradient), but of the (B, I, L) tensors
+// it keeps only x and z, with x_proj's small output (dt rows, B, C: (B, R + 2N, L)), and
+// recomputes the conv, its SiLU, dt_proj and the scan's forward (for the gate's factors).
 class LeanMambaLrpBranch : public torch::autograd::Function<LeanMambaLrpBranch> {
  public:
   // mask: optional, as autograd Functions do not take undefined tensors.
-  // z_arg: z, or in_proj's input when w.z_weight is set (z_of).
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& z_arg,
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& z,
                             const c10::optional<at::Tensor>& mask, const SsmBranch& w) {
-    ctx->save_for_backward({x, z_arg, mask ? *mask : at::Tensor()});
-    ctx->saved_data["z_weight"] = w.z_weight;
-    ctx->saved_data["z_bias"] = w.z_bias;
+    const ScanOperands s = scan_operands(x, mask3(mask ? *mask : at::Tensor(), x), w, PropagationContext{});
+    ctx->save_for_backward({x, z, mask ? *mask : at::Tensor(), s.dt_low, s.B, s.C});
     ctx->saved_data["conv_weight"] = w.conv_weight;
     ctx->saved_data["conv_bias"] = w.conv_bias;
-    ctx->saved_data["x_proj_weight"] = w.x_proj_weight;
     ctx->saved_data["dt_proj_weight"] = w.dt_proj_weight;
     ctx->saved_data["dt_proj_bias"] = w.dt_proj_bias;
-    ctx->saved_data["A_log"] = w.A_log;
+    ctx->saved_data["A"] = s.A;
     ctx->saved_data["D"] = w.D;
-    const ScanOperands s = scan_operands(x, mask3(mask ? *mask : at::Tensor(), x), w, PropagationContext{});
-    return std::get<0>(
-        selective_scan_forward_parts(s.u, s.delta, s.A, s.B, s.C, w.D, z_of(z_arg, w), s.delta_bias, true, false));
+    return std::get<0>(selective_scan_forward_parts(s.u, s.delta, s.A, s.B, s.C, w.D, z, s.delta_bias, true, false));
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
-    const at::Tensor &x = saved[0], &z_arg = saved[1], &mask = saved[2];
-    const at::Tensor z_weight = ctx->saved_data["z_weight"].toTensor();
-    const SsmBranch w{ctx->saved_data["conv_weight"].toTensor(),
-                      ctx->saved_data["conv_bias"].toOptional<at::Tensor>(),
-                      ctx->saved_data["x_proj_weight"].toTensor(),
-                      ctx->saved_data["dt_proj_weight"].toTensor(),
-                      ctx->saved_data["dt_proj_bias"].toOptional<at::Tensor>(),
-                      ctx->saved_data["A_log"].toTensor(),
-                      ctx->saved_data["D"].toTensor(),
-                      z_weight,
-                      ctx->saved_data["z_bias"].toOptional<at::Tensor>()};
+    const at::Tensor &x = saved[0], &z = saved[1], &mask = saved[2];
+    SsmBranch w;
+    w.conv_weight = ctx->saved_data["conv_weight"].toTensor();
+    w.conv_bias = ctx->saved_data["conv_bias"].toOptional<at::Tensor>();
+    w.dt_proj_weight = ctx->saved_data["dt_proj_weight"].toTensor();
+    w.dt_proj_bias = ctx->saved_data["dt_proj_bias"].toOptional<at::Tensor>();
+    w.D = ctx->saved_data["D"].toTensor();
     at::NoGradGuard plain_layers;  // recomputed without recording, also under create_graph
-    const at::Tensor z = z_of(z_arg, w);
     const at::Tensor m3 = mask3(mask, x);
-    const ScanOperands s = scan_operands(x, m3, w, PropagationContext{}, /*keep_sigmoid=*/true);
+    ScanOperands s;
+    set_conv_silu(s, x, m3, w, PropagationContext{}, /*keep_sigmoid=*/false);
+    s.dt_low = saved[3];
+    s.B = saved[4];
+    s.C = saved[5];
+    s.A = ctx->saved_data["A"].toTensor();
+    set_delta(s, w, Composite());
     const at::Tensor grad_out = grads[0].defined() ? grads[0] : at::zeros_like(s.u);
     at::Tensor du, dz;                                                             // (B, I, L)
     if (x.device().is_cpu()) {
-      // The scan's forward again, keeping the factors its MambaLRP backward reads.
-      const LrpScanFactors f =
-          selective_scan_lrp_forward_cpu(s.u, s.delta, s.A, s.B, s.C, w.D, z, s.delta_bias, true).second;
-      auto grads_uz = selective_scan_lrp_backward_cpu(grad_out, f, s.A, s.B, s.C, w.D, true);
+      // The scan's forward again for the factors its MambaLRP backward reads, written over
+      // u and delta, which nothing reads afterwards.
+      // Its backward writes du and dz over two of the factors.
+      LrpScanFactors f = selective_scan_lrp_factors_cpu(s.u, s.delta, s.A, s.B, s.C, w.D, z, s.delta_bias, true);
+      s.u = s.delta = at::Tensor();
+      auto grads_uz = selective_scan_lrp_backward_cpu(grad_out, f, s.A, s.B, s.C, w.D, true, /*overwrite_factors=*/true);
+      f = LrpScanFactors();
       du = grads_uz.first;
       dz = *grads_uz.second;
     } else {
@@ -159,12 +166,14 @@ class LeanMambaLrpBranch : public torch::autograd::Function<LeanMambaLrpBranch> 
       dz = *std::get<6>(parts);
     }
     if (m3.defined()) du = du * m3;
-    // The conv's input gradient of du * sigmoid(conv output) (SiLU identity rule).
-    at::Tensor dx = causal_conv1d_input_grad(du, s.sigmoid_conv, w.conv_weight);
+    // The conv's input gradient of du * sigmoid(conv output) (SiLU identity rule); the
+    // sigmoid from the conv once more rather than kept through the scan (the peak).
+    s.u = s.delta = at::Tensor();
+    const at::Tensor xm = m3.defined() ? x * m3 : x;
+    const at::Tensor sigmoid_conv = causal_conv1d_silu(xm, w.conv_weight, w.conv_bias, false, false, true).sigmoid;
+    at::Tensor dx = causal_conv1d_input_grad(du, sigmoid_conv, w.conv_weight);
     if (m3.defined()) dx = dx * m3;
-    // Through the z half of in_proj when the node computed z: dz^T W_z, (B, L, H) dense.
-    const at::Tensor dz_arg = z_weight.defined() ? at::matmul(dz.transpose(1, 2), z_weight) : dz;
-    return {dx, dz_arg, at::Tensor(), at::Tensor()};
+    return {dx, dz, at::Tensor(), at::Tensor()};
   }
 };
 
@@ -175,11 +184,10 @@ bool uses_lean_mambalrp_branch(const PropagationContext& ctx) {
   return ctx.recompute && r.silu && r.ssm && r.gate && ctx.composite.rule_for("conv1d").kind == LayerRule::Kind::kLrp0;
 }
 
-at::Tensor ssm_branch_forward(const at::Tensor& x, const at::Tensor& z_arg, const at::Tensor& mask,
+at::Tensor ssm_branch_forward(const at::Tensor& x, const at::Tensor& z, const at::Tensor& mask,
                               const SsmBranch& w, const PropagationContext& ctx) {
   if (uses_lean_mambalrp_branch(ctx))
-    return LeanMambaLrpBranch::apply(x, z_arg, mask.defined() ? c10::optional<at::Tensor>(mask) : c10::nullopt, w);
-  const at::Tensor z = z_of(z_arg, w);
+    return LeanMambaLrpBranch::apply(x, z, mask.defined() ? c10::optional<at::Tensor>(mask) : c10::nullopt, w);
   const RuleSet& r = ctx.rules;
   const char* rule = r.ssm ? "mambalrp" : "exact";
   const ScanOperands s = scan_operands(x, mask3(mask, x), w, ctx);

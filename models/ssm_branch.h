@@ -17,11 +17,6 @@ struct SsmBranch {
   c10::optional<at::Tensor> dt_proj_bias; // (I)
   at::Tensor A_log;                       // (I, N)
   at::Tensor D;                           // (I)
-  // Optional: the z half of in_proj (LRP-0). When set, ssm_branch_forward's z argument is
-  // in_proj's input (B, L, H) and the branch computes z itself, so that the recomputing
-  // node keeps that (B, L, H) input rather than the (B, I, L) z.
-  at::Tensor z_weight;                    // (I, H)
-  c10::optional<at::Tensor> z_bias;       // (I)
 };
 
 // What one branch's selective scan saw (recorded when PropagationContext::trace is set), in
@@ -34,15 +29,15 @@ struct SsmTrace {
   at::Tensor y;      // (B, I, L) the scan output (D u included), before the gate; in the graph
 };
 
-// One SSM branch with the gate (z: see SsmBranch::z_weight): causal depthwise conv1d, SiLU, x_proj -> (dt, B, C),
+// One SSM branch with the gate: causal depthwise conv1d, SiLU, x_proj -> (dt, B, C),
 // dt_proj, the selective scan with softplus(dt), D and the gate y * silu(z), each with the
 // rules of ctx. x, z: (B, I, L); mask (B, L) 0/1 or undefined (zeroes x before and after
 // the conv, as Hugging Face does for left padding). Returns the gated y (B, I, L).
 //
 // With ctx.recompute, every MambaLRP rule on and LRP-0 on conv1d (the default explanation),
-// the branch is one autograd node that keeps only x and its z argument for the backward and
-// recomputes the rest there: 2 (1.5 with z_weight) of the 7 (B, I, L) tensors the
-// composition of ops keeps, for a quarter to a third more explanation time. Same values.
+// the branch is one autograd node that keeps only x and z (and x_proj's (B, R + 2N, L)
+// output) for the backward and recomputes the rest there: 2 of the 7 (B, I, L) tensors the
+// composition of ops keeps, for about a tenth more explanation time. Same values.
 at::Tensor ssm_branch_forward(const at::Tensor& x, const at::Tensor& z, const at::Tensor& mask, const SsmBranch& w,
                               const PropagationContext& ctx);
 
