@@ -195,7 +195,7 @@ ScanBackwardTensors prepare_backward(const ScanInputs& in, kernels::ScanRule rul
                                      const c10::optional<at::Tensor>& grad_last_state,
                                      const c10::optional<at::Tensor>& out_y, at::ScalarType state_dtype,
                                      kernels::SelectiveScanBwdParams& p, const at::Tensor& du_into,
-                                     const at::Tensor& dz_into) {
+                                     const at::Tensor& dz_into, bool needs_out_y) {
   ScanBackwardTensors t;
   p.rule = rule;
   check_on_u_device("grad_out", grad_out, in.u);
@@ -214,7 +214,7 @@ ScanBackwardTensors prepare_backward(const ScanInputs& in, kernels::ScanRule rul
     t.grad_last_state = grad_last_state->to(state_dtype).contiguous();
     p.grad_last_state = t.grad_last_state.data_ptr();
   }
-  if (in.z) {
+  if (in.z && needs_out_y) {
     TORCH_CHECK(out_y && out_y->defined() && out_y->sizes() == in.u.sizes(),
                 "selective_scan backward: out_y (the pre-gate output, shape of u) is needed when z is given");
     check_on_u_device("out_y", *out_y, in.u);

@@ -59,6 +59,6 @@ ScanBackwardTensors prepare_backward(const ScanInputs& in, kernels::ScanRule rul
                                      const c10::optional<at::Tensor>& grad_last_state,
                                      const c10::optional<at::Tensor>& out_y, at::ScalarType state_dtype,
                                      kernels::SelectiveScanBwdParams& p, const at::Tensor& du_into = at::Tensor(),
-                                     const at::Tensor& dz_into = at::Tensor());
+                                     const at::Tensor& dz_into = at::Tensor(), bool needs_out_y = true);
 
 }  // namespace mamba_lrp

@@ -124,6 +124,8 @@ class LeanMambaLrpBranch : public torch::autograd::Function<LeanMambaLrpBranch> 
     ctx->saved_data["dt_proj_bias"] = w.dt_proj_bias;
     ctx->saved_data["A"] = s.A;
     ctx->saved_data["D"] = w.D;
+    if (x.device().is_cpu())  // u is not kept: the output goes over it
+      return selective_scan_output_over_u_cpu(s.u, s.delta, s.A, s.B, s.C, w.D, z, s.delta_bias, true);
     return std::get<0>(selective_scan_forward_parts(s.u, s.delta, s.A, s.B, s.C, w.D, z, s.delta_bias, true, false));
   }
 
@@ -148,13 +150,11 @@ class LeanMambaLrpBranch : public torch::autograd::Function<LeanMambaLrpBranch> 
     const at::Tensor grad_out = grads[0].defined() ? grads[0] : at::zeros_like(s.u);
     at::Tensor du, dz;                                                             // (B, I, L)
     if (x.device().is_cpu()) {
-      // The scan's forward again for the factors its MambaLRP backward reads, written over
-      // u and delta, which nothing reads afterwards.
-      // Its backward writes du and dz over two of the factors.
-      LrpScanFactors f = selective_scan_lrp_factors_cpu(s.u, s.delta, s.A, s.B, s.C, w.D, z, s.delta_bias, true);
+      // The scan's MambaLRP backward with its forward run again inside, du and dz written
+      // over u and delta (recomputed here for this call).
+      auto grads_uz = selective_scan_lrp_backward_recomputing_cpu(grad_out, s.u, s.delta, s.A, s.B, s.C, w.D, z,
+                                                                  s.delta_bias, true, /*overwrite_inputs=*/true);
       s.u = s.delta = at::Tensor();
-      auto grads_uz = selective_scan_lrp_backward_cpu(grad_out, f, s.A, s.B, s.C, w.D, true, /*overwrite_factors=*/true);
-      f = LrpScanFactors();
       du = grads_uz.first;
       dz = *grads_uz.second;
     } else {
@@ -165,14 +165,18 @@ class LeanMambaLrpBranch : public torch::autograd::Function<LeanMambaLrpBranch> 
       du = std::get<0>(parts);
       dz = *std::get<6>(parts);
     }
-    if (m3.defined()) du = du * m3;
     // The conv's input gradient of du * sigmoid(conv output) (SiLU identity rule); the
-    // sigmoid from the conv once more rather than kept through the scan (the peak).
+    // sigmoid from the conv once more rather than kept through the scan, and folded into
+    // du (ours) before the conv's gradient: fewer (B, I, L) tensors alive at once.
     s.u = s.delta = at::Tensor();
-    const at::Tensor xm = m3.defined() ? x * m3 : x;
-    const at::Tensor sigmoid_conv = causal_conv1d_silu(xm, w.conv_weight, w.conv_bias, false, false, true).sigmoid;
-    at::Tensor dx = causal_conv1d_input_grad(du, sigmoid_conv, w.conv_weight);
-    if (m3.defined()) dx = dx * m3;
+    if (m3.defined()) du.mul_(m3);
+    {
+      const at::Tensor xm = m3.defined() ? x * m3 : x;
+      du.mul_(causal_conv1d_silu(xm, w.conv_weight, w.conv_bias, false, false, true).sigmoid);
+    }
+    at::Tensor dx = causal_conv1d_input_grad(du, c10::nullopt, w.conv_weight);
+    du = at::Tensor();
+    if (m3.defined()) dx.mul_(m3);
     return {dx, dz, at::Tensor(), at::Tensor()};
   }
 };

@@ -38,29 +38,6 @@ ScanGrads selective_scan_bwd_cpu(const at::Tensor& grad_out, const OptTensor& gr
 
 }  // namespace
 
-namespace {
-
-// Runs the forward into out (dense (B, D, L)), writing the factors; dt into dt_buffer when
-// given (laid out as out), else into a fresh tensor.
-LrpScanFactors run_lrp_forward(const ScanInputs& in, kernels::SelectiveScanParams& p, const at::Tensor& out,
-                               const at::Tensor& dt_buffer) {
-  LrpScanFactors f;  // laid out as out
-  p.lrp_batch_stride = out.stride(0);
-  p.lrp_dim_stride = out.stride(1);
-  f.dt = dt_buffer.defined() ? dt_buffer : at::empty_like(out);
-  p.lrp_dt = f.dt.data_ptr();
-  if (in.z) {
-    f.gy_scale = at::empty_like(out);
-    f.dz_scale = at::empty_like(out);
-    p.lrp_gy_scale = f.gy_scale.data_ptr();
-    p.lrp_dz_scale = f.dz_scale.data_ptr();
-  }
-  kernels::cpu::selective_scan_fwd(p, aten_parallel_for);
-  return f;
-}
-
-}  // namespace
-
 std::pair<at::Tensor, LrpScanFactors> selective_scan_lrp_forward_cpu(const at::Tensor& u, const at::Tensor& delta,
                                                                      const at::Tensor& A, const at::Tensor& B,
                                                                      const at::Tensor& C, const OptTensor& D,
@@ -71,29 +48,60 @@ std::pair<at::Tensor, LrpScanFactors> selective_scan_lrp_forward_cpu(const at::T
   fill_scan_params(in, p);
   // No pre-gate y: the factors replace it.
   const at::Tensor out = allocate_forward_outputs(in, false, in.u.scalar_type(), p, /*with_out_y=*/false).out;
-  return {out, run_lrp_forward(in, p, out, at::Tensor())};
+  LrpScanFactors f;  // laid out as out (dense (B, D, L))
+  p.lrp_batch_stride = out.stride(0);
+  p.lrp_dim_stride = out.stride(1);
+  f.dt = at::empty_like(out);
+  p.lrp_dt = f.dt.data_ptr();
+  if (in.z) {
+    f.gy_scale = at::empty_like(out);
+    f.dz_scale = at::empty_like(out);
+    p.lrp_gy_scale = f.gy_scale.data_ptr();
+    p.lrp_dz_scale = f.dz_scale.data_ptr();
+  }
+  kernels::cpu::selective_scan_fwd(p, aten_parallel_for);
+  return {out, f};
 }
 
-LrpScanFactors selective_scan_lrp_factors_cpu(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
-                                              const at::Tensor& B, const at::Tensor& C, const OptTensor& D,
-                                              const OptTensor& z, const OptTensor& delta_bias, bool delta_softplus) {
+at::Tensor selective_scan_output_over_u_cpu(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
+                                            const at::Tensor& B, const at::Tensor& C, const OptTensor& D,
+                                            const OptTensor& z, const OptTensor& delta_bias, bool delta_softplus) {
   const ScanInputs in = check_scan_inputs(ScanBackend::kCPU, u, delta, A, B, C, D, z, delta_bias, delta_softplus);
-  const bool overwrite = in.u.is_contiguous() && in.delta.is_contiguous();
-  if (!overwrite) return selective_scan_lrp_forward_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus).second;
   kernels::SelectiveScanParams p;
   fill_scan_params(in, p);
-  // Step t of a row reads u and delta at t before it writes out and dt at t, and rows are
-  // disjoint: the outputs can take the inputs' places.
-  p.out = in.u.data_ptr();
-  p.out_batch_stride = in.u.stride(0);
-  p.out_dim_stride = in.u.stride(1);
-  return run_lrp_forward(in, p, in.u, in.delta);
+  at::Tensor out = in.u;
+  if (out.is_contiguous()) {
+    // Step t of a row reads u at t before it writes out at t, and rows are disjoint.
+    p.out = out.data_ptr();
+    p.out_batch_stride = out.stride(0);
+    p.out_dim_stride = out.stride(1);
+  } else {
+    out = allocate_forward_outputs(in, false, in.u.scalar_type(), p, /*with_out_y=*/false).out;
+  }
+  kernels::cpu::selective_scan_fwd(p, aten_parallel_for);
+  return out;
+}
+
+std::pair<at::Tensor, OptTensor> selective_scan_lrp_backward_recomputing_cpu(
+    const at::Tensor& grad_out, const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B,
+    const at::Tensor& C, const OptTensor& D, const OptTensor& z, const OptTensor& delta_bias, bool delta_softplus,
+    bool overwrite_inputs) {
+  const ScanInputs in = check_scan_inputs(ScanBackend::kCPU, u, delta, A, B, C, D, z, delta_bias, delta_softplus);
+  kernels::SelectiveScanBwdParams p;
+  fill_scan_params(in, p);
+  const bool overwrite = overwrite_inputs && in.u.is_contiguous() && in.delta.is_contiguous();
+  const ScanBackwardTensors t =
+      prepare_backward(in, kernels::ScanRule::kMambaLRP, grad_out, c10::nullopt, c10::nullopt, in.u.scalar_type(), p,
+                       overwrite ? in.u : at::Tensor(), overwrite && in.z ? in.delta : at::Tensor(),
+                       /*needs_out_y=*/false);
+  kernels::cpu::selective_scan_bwd_lrp_recompute(p, aten_parallel_for);
+  return {t.du, t.dz};
 }
 
 std::pair<at::Tensor, OptTensor> selective_scan_lrp_backward_cpu(const at::Tensor& grad_out, const LrpScanFactors& f,
                                                                  const at::Tensor& A, const at::Tensor& B,
                                                                  const at::Tensor& C, const OptTensor& D,
-                                                                 bool delta_softplus, bool overwrite_factors) {
+                                                                 bool delta_softplus) {
   // The factors stand in for the inputs they replace, which have their shapes: dt for u and
   // delta, silu(z)/2 for z, y sigmoid(z)/2 for the pre-gate y. So the usual checks and
   // allocations (grad_out against u, du, dz) apply; the kernel reads the lrp_* pointers.
@@ -103,13 +111,8 @@ std::pair<at::Tensor, OptTensor> selective_scan_lrp_backward_cpu(const at::Tenso
       check_scan_inputs(ScanBackend::kCPU, f.dt, f.dt, A, B, C, D, gy_scale, c10::nullopt, delta_softplus);
   kernels::SelectiveScanBwdParams p;
   fill_scan_params(in, p);
-  // Step t of a row reads dt, silu(z)/2 and y sigmoid(z)/2 at t before it writes du and dz
-  // there (its chunk's factors go to local buffers first), and rows are disjoint: the
-  // gradients can take the places of dt and y sigmoid(z)/2.
-  const bool overwrite = overwrite_factors && in.u.is_contiguous() && (!dz_scale || dz_scale->is_contiguous());
   const ScanBackwardTensors t = prepare_backward(in, kernels::ScanRule::kMambaLRP, grad_out, c10::nullopt, dz_scale,
-                                                 in.u.scalar_type(), p, overwrite ? in.u : at::Tensor(),
-                                                 overwrite && dz_scale ? *dz_scale : at::Tensor());
+                                                 in.u.scalar_type(), p);
   p.lrp_batch_stride = in.u.stride(0);
   p.lrp_dim_stride = in.u.stride(1);
   p.lrp_dt = in.u.data_ptr();

@@ -23,18 +23,28 @@ std::pair<at::Tensor, LrpScanFactors> selective_scan_lrp_forward_cpu(
     const c10::optional<at::Tensor>& D, const c10::optional<at::Tensor>& z,
     const c10::optional<at::Tensor>& delta_bias, bool delta_softplus);
 
-// The factors alone, for a backward that recomputes the scan's forward: the scan's output
-// goes over u and dt over delta (dense (B, D, L) both; otherwise into fresh tensors), so
-// that the recomputation allocates two (B, D, L) tensors fewer. u and delta are clobbered.
-LrpScanFactors selective_scan_lrp_factors_cpu(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
-                                              const at::Tensor& B, const at::Tensor& C,
-                                              const c10::optional<at::Tensor>& D, const c10::optional<at::Tensor>& z,
-                                              const c10::optional<at::Tensor>& delta_bias, bool delta_softplus);
+// The scan's output alone (gated when z is given), written over u when u is dense
+// (B, D, L), which is then clobbered: for the recomputing branch's forward, which keeps
+// none of the scan's outputs.
+at::Tensor selective_scan_output_over_u_cpu(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
+                                            const at::Tensor& B, const at::Tensor& C,
+                                            const c10::optional<at::Tensor>& D, const c10::optional<at::Tensor>& z,
+                                            const c10::optional<at::Tensor>& delta_bias, bool delta_softplus);
 
-// du and (with z) dz of the MambaLRP rule, from the forward's factors. overwrite_factors:
-// du goes over f.dt and dz over f.dz_scale (when dense), which are then gone.
+// du and (with z) dz of the MambaLRP rule, from the forward's factors.
 std::pair<at::Tensor, c10::optional<at::Tensor>> selective_scan_lrp_backward_cpu(
     const at::Tensor& grad_out, const LrpScanFactors& f, const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
-    const c10::optional<at::Tensor>& D, bool delta_softplus, bool overwrite_factors = false);
+    const c10::optional<at::Tensor>& D, bool delta_softplus);
+
+// du and (with z) dz of the MambaLRP rule from the scan's inputs, for a backward that kept
+// no forward outputs: the forward runs again row by row inside, sharing its decays
+// exp(dt A) with the reverse scan (kernels/cpu selective_scan_bwd_lrp_recompute). Same
+// values as selective_scan_lrp_forward_cpu then selective_scan_lrp_backward_cpu.
+// overwrite_inputs: du goes over u and dz over delta when both are dense (B, D, L), for a
+// caller that recomputed them for this call (they are clobbered).
+std::pair<at::Tensor, c10::optional<at::Tensor>> selective_scan_lrp_backward_recomputing_cpu(
+    const at::Tensor& grad_out, const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B,
+    const at::Tensor& C, const c10::optional<at::Tensor>& D, const c10::optional<at::Tensor>& z,
+    const c10::optional<at::Tensor>& delta_bias, bool delta_softplus, bool overwrite_inputs);
 
 }  // namespace mamba_lrp

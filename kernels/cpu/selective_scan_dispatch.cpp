@@ -48,14 +48,15 @@ Isa isa() {
 struct IsaLoops {
   void (*fwd)(const SelectiveScanParams&, const ScanWork&, int64_t, int64_t);
   void (*bwd_lrp)(const SelectiveScanBwdParams&, const ScanWork&, int64_t, int64_t);
+  void (*bwd_lrp_recompute)(const SelectiveScanBwdParams&, const ScanWork&, int64_t, int64_t);
   void (*bwd_exact)(const SelectiveScanBwdParams&, const ScanWork&, int64_t, int64_t);
 };
 
 const IsaLoops& loops() {
   static const IsaLoops table[] = {
-      {baseline::fwd_range, baseline::bwd_lrp_range, baseline::bwd_exact_range},
-      {avx2::fwd_range, avx2::bwd_lrp_range, avx2::bwd_exact_range},
-      {avx512::fwd_range, avx512::bwd_lrp_range, avx512::bwd_exact_range},
+      {baseline::fwd_range, baseline::bwd_lrp_range, baseline::bwd_lrp_recompute_range, baseline::bwd_exact_range},
+      {avx2::fwd_range, avx2::bwd_lrp_range, avx2::bwd_lrp_recompute_range, avx2::bwd_exact_range},
+      {avx512::fwd_range, avx512::bwd_lrp_range, avx512::bwd_lrp_recompute_range, avx512::bwd_exact_range},
   };
   return table[static_cast<int>(isa())];
 }
@@ -118,7 +119,7 @@ void fwd_impl(const SelectiveScanParams& p, ParallelFor parallel_for) {
 }
 
 template <typename T>
-void bwd_impl(const SelectiveScanBwdParams& p, ParallelFor parallel_for) {
+void bwd_impl(const SelectiveScanBwdParams& p, ParallelFor parallel_for, bool recompute_forward) {
   ScanWork w;
   w.dpad = padded_dstate(p.dstate);
   w.decay_only = decays_only<T>(p);
@@ -129,8 +130,9 @@ void bwd_impl(const SelectiveScanBwdParams& p, ParallelFor parallel_for) {
   const IsaLoops& run = loops();
 
   if (p.rule == ScanRule::kMambaLRP) {
+    const auto rows = recompute_forward ? run.bwd_lrp_recompute : run.bwd_lrp;
     run_parallel(parallel_for, p.batch * p.dim, row_grain(p, w.dpad),
-                 [&](int64_t begin, int64_t end) { run.bwd_lrp(p, w, begin, end); });
+                 [&](int64_t begin, int64_t end) { rows(p, w, begin, end); });
     return;
   }
 
@@ -203,8 +205,16 @@ void selective_scan_fwd(const SelectiveScanParams& p, ParallelFor parallel_for) 
 void selective_scan_bwd(const SelectiveScanBwdParams& p, ParallelFor parallel_for) {
   check_supported(p);
   if (p.z && !p.out_y) throw std::invalid_argument("selective_scan CPU backward: the pre-gate output is needed when z is given");
-  if (p.input_type == ScanDType::kFloat64) bwd_impl<double>(p, parallel_for);
-  else bwd_impl<float>(p, parallel_for);
+  if (p.input_type == ScanDType::kFloat64) bwd_impl<double>(p, parallel_for, false);
+  else bwd_impl<float>(p, parallel_for, false);
+}
+
+void selective_scan_bwd_lrp_recompute(const SelectiveScanBwdParams& p, ParallelFor parallel_for) {
+  check_supported(p);
+  if (p.rule != ScanRule::kMambaLRP || p.lrp_dt)
+    throw std::invalid_argument("selective_scan CPU recomputing backward: MambaLRP rule only, from the inputs (no lrp factors)");
+  if (p.input_type == ScanDType::kFloat64) bwd_impl<double>(p, parallel_for, true);
+  else bwd_impl<float>(p, parallel_for, true);
 }
 
 const char* selected_isa() {

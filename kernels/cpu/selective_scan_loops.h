@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 #include "kernels/cpu/selective_scan_work.h"
 #include "kernels/cpu/simd_math.h"
 
@@ -294,6 +295,123 @@ void bwd_lrp_row(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t b, 
   }
 }
 
+// Per-thread scratch of the recomputing MambaLRP backward, for one row at a time: dt, the
+// gate factors silu(z)/2 and y sigmoid(z)/2, and every decay exp(dt_t A) of the row.
+template <typename T>
+struct RecomputeScratch {
+  T *dt, *gy_scale, *dz_scale;  // (seqlen rounded up to kChunk)
+  T* decay;                     // (seqlen rounded up to kChunk, dpad)
+};
+
+template <typename T>
+RecomputeScratch<T> recompute_scratch(int64_t seqlen, int64_t dpad) {
+  thread_local std::vector<T> buffer;
+  const int64_t steps = (seqlen + kChunk - 1) / kChunk * kChunk;
+  const size_t need = static_cast<size_t>(steps * (3 + dpad));
+  if (buffer.size() < need) buffer.assign(need, T(0));
+  T* base = buffer.data();
+  return {base, base + steps, base + 2 * steps, base + 3 * steps};
+}
+
+// MambaLRP backward of one row that runs the row's forward first (no forward outputs or
+// factors needed): the forward leaves dt, the gate factors and the decays exp(dt_t A) in the
+// row scratch, and the reverse scan reads the decays from there instead of computing each
+// exp again. Bitwise the results of fwd_row (with lrp_* factors) then bwd_lrp_row. A row
+// reads u and delta only in its forward part, so du and dz may take their places.
+template <typename T, bool kDecayOnly>
+void bwd_lrp_recompute_row(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t b, int64_t d,
+                           const RecomputeScratch<T>& s) {
+  const int64_t g = d / p.dim_per_group(), dpad = w.dpad;
+  const BwdRow<T> q = bwd_row_ptrs<T>(p, b, d);
+  const RowPtrs<T>& r = q.r;
+  const bool has_next = d + 1 < p.dim;
+  const RowPtrs<T> next = has_next ? row_ptrs<T>(p, b, d + 1) : RowPtrs<T>{};
+  const T* Bt = bc_rows<T>(w.Bt, p, w, b, g);
+  const T* Ct = bc_rows<T>(w.Ct, p, w, b, g);
+  alignas(64) T a[kMaxDState];
+  alignas(64) T h[kMaxDState];
+  load_A_row(p, d, dpad, a);
+  std::fill(h, h + dpad, T(0));
+  alignas(64) T dtu[kChunk], y[kChunk];
+  alignas(64) T ch[kChunk * kLanes<T>];  // C_t * h_t per step (this block of states), reduced later
+
+  // The forward, as fwd_row, keeping what the reverse scan reads.
+  for (int64_t t0 = 0; t0 < p.seqlen; t0 += kChunk) {
+    const int64_t n = std::min(kChunk, p.seqlen - t0);
+    const int64_t n_full = (n + kLanes<T> - 1) / kLanes<T> * kLanes<T>;
+    prefetch_steps(q.gout, t0, n);  // this row's reverse scan comes next
+    T* dt = s.dt + t0;
+    chunk_dt<T>(p, r, t0, n, dt, nullptr);
+    for (int64_t i = 0; i < n; i += kLanes<T>) store(dtu + i, load(dt + i) * load_upto(r.u + t0 + i, n - i));
+    std::fill(y, y + kChunk, T(0));
+    if (n_full > n) std::fill(ch + n * kLanes<T>, ch + n_full * kLanes<T>, T(0));
+    for (int64_t nb = 0; nb < dpad; nb += kLanes<T>) {
+      const Vec<T> av = load(a + nb);
+      Vec<T> hv = load(h + nb);
+      const T* Brow = Bt + t0 * dpad + nb;
+      const T* Crow = Ct + t0 * dpad + nb;
+      T* decay = s.decay + t0 * dpad + nb;
+      for (int64_t i = 0; i < n; ++i) {
+        const Vec<T> e = exp_dtA<kDecayOnly>(av * dt[i]);
+        store(decay + i * dpad, e);
+        hv = e * hv + load(Brow + i * dpad) * dtu[i];
+        store(ch + i * kLanes<T>, load(Crow + i * dpad) * hv);
+      }
+      store(h + nb, hv);
+      for (int64_t i = 0; i < n_full; i += kLanes<T>) store(y + i, load(y + i) + row_sums(ch + i * kLanes<T>));
+    }
+    if (!r.z) continue;
+    for (int64_t i = 0; i < n; i += kLanes<T>) {
+      const Vec<T> yv = load(y + i) + load_upto(r.u + t0 + i, n - i) * r.D;
+      const Vec<T> zv = load_upto(r.z + t0 + i, n - i), sv = vsigmoid(zv);
+      store(s.gy_scale + t0 + i, T(0.5) * zv * sv);
+      store(s.dz_scale + t0 + i, T(0.5) * yv * sv);
+    }
+  }
+
+  // The reverse scan, as bwd_lrp_row, with the kept decays.
+  alignas(64) T gh[kMaxDState];  // exp(dt_{t+1} A) g_{t+1}: the part of g_t carried from the future
+  init_state_grad(p, w, b, d, gh);
+  alignas(64) T gy[kChunk], acc[kChunk];
+  alignas(64) T bg[kChunk * kLanes<T>];  // B_t * g_t per step (this block of states), reduced later
+  const int64_t chunks = (p.seqlen + kChunk - 1) / kChunk;
+  for (int64_t c = chunks - 1; c >= 0; --c) {
+    const int64_t t0 = c * kChunk, n = std::min(kChunk, p.seqlen - t0);
+    const int64_t n_full = (n + kLanes<T> - 1) / kLanes<T> * kLanes<T>;
+    if (has_next) {  // the next row's forward comes next
+      prefetch_steps(next.delta, t0, n);
+      prefetch_steps(next.u, t0, n);
+      prefetch_steps(next.z, t0, n);
+    }
+    for (int64_t i = 0; i < n; i += kLanes<T>) {
+      const Vec<T> gv = load_upto(q.gout + t0 + i, n - i);
+      if (!r.z) {
+        store(gy + i, gv);
+        continue;
+      }
+      store(gy + i, gv * load(s.gy_scale + t0 + i));
+      store_upto(q.dz + t0 + i, gv * load(s.dz_scale + t0 + i), n - i);
+    }
+    std::fill(acc, acc + kChunk, T(0));
+    if (n_full > n) std::fill(bg + n * kLanes<T>, bg + n_full * kLanes<T>, T(0));
+    for (int64_t nb = 0; nb < dpad; nb += kLanes<T>) {
+      Vec<T> carry = load(gh + nb);
+      const T* Brow = Bt + t0 * dpad + nb;
+      const T* Crow = Ct + t0 * dpad + nb;
+      const T* decay = s.decay + t0 * dpad + nb;
+      for (int64_t i = n - 1; i >= 0; --i) {
+        const Vec<T> gt = carry + load(Crow + i * dpad) * gy[i];
+        store(bg + i * kLanes<T>, load(Brow + i * dpad) * gt);
+        carry = load(decay + i * dpad) * gt;
+      }
+      store(gh + nb, carry);
+      for (int64_t i = 0; i < n_full; i += kLanes<T>) store(acc + i, load(acc + i) + row_sums(bg + i * kLanes<T>));
+    }
+    for (int64_t i = 0; i < n; i += kLanes<T>)
+      store_upto(q.du + t0 + i, load(s.dt + t0 + i) * load(acc + i) + load(gy + i) * r.D, n - i);
+  }
+}
+
 // Exact backward of the rows d in [d_begin, d_end) of one (batch, group); B, C gradient
 // partials go to this task's own buffers, so no two tasks write the same memory.
 template <typename T>
@@ -405,6 +523,22 @@ void bwd_lrp_range(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t b
     const bool f64 = p.input_type == ScanDType::kFloat64;
     if (w.decay_only) f64 ? bwd_lrp_row<double, true>(p, w, b, d) : bwd_lrp_row<float, true>(p, w, b, d);
     else f64 ? bwd_lrp_row<double, false>(p, w, b, d) : bwd_lrp_row<float, false>(p, w, b, d);
+  }
+}
+
+void bwd_lrp_recompute_range(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t begin, int64_t end) {
+  const bool f64 = p.input_type == ScanDType::kFloat64;
+  for (int64_t item = begin; item < end; ++item) {
+    const int64_t b = item / p.dim, d = item % p.dim;
+    if (f64) {
+      const auto s = recompute_scratch<double>(p.seqlen, w.dpad);
+      w.decay_only ? bwd_lrp_recompute_row<double, true>(p, w, b, d, s)
+                   : bwd_lrp_recompute_row<double, false>(p, w, b, d, s);
+    } else {
+      const auto s = recompute_scratch<float>(p.seqlen, w.dpad);
+      w.decay_only ? bwd_lrp_recompute_row<float, true>(p, w, b, d, s)
+                   : bwd_lrp_recompute_row<float, false>(p, w, b, d, s);
+    }
   }
 }
 

@@ -33,6 +33,8 @@ struct ScanWork {
   void fwd_range(const SelectiveScanParams& p, const ScanWork& w, int64_t begin, int64_t end);  \
   void bwd_lrp_range(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t begin,         \
                      int64_t end);                                                              \
+  void bwd_lrp_recompute_range(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t begin, \
+                               int64_t end);                                                    \
   void bwd_exact_range(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t begin,       \
                        int64_t end);                                                            \
   }
