@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdlib>  // defines __GLIBC__ on glibc
 #include <iterator>
+#include <unordered_set>
 #include <limits>
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -19,23 +20,22 @@
 namespace mamba_lrp {
 namespace {
 
-// A block's first 64 bytes: its size (0 for a small block from malloc) and its allocator;
-// the tensor's bytes follow (64-byte aligned, as c10's own allocator aligns).
+// A large block's first 64 bytes: its size and its allocator; the tensor's bytes follow
+// (64-byte aligned, as c10's own allocator aligns).
 struct BlockHeader {
   std::size_t size;
   const BlockReusingCpuAllocator* owner;
 };
-
-// n bytes after a header from the C heap.
-void* small_block(std::size_t n, const BlockReusingCpuAllocator* owner) {
-  void* base = nullptr;
-  TORCH_CHECK(n <= std::numeric_limits<std::size_t>::max() - 64 && posix_memalign(&base, 64, n + 64) == 0,
-              "out of memory: cannot allocate ", n, " bytes for a CPU tensor");
-  *static_cast<BlockHeader*>(base) = BlockHeader{0, owner};
-  return static_cast<char*>(base) + 64;
-}
 constexpr std::size_t kHeaderBytes = 64;
 static_assert(sizeof(BlockHeader) <= kHeaderBytes, "header fits");
+
+// The data pointers of the large blocks in use, of every instance: what the raw interface's
+// one deleter needs to tell them from small blocks (c10's, which carry no header).
+std::mutex live_mutex;
+std::unordered_set<void*>& live_large_blocks() {
+  static auto* live = new std::unordered_set<void*>();  // never destroyed (static teardown frees blocks)
+  return *live;
+}
 
 #if defined(MAMBA_LRP_HAS_MMAP)
 std::size_t page_rounded(std::size_t n) {
@@ -55,14 +55,15 @@ BlockReusingCpuAllocator::~BlockReusingCpuAllocator() {
 }
 
 c10::DataPtr BlockReusingCpuAllocator::allocate(std::size_t n) MAMBA_LRP_ALLOCATE_CONST {
-  if (n < kLargeBlockBytes) {
-    void* data = small_block(n, this);
-    return {data, data, &release, c10::Device(c10::DeviceType::CPU)};
-  }
+  if (n < kLargeBlockBytes) return c10::GetDefaultCPUAllocator()->allocate(n);
   TORCH_CHECK(n <= std::numeric_limits<std::size_t>::max() / 2, "out of memory: cannot allocate ", n,
               " bytes for a CPU tensor");
   char* base = static_cast<char*>(take(page_rounded(n + kHeaderBytes)));
   void* data = base + kHeaderBytes;
+  {
+    std::lock_guard<std::mutex> lock(live_mutex);
+    live_large_blocks().insert(data);
+  }
   return {data, data, &release, c10::Device(c10::DeviceType::CPU)};
 }
 
@@ -114,12 +115,24 @@ std::size_t BlockReusingCpuAllocator::unmap_oldest() const {
   return size;
 }
 
+void BlockReusingCpuAllocator::raw_release(void* data) {
+  bool large = false;
+  {
+    std::lock_guard<std::mutex> lock(live_mutex);
+    large = live_large_blocks().count(data) > 0;
+  }
+  if (large) return release(data);
+  c10::GetDefaultCPUAllocator()->raw_deleter()(data);
+}
+
 // Keeps the range, merged with free neighbours (adjacent pages, even of another mapping).
 void BlockReusingCpuAllocator::release(void* data) {
-  if (!data) return;
+  {
+    std::lock_guard<std::mutex> lock(live_mutex);
+    live_large_blocks().erase(data);
+  }
   char* base = static_cast<char*>(data) - kHeaderBytes;
   const BlockHeader h = *reinterpret_cast<const BlockHeader*>(base);
-  if (h.size == 0) return std::free(base);
   const BlockReusingCpuAllocator& a = *h.owner;
   std::lock_guard<std::mutex> lock(a.mutex_);
   std::size_t size = h.size;
@@ -141,18 +154,16 @@ void BlockReusingCpuAllocator::release(void* data) {
   a.free_.emplace(base, FreeRange{size, now});
 }
 
-#else  // no mmap: every block from malloc
+#else  // no mmap: every block from c10's allocator
 
 BlockReusingCpuAllocator::~BlockReusingCpuAllocator() = default;
 c10::DataPtr BlockReusingCpuAllocator::allocate(std::size_t n) MAMBA_LRP_ALLOCATE_CONST {
-  void* data = small_block(n, this);
-  return {data, data, &release, c10::Device(c10::DeviceType::CPU)};
+  return c10::GetDefaultCPUAllocator()->allocate(n);
 }
 void* BlockReusingCpuAllocator::take(std::size_t) const { return nullptr; }
 std::size_t BlockReusingCpuAllocator::unmap_oldest() const { return 0; }
-void BlockReusingCpuAllocator::release(void* data) {
-  if (data) std::free(static_cast<char*>(data) - kHeaderBytes);
-}
+void BlockReusingCpuAllocator::release(void*) {}
+void BlockReusingCpuAllocator::raw_release(void* data) { c10::GetDefaultCPUAllocator()->raw_deleter()(data); }
 
 #endif
 

@@ -45,10 +45,9 @@ LargeBlockStats large_block_stats();
 // merge). Only when none holds it is a fresh range mapped, and before that, kept ranges are
 // unmapped (oldest freed first) until as many bytes as it needs are gone or none are kept,
 // so what is mapped never exceeds the most that was ever in use at once: the peak is the
-// largest live set, without fragmentation on top. Smaller blocks come from malloc. Every
-// block carries a 64-byte header (its size and allocator), so one deleter frees both kinds
-// (the raw_allocate / raw_deallocate interface works). Thread-safe. Must outlive every
-// block it handed out.
+// largest live set, without fragmentation on top. Smaller blocks come from c10's own CPU
+// allocator, unchanged. The raw_allocate / raw_deallocate interface works for both kinds.
+// Thread-safe. Must outlive every block it handed out.
 class BlockReusingCpuAllocator final : public c10::Allocator {
  public:
   static constexpr std::size_t kLargeBlockBytes = std::size_t(1) << 20;
@@ -63,7 +62,7 @@ class BlockReusingCpuAllocator final : public c10::Allocator {
   void copy_data(void* dest, const void* src, std::size_t count) const override { default_copy_data(dest, src, count); }
 #endif
 
-  c10::DeleterFnPtr raw_deleter() const override { return &release; }
+  c10::DeleterFnPtr raw_deleter() const override { return &raw_release; }
 
   LargeBlockStats stats() const;
 
@@ -74,7 +73,8 @@ class BlockReusingCpuAllocator final : public c10::Allocator {
   };
   void* take(std::size_t size) const;
   std::size_t unmap_oldest() const;
-  static void release(void* data);
+  static void release(void* data);      // a large block
+  static void raw_release(void* data);  // either kind
 
   mutable std::mutex mutex_;
   mutable std::map<char*, FreeRange> free_;  // kept ranges by address
