@@ -141,26 +141,40 @@ class LeanMambaLrpBranch : public torch::autograd::Function<LeanMambaLrpBranch> 
     at::NoGradGuard plain_layers;  // recomputed without recording, also under create_graph
     const at::Tensor m3 = mask3(mask, x);
     ScanOperands s;
-    set_conv_silu(s, x, m3, w, PropagationContext{}, /*keep_sigmoid=*/false);
     s.dt_low = saved[3];
     s.B = saved[4];
     s.C = saved[5];
     s.A = ctx->saved_data["A"].toTensor();
     set_delta(s, w, Composite());
-    const at::Tensor grad_out = grads[0].defined() ? grads[0] : at::zeros_like(s.u);
-    at::Tensor du, dz;                                                             // (B, I, L)
+    const at::Tensor& grad_out = grads[0];
+    at::Tensor dx, dz;                                                             // (B, I, L)
+    if (x.device().is_cpu() && !m3.defined() && grad_out.defined()) {
+      // One kernel from the conv output c: silu(c), the scan's forward again and its
+      // MambaLRP backward, the gradient at c (SiLU identity rule) written over c and dz
+      // over delta (both recomputed here for this call).
+      const at::Tensor c = causal_conv1d_silu(x, w.conv_weight, w.conv_bias, true, false, false).conv;
+      auto grads_cz = selective_scan_lrp_backward_recomputing_cpu(grad_out, c, s.delta, s.A, s.B, s.C, w.D, z,
+                                                                  s.delta_bias, true, /*overwrite_inputs=*/true,
+                                                                  /*u_through_silu=*/true);
+      s.delta = at::Tensor();
+      dz = *grads_cz.second;
+      dx = causal_conv1d_input_grad(grads_cz.first, c10::nullopt, w.conv_weight);
+      return {dx, dz, at::Tensor(), at::Tensor()};
+    }
+    set_conv_silu(s, x, m3, w, PropagationContext{}, /*keep_sigmoid=*/false);
+    const at::Tensor g = grad_out.defined() ? grad_out : at::zeros_like(s.u);
+    at::Tensor du;
     if (x.device().is_cpu()) {
       // The scan's MambaLRP backward with its forward run again inside, du and dz written
-      // over u and delta (recomputed here for this call).
-      auto grads_uz = selective_scan_lrp_backward_recomputing_cpu(grad_out, s.u, s.delta, s.A, s.B, s.C, w.D, z,
+      // over u and delta.
+      auto grads_uz = selective_scan_lrp_backward_recomputing_cpu(g, s.u, s.delta, s.A, s.B, s.C, w.D, z,
                                                                   s.delta_bias, true, /*overwrite_inputs=*/true);
-      s.u = s.delta = at::Tensor();
       du = grads_uz.first;
       dz = *grads_uz.second;
     } else {
       const at::Tensor y = std::get<0>(
           selective_scan_forward_parts(s.u, s.delta, s.A, s.B, s.C, w.D, c10::nullopt, s.delta_bias, true, false));
-      auto parts = selective_scan_backward_parts(grad_out, c10::nullopt, s.u, s.delta, s.A, s.B, s.C, w.D, z,
+      auto parts = selective_scan_backward_parts(g, c10::nullopt, s.u, s.delta, s.A, s.B, s.C, w.D, z,
                                                  s.delta_bias, y, true, "mambalrp");
       du = std::get<0>(parts);
       dz = *std::get<6>(parts);
@@ -174,7 +188,7 @@ class LeanMambaLrpBranch : public torch::autograd::Function<LeanMambaLrpBranch> 
       const at::Tensor xm = m3.defined() ? x * m3 : x;
       du.mul_(causal_conv1d_silu(xm, w.conv_weight, w.conv_bias, false, false, true).sigmoid);
     }
-    at::Tensor dx = causal_conv1d_input_grad(du, c10::nullopt, w.conv_weight);
+    dx = causal_conv1d_input_grad(du, c10::nullopt, w.conv_weight);
     du = at::Tensor();
     if (m3.defined()) dx.mul_(m3);
     return {dx, dz, at::Tensor(), at::Tensor()};

@@ -85,7 +85,7 @@ at::Tensor selective_scan_output_over_u_cpu(const at::Tensor& u, const at::Tenso
 std::pair<at::Tensor, OptTensor> selective_scan_lrp_backward_recomputing_cpu(
     const at::Tensor& grad_out, const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B,
     const at::Tensor& C, const OptTensor& D, const OptTensor& z, const OptTensor& delta_bias, bool delta_softplus,
-    bool overwrite_inputs) {
+    bool overwrite_inputs, bool u_through_silu) {
   const ScanInputs in = check_scan_inputs(ScanBackend::kCPU, u, delta, A, B, C, D, z, delta_bias, delta_softplus);
   kernels::SelectiveScanBwdParams p;
   fill_scan_params(in, p);
@@ -94,6 +94,7 @@ std::pair<at::Tensor, OptTensor> selective_scan_lrp_backward_recomputing_cpu(
       prepare_backward(in, kernels::ScanRule::kMambaLRP, grad_out, c10::nullopt, c10::nullopt, in.u.scalar_type(), p,
                        overwrite ? in.u : at::Tensor(), overwrite && in.z ? in.delta : at::Tensor(),
                        /*needs_out_y=*/false);
+  p.u_through_silu = u_through_silu;
   kernels::cpu::selective_scan_bwd_lrp_recompute(p, aten_parallel_for);
   return {t.du, t.dz};
 }

@@ -41,10 +41,13 @@ std::pair<at::Tensor, c10::optional<at::Tensor>> selective_scan_lrp_backward_cpu
 // exp(dt A) with the reverse scan (kernels/cpu selective_scan_bwd_lrp_recompute). Same
 // values as selective_scan_lrp_forward_cpu then selective_scan_lrp_backward_cpu.
 // overwrite_inputs: du goes over u and dz over delta when both are dense (B, D, L), for a
-// caller that recomputed them for this call (they are clobbered).
+// caller that recomputed them for this call (they are clobbered). u_through_silu: u holds
+// the conv output c, the scan's input is silu(c), and du is returned at c under the SiLU
+// identity rule (the scan's du times sigmoid(c)): one pass over c instead of three.
 std::pair<at::Tensor, c10::optional<at::Tensor>> selective_scan_lrp_backward_recomputing_cpu(
     const at::Tensor& grad_out, const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B,
     const at::Tensor& C, const c10::optional<at::Tensor>& D, const c10::optional<at::Tensor>& z,
-    const c10::optional<at::Tensor>& delta_bias, bool delta_softplus, bool overwrite_inputs);
+    const c10::optional<at::Tensor>& delta_bias, bool delta_softplus, bool overwrite_inputs,
+    bool u_through_silu = false);
 
 }  // namespace mamba_lrp

@@ -21,6 +21,7 @@ void selective_scan_bwd(const SelectiveScanBwdParams& p, ParallelFor parallel_fo
 // again first (no out_y, no lrp_* factors read), and its decays exp(dt A) are computed once
 // for both directions. For a backward that does not keep the forward's outputs. p.du and
 // p.dz may be p.u and p.delta (dense, same strides): a row reads those before it writes.
+// With p.u_through_silu, p.u holds the conv output c and du comes back at c (SiLU identity).
 void selective_scan_bwd_lrp_recompute(const SelectiveScanBwdParams& p, ParallelFor parallel_for);
 
 // The instruction set the kernels run with: "avx512", "avx2" or "baseline". Chosen once

@@ -300,6 +300,7 @@ void bwd_lrp_row(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t b, 
 template <typename T>
 struct RecomputeScratch {
   T *dt, *gy_scale, *dz_scale;  // (seqlen rounded up to kChunk)
+  T* sigmoid_c;                 // sigmoid(c) with SelectiveScanBwdParams::u_through_silu
   T* decay;                     // (seqlen rounded up to kChunk, dpad)
 };
 
@@ -307,17 +308,18 @@ template <typename T>
 RecomputeScratch<T> recompute_scratch(int64_t seqlen, int64_t dpad) {
   thread_local std::vector<T> buffer;
   const int64_t steps = (seqlen + kChunk - 1) / kChunk * kChunk;
-  const size_t need = static_cast<size_t>(steps * (3 + dpad));
+  const size_t need = static_cast<size_t>(steps * (4 + dpad));
   if (buffer.size() < need) buffer.assign(need, T(0));
   T* base = buffer.data();
-  return {base, base + steps, base + 2 * steps, base + 3 * steps};
+  return {base, base + steps, base + 2 * steps, base + 3 * steps, base + 4 * steps};
 }
 
 // MambaLRP backward of one row that runs the row's forward first (no forward outputs or
 // factors needed): the forward leaves dt, the gate factors and the decays exp(dt_t A) in the
 // row scratch, and the reverse scan reads the decays from there instead of computing each
 // exp again. Bitwise the results of fwd_row (with lrp_* factors) then bwd_lrp_row. A row
-// reads u and delta only in its forward part, so du and dz may take their places.
+// reads u and delta only in its forward part, so du and dz may take their places. With
+// u_through_silu the row's u is silu(c) of the c it holds, and du goes out times sigmoid(c).
 template <typename T, bool kDecayOnly>
 void bwd_lrp_recompute_row(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t b, int64_t d,
                            const RecomputeScratch<T>& s) {
@@ -332,7 +334,7 @@ void bwd_lrp_recompute_row(const SelectiveScanBwdParams& p, const ScanWork& w, i
   alignas(64) T h[kMaxDState];
   load_A_row(p, d, dpad, a);
   std::fill(h, h + dpad, T(0));
-  alignas(64) T dtu[kChunk], y[kChunk];
+  alignas(64) T uc[kChunk], dtu[kChunk], y[kChunk];
   alignas(64) T ch[kChunk * kLanes<T>];  // C_t * h_t per step (this block of states), reduced later
 
   // The forward, as fwd_row, keeping what the reverse scan reads.
@@ -342,7 +344,16 @@ void bwd_lrp_recompute_row(const SelectiveScanBwdParams& p, const ScanWork& w, i
     prefetch_steps(q.gout, t0, n);  // this row's reverse scan comes next
     T* dt = s.dt + t0;
     chunk_dt<T>(p, r, t0, n, dt, nullptr);
-    for (int64_t i = 0; i < n; i += kLanes<T>) store(dtu + i, load(dt + i) * load_upto(r.u + t0 + i, n - i));
+    for (int64_t i = 0; i < n; i += kLanes<T>) {
+      Vec<T> uv = load_upto(r.u + t0 + i, n - i);
+      if (p.u_through_silu) {
+        const Vec<T> sv = vsigmoid(uv);
+        store(s.sigmoid_c + t0 + i, sv);
+        uv = uv * sv;
+      }
+      store(uc + i, uv);
+      store(dtu + i, load(dt + i) * uv);
+    }
     std::fill(y, y + kChunk, T(0));
     if (n_full > n) std::fill(ch + n * kLanes<T>, ch + n_full * kLanes<T>, T(0));
     for (int64_t nb = 0; nb < dpad; nb += kLanes<T>) {
@@ -362,7 +373,7 @@ void bwd_lrp_recompute_row(const SelectiveScanBwdParams& p, const ScanWork& w, i
     }
     if (!r.z) continue;
     for (int64_t i = 0; i < n; i += kLanes<T>) {
-      const Vec<T> yv = load(y + i) + load_upto(r.u + t0 + i, n - i) * r.D;
+      const Vec<T> yv = load(y + i) + load(uc + i) * r.D;
       const Vec<T> zv = load_upto(r.z + t0 + i, n - i), sv = vsigmoid(zv);
       store(s.gy_scale + t0 + i, T(0.5) * zv * sv);
       store(s.dz_scale + t0 + i, T(0.5) * yv * sv);
@@ -407,8 +418,11 @@ void bwd_lrp_recompute_row(const SelectiveScanBwdParams& p, const ScanWork& w, i
       store(gh + nb, carry);
       for (int64_t i = 0; i < n_full; i += kLanes<T>) store(acc + i, load(acc + i) + row_sums(bg + i * kLanes<T>));
     }
-    for (int64_t i = 0; i < n; i += kLanes<T>)
-      store_upto(q.du + t0 + i, load(s.dt + t0 + i) * load(acc + i) + load(gy + i) * r.D, n - i);
+    for (int64_t i = 0; i < n; i += kLanes<T>) {
+      Vec<T> duv = load(s.dt + t0 + i) * load(acc + i) + load(gy + i) * r.D;
+      if (p.u_through_silu) duv = duv * load(s.sigmoid_c + t0 + i);
+      store_upto(q.du + t0 + i, duv, n - i);
+    }
   }
 }
 

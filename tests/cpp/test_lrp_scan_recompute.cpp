@@ -127,6 +127,25 @@ TEST_CASE("recomputing MambaLRP scan backward equals a float64 loop and the fact
         }
 }
 
+TEST_CASE("recomputing MambaLRP scan backward from the conv output (u = silu(c))", "[scan_recompute]") {
+  for (auto dtype : {at::kDouble, at::kFloat}) {
+    DYNAMIC_SECTION("dtype " << dtype) {
+      const ScanCase c = random_case(2, 5, 150, 16, dtype, true, 11);
+      ScanCase c64 = random_case(2, 5, 150, 16, at::kDouble, true, 11);
+      const at::Tensor conv_out = c64.u;  // the random u plays c
+      const at::Tensor sig = at::sigmoid(conv_out);
+      c64.u = conv_out * sig;
+      const auto ref = naive_mambalrp_grads(c64, true);
+      auto [dc, dz] = mamba_lrp::selective_scan_lrp_backward_recomputing_cpu(
+          c.gout, c.u, c.delta, c.A, c.B, c.C, c.D, c.z, c.bias, true, /*overwrite_inputs=*/false,
+          /*u_through_silu=*/true);
+      const double rtol = dtype == at::kDouble ? 1e-10 : 2e-5;
+      check_close(dc, ref.first * sig, rtol);  // the SiLU identity rule: du sigmoid(c)
+      check_close(*dz, ref.second, rtol);
+    }
+  }
+}
+
 TEST_CASE("the scan's output over u equals the scan's own forward", "[scan_recompute]") {
   const ScanCase c = random_case(2, 5, 150, 16, at::kFloat, true, 3);
   const auto fwd = mamba_lrp::selective_scan_lrp_forward_cpu(c.u, c.delta, c.A, c.B, c.C, c.D, c.z, c.bias, true);
