@@ -107,8 +107,19 @@ at::Tensor linear_with_rule(const at::Tensor& x, const at::Tensor& weight, const
   switch (rule.kind) {
     case LayerRule::Kind::kGamma: return linear_gamma(x, weight, bias, rule.gamma);
     case LayerRule::Kind::kEpsilon: return linear_epsilon(x, weight, bias, rule.epsilon);
-    default: return at::linear(x, weight, bias);
+    default: break;
   }
+  if (x.dim() >= 1 && x.numel() == x.size(-1)) {
+    // One row (the LM head at the explained position, batch 1): a matrix-vector product.
+    // As a GEMM, OpenBLAS would pack the whole weight first, forward and backward: for the
+    // tied 50280 x 768 head 13 ms each way against 4 ms here.
+    at::Tensor y = at::mv(weight, x.reshape({-1}));
+    if (bias) y = y + *bias;
+    std::vector<int64_t> shape = x.sizes().vec();
+    shape.back() = weight.size(0);
+    return y.view(shape);
+  }
+  return at::linear(x, weight, bias);
 }
 
 namespace {
