@@ -54,7 +54,7 @@ ConvSiluParts causal_conv1d_silu(const at::Tensor& x_in, const at::Tensor& weigh
 }
 
 at::Tensor causal_conv1d_input_grad(const at::Tensor& grad_out_in, const c10::optional<at::Tensor>& scale_in,
-                                    const at::Tensor& weight_in) {
+                                    const at::Tensor& weight_in, bool overwrite_grad_out) {
   const int64_t K = weight_in.size(-1);
   if (!kernel_applies(grad_out_in, weight_in, c10::nullopt) ||
       (scale_in && (!scale_in->device().is_cpu() || scale_in->scalar_type() != grad_out_in.scalar_type() ||
@@ -67,7 +67,7 @@ at::Tensor causal_conv1d_input_grad(const at::Tensor& grad_out_in, const c10::op
   const at::Tensor grad_out = grad_out_in.contiguous();
   const at::Tensor scale = scale_in ? scale_in->contiguous() : at::Tensor();
   const at::Tensor weight = weight_in.contiguous();
-  at::Tensor grad_x = at::empty(grad_out.sizes(), grad_out.options());
+  at::Tensor grad_x = overwrite_grad_out ? grad_out : at::empty(grad_out.sizes(), grad_out.options());
   AT_DISPATCH_FLOATING_TYPES(grad_out.scalar_type(), "causal_conv1d_input_grad", [&] {
     kernels::cpu::CausalConv1dBwdParams<scalar_t> p;
     p.batch = grad_out.size(0), p.channels = grad_out.size(1), p.seqlen = grad_out.size(2), p.width = K;

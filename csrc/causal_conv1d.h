@@ -20,7 +20,9 @@ ConvSiluParts causal_conv1d_silu(const at::Tensor& x, const at::Tensor& weight, 
 
 // The input gradient of causal_conv1d for the output gradient grad_out * scale (scale
 // optional, same shape): (B, C, L). The weights' gradients are not computed.
+// overwrite_grad_out: written over grad_out where the CPU kernel runs (grad_out is then
+// clobbered; for a caller whose grad_out is its own temporary).
 at::Tensor causal_conv1d_input_grad(const at::Tensor& grad_out, const c10::optional<at::Tensor>& scale,
-                                    const at::Tensor& weight);
+                                    const at::Tensor& weight, bool overwrite_grad_out = false);
 
 }  // namespace mamba_lrp

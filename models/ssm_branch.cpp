@@ -158,7 +158,7 @@ class LeanMambaLrpBranch : public torch::autograd::Function<LeanMambaLrpBranch> 
                                                                   /*u_through_silu=*/true);
       s.delta = at::Tensor();
       dz = *grads_cz.second;
-      dx = causal_conv1d_input_grad(grads_cz.first, c10::nullopt, w.conv_weight);
+      dx = causal_conv1d_input_grad(grads_cz.first, c10::nullopt, w.conv_weight, /*overwrite_grad_out=*/true);
       return {dx, dz, at::Tensor(), at::Tensor()};
     }
     set_conv_silu(s, x, m3, w, PropagationContext{}, /*keep_sigmoid=*/false);

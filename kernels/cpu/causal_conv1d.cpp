@@ -73,6 +73,9 @@ inline __attribute__((always_inline)) void conv_grad_row_impl(const T* g_out, co
   if (scale) {
     for (int64_t t = 0; t < L; ++t) g_scaled[t] = g_out[t] * scale[t];
     g = g_scaled;
+  } else if (gx == g_out) {  // in place: the row is read from a copy
+    std::copy(g_out, g_out + L, g_scaled);
+    g = g_scaled;
   }
   std::fill(gx, gx + L, T(0));
   for (int64_t k = 0; k < K; ++k) {
@@ -122,7 +125,7 @@ void fwd_impl(const CausalConv1dParams<T>& p, ParallelFor parallel_for) {
 template <typename T>
 void bwd_impl(const CausalConv1dBwdParams<T>& p, ParallelFor parallel_for) {
   run_parallel(parallel_for, p.batch * p.channels, row_grain(p.seqlen), [&p](int64_t begin, int64_t end) {
-    std::vector<T> g_scaled(p.scale ? p.seqlen : 0);
+    std::vector<T> g_scaled(p.scale || p.grad_x == p.grad_out ? p.seqlen : 0);
     for (int64_t r = begin; r < end; ++r) {
       const int64_t c = r % p.channels;
       conv_grad_row(p.grad_out + r * p.seqlen, p.scale ? p.scale + r * p.seqlen : nullptr, p.weight + c * p.width,

@@ -31,7 +31,7 @@ struct CausalConv1dBwdParams {
   const T* grad_out = nullptr;
   const T* scale = nullptr;
   const T* weight = nullptr;
-  T* grad_x = nullptr;  // dense
+  T* grad_x = nullptr;  // dense; may be grad_out itself (each row is read from a copy then)
 };
 
 void causal_conv1d_fwd(const CausalConv1dParams<float>& p, ParallelFor parallel_for);

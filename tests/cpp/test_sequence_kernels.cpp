@@ -137,6 +137,11 @@ TEST_CASE("causal_conv1d_input_grad equals the loop and autograd of ATen's conv1
                                                 /*padding=*/at::IntArrayRef{0}, /*dilation=*/{1}, 6);
         const torch::Tensor gx = torch::autograd::grad({y}, {x}, {g * scale})[0];
         require_close(mamba_lrp::causal_conv1d_input_grad(g, scale, w), gx, tol);
+        // Written over its own gradient argument: same values, same storage.
+        const torch::Tensor own = g.clone();
+        const torch::Tensor over = mamba_lrp::causal_conv1d_input_grad(own, c10::nullopt, w, /*overwrite_grad_out=*/true);
+        REQUIRE(over.data_ptr() == own.data_ptr());
+        require_close(over, naive_conv_input_grad(g, torch::Tensor(), w), tol);
       }
 }
 
