@@ -121,6 +121,51 @@ const T* bc_rows(const void* base, const SelectiveScanParams& p, const ScanWork&
   return static_cast<const T*>(base) + ((b * p.n_groups + g) * p.seqlen) * w.dpad;
 }
 
+// The forward's states over one chunk of a row (Bt, Ct, dt, dtu start at the chunk; steps
+// [0, n)), a block of kLanes states at a time, h carried in and out: y[0, n_full) gets
+// C_t . h_t summed over the blocks. With kKeepDecays every exp(dt_t A) also goes to
+// decay[t * dpad + state] (the recomputing backward's row buffer).
+template <typename T, bool kDecayOnly, bool kKeepDecays>
+inline void chunk_states_forward(const T* a, T* h, int64_t dpad, const T* Bt, const T* Ct, const T* dt, const T* dtu,
+                                 int64_t n, int64_t n_full, T* y, T* ch, T* decay) {
+  std::fill(y, y + n_full, T(0));
+  if (n_full > n) std::fill(ch + n * kLanes<T>, ch + n_full * kLanes<T>, T(0));
+  for (int64_t nb = 0; nb < dpad; nb += kLanes<T>) {
+    const Vec<T> av = load(a + nb);
+    Vec<T> hv = load(h + nb);
+    for (int64_t i = 0; i < n; ++i) {
+      const Vec<T> e = exp_dtA<kDecayOnly>(av * dt[i]);
+      if constexpr (kKeepDecays) store(decay + i * dpad + nb, e);
+      hv = e * hv + load(Bt + i * dpad + nb) * dtu[i];
+      store(ch + i * kLanes<T>, load(Ct + i * dpad + nb) * hv);
+    }
+    store(h + nb, hv);
+    for (int64_t i = 0; i < n_full; i += kLanes<T>) store(y + i, load(y + i) + row_sums(ch + i * kLanes<T>));
+  }
+}
+
+// The MambaLRP reverse scan over one chunk of a row (same layout), gh (exp(dt_{t+1} A)
+// g_{t+1}) carried in and out: acc[0, n_full) gets B_t . g_t summed over the blocks. With
+// kReadDecays the exp(dt_t A) come from decay (chunk_states_forward's kKeepDecays).
+template <typename T, bool kDecayOnly, bool kReadDecays>
+inline void chunk_states_reverse(const T* a, T* gh, int64_t dpad, const T* Bt, const T* Ct, const T* dt, const T* gy,
+                                 int64_t n, int64_t n_full, T* acc, T* bg, const T* decay) {
+  std::fill(acc, acc + n_full, T(0));
+  if (n_full > n) std::fill(bg + n * kLanes<T>, bg + n_full * kLanes<T>, T(0));
+  for (int64_t nb = 0; nb < dpad; nb += kLanes<T>) {
+    const Vec<T> av = load(a + nb);
+    Vec<T> carry = load(gh + nb);
+    for (int64_t i = n - 1; i >= 0; --i) {
+      const Vec<T> gt = carry + load(Ct + i * dpad + nb) * gy[i];
+      store(bg + i * kLanes<T>, load(Bt + i * dpad + nb) * gt);
+      if constexpr (kReadDecays) carry = load(decay + i * dpad + nb) * gt;
+      else carry = exp_dtA<kDecayOnly>(av * dt[i]) * gt;
+    }
+    store(gh + nb, carry);
+    for (int64_t i = 0; i < n_full; i += kLanes<T>) store(acc + i, load(acc + i) + row_sums(bg + i * kLanes<T>));
+  }
+}
+
 template <typename T, bool kDecayOnly>
 void fwd_row(const SelectiveScanParams& p, const ScanWork& w, int64_t b, int64_t d) {
   const int64_t g = d / p.dim_per_group();
@@ -148,20 +193,8 @@ void fwd_row(const SelectiveScanParams& p, const ScanWork& w, int64_t b, int64_t
     chunk_dt<T>(p, r, t0, n, dt, nullptr);
     if (r.lrp_dt) std::copy(dt, dt + n, r.lrp_dt + t0);
     for (int64_t i = 0; i < n; i += kLanes<T>) store(dtu + i, load(dt + i) * load_upto(r.u + t0 + i, n - i));
-    std::fill(y, y + kChunk, T(0));
-    if (n_full > n) std::fill(ch + n * kLanes<T>, ch + n_full * kLanes<T>, T(0));
-    for (int64_t nb = 0; nb < w.dpad; nb += kLanes<T>) {
-      const Vec<T> av = load(a + nb);
-      Vec<T> hv = load(h + nb);
-      const T* Brow = Bt + t0 * w.dpad + nb;
-      const T* Crow = Ct + t0 * w.dpad + nb;
-      for (int64_t i = 0; i < n; ++i) {
-        hv = exp_dtA<kDecayOnly>(av * dt[i]) * hv + load(Brow + i * w.dpad) * dtu[i];
-        store(ch + i * kLanes<T>, load(Crow + i * w.dpad) * hv);
-      }
-      store(h + nb, hv);
-      for (int64_t i = 0; i < n_full; i += kLanes<T>) store(y + i, load(y + i) + row_sums(ch + i * kLanes<T>));
-    }
+    chunk_states_forward<T, kDecayOnly, false>(a, h, w.dpad, Bt + t0 * w.dpad, Ct + t0 * w.dpad, dt, dtu, n, n_full,
+                                               y, ch, nullptr);
     for (int64_t i = 0; i < n; i += kLanes<T>) {
       const Vec<T> yv = load(y + i) + load_upto(r.u + t0 + i, n - i) * r.D;
       if (out_y) store_upto(out_y + t0 + i, yv, n - i);
@@ -275,21 +308,8 @@ void bwd_lrp_row(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t b, 
       chunk_dt<T>(p, q.r, t0, n, dt, nullptr);
     }
     chunk_gate_grads(p, q.r, q.gout, q.out_y, q.dz, t0, n, gy);
-    std::fill(acc, acc + kChunk, T(0));
-    if (n_full > n) std::fill(bg + n * kLanes<T>, bg + n_full * kLanes<T>, T(0));
-    for (int64_t nb = 0; nb < w.dpad; nb += kLanes<T>) {
-      const Vec<T> av = load(a + nb);
-      Vec<T> carry = load(gh + nb);
-      const T* Brow = Bt + t0 * w.dpad + nb;
-      const T* Crow = Ct + t0 * w.dpad + nb;
-      for (int64_t i = n - 1; i >= 0; --i) {
-        const Vec<T> gt = carry + load(Crow + i * w.dpad) * gy[i];
-        store(bg + i * kLanes<T>, load(Brow + i * w.dpad) * gt);
-        carry = exp_dtA<kDecayOnly>(av * dt[i]) * gt;
-      }
-      store(gh + nb, carry);
-      for (int64_t i = 0; i < n_full; i += kLanes<T>) store(acc + i, load(acc + i) + row_sums(bg + i * kLanes<T>));
-    }
+    chunk_states_reverse<T, kDecayOnly, false>(a, gh, w.dpad, Bt + t0 * w.dpad, Ct + t0 * w.dpad, dt, gy, n, n_full,
+                                               acc, bg, nullptr);
     for (int64_t i = 0; i < n; i += kLanes<T>)
       store_upto(q.du + t0 + i, load(dt + i) * load(acc + i) + load(gy + i) * q.r.D, n - i);
   }
@@ -354,23 +374,8 @@ void bwd_lrp_recompute_row(const SelectiveScanBwdParams& p, const ScanWork& w, i
       store(uc + i, uv);
       store(dtu + i, load(dt + i) * uv);
     }
-    std::fill(y, y + kChunk, T(0));
-    if (n_full > n) std::fill(ch + n * kLanes<T>, ch + n_full * kLanes<T>, T(0));
-    for (int64_t nb = 0; nb < dpad; nb += kLanes<T>) {
-      const Vec<T> av = load(a + nb);
-      Vec<T> hv = load(h + nb);
-      const T* Brow = Bt + t0 * dpad + nb;
-      const T* Crow = Ct + t0 * dpad + nb;
-      T* decay = s.decay + t0 * dpad + nb;
-      for (int64_t i = 0; i < n; ++i) {
-        const Vec<T> e = exp_dtA<kDecayOnly>(av * dt[i]);
-        store(decay + i * dpad, e);
-        hv = e * hv + load(Brow + i * dpad) * dtu[i];
-        store(ch + i * kLanes<T>, load(Crow + i * dpad) * hv);
-      }
-      store(h + nb, hv);
-      for (int64_t i = 0; i < n_full; i += kLanes<T>) store(y + i, load(y + i) + row_sums(ch + i * kLanes<T>));
-    }
+    chunk_states_forward<T, kDecayOnly, true>(a, h, dpad, Bt + t0 * dpad, Ct + t0 * dpad, dt, dtu, n, n_full, y, ch,
+                                              s.decay + t0 * dpad);
     if (!r.z) continue;
     for (int64_t i = 0; i < n; i += kLanes<T>) {
       const Vec<T> yv = load(y + i) + load(uc + i) * r.D;
@@ -380,7 +385,11 @@ void bwd_lrp_recompute_row(const SelectiveScanBwdParams& p, const ScanWork& w, i
     }
   }
 
-  // The reverse scan, as bwd_lrp_row, with the kept decays.
+  // The reverse scan, as bwd_lrp_row, with the kept factors and decays.
+  RowPtrs<T> kept = r;
+  kept.lrp_dt = s.dt;
+  kept.lrp_gy_scale = r.z ? s.gy_scale : nullptr;
+  kept.lrp_dz_scale = r.z ? s.dz_scale : nullptr;
   alignas(64) T gh[kMaxDState];  // exp(dt_{t+1} A) g_{t+1}: the part of g_t carried from the future
   init_state_grad(p, w, b, d, gh);
   alignas(64) T gy[kChunk], acc[kChunk];
@@ -394,30 +403,9 @@ void bwd_lrp_recompute_row(const SelectiveScanBwdParams& p, const ScanWork& w, i
       prefetch_steps(next.u, t0, n);
       prefetch_steps(next.z, t0, n);
     }
-    for (int64_t i = 0; i < n; i += kLanes<T>) {
-      const Vec<T> gv = load_upto(q.gout + t0 + i, n - i);
-      if (!r.z) {
-        store(gy + i, gv);
-        continue;
-      }
-      store(gy + i, gv * load(s.gy_scale + t0 + i));
-      store_upto(q.dz + t0 + i, gv * load(s.dz_scale + t0 + i), n - i);
-    }
-    std::fill(acc, acc + kChunk, T(0));
-    if (n_full > n) std::fill(bg + n * kLanes<T>, bg + n_full * kLanes<T>, T(0));
-    for (int64_t nb = 0; nb < dpad; nb += kLanes<T>) {
-      Vec<T> carry = load(gh + nb);
-      const T* Brow = Bt + t0 * dpad + nb;
-      const T* Crow = Ct + t0 * dpad + nb;
-      const T* decay = s.decay + t0 * dpad + nb;
-      for (int64_t i = n - 1; i >= 0; --i) {
-        const Vec<T> gt = carry + load(Crow + i * dpad) * gy[i];
-        store(bg + i * kLanes<T>, load(Brow + i * dpad) * gt);
-        carry = load(decay + i * dpad) * gt;
-      }
-      store(gh + nb, carry);
-      for (int64_t i = 0; i < n_full; i += kLanes<T>) store(acc + i, load(acc + i) + row_sums(bg + i * kLanes<T>));
-    }
+    chunk_gate_grads<T>(p, kept, q.gout, nullptr, q.dz, t0, n, gy);
+    chunk_states_reverse<T, kDecayOnly, true>(a, gh, dpad, Bt + t0 * dpad, Ct + t0 * dpad, s.dt + t0, gy, n, n_full,
+                                              acc, bg, s.decay + t0 * dpad);
     for (int64_t i = 0; i < n; i += kLanes<T>) {
       Vec<T> duv = load(s.dt + t0 + i) * load(acc + i) + load(gy + i) * r.D;
       if (p.u_through_silu) duv = duv * load(s.sigmoid_c + t0 + i);
