@@ -14,7 +14,6 @@ using torch::autograd::variable_list;
 
 // What the scan consumes, computed from the branch input x.
 struct ScanOperands {
-  at::Tensor sigmoid_conv;                // (B, I, L) sigmoid of the conv output, when asked for
   at::Tensor u, delta, A, B, C;           // u, delta (pre-softplus): (B, I, L); B, C: (B, N, L)
   at::Tensor dt_low;                      // (B, R, L) x_proj's dt rows, dt_proj's input
   c10::optional<at::Tensor> delta_bias;   // dt_proj's bias, added by the scan (undefined: in delta)
@@ -63,17 +62,14 @@ void set_delta(ScanOperands& s, const SsmBranch& w, const Composite& comp) {
   s.delta_bias = bias_in_scan ? w.dt_proj_bias : c10::nullopt;
 }
 
-// u = silu(conv1d(x)) (masked), recorded by rule, and with keep_sigmoid (only without grad
-// recording) sigmoid(conv output).
+// u = silu(conv1d(x)) (masked), recorded by rule.
 void set_conv_silu(ScanOperands& s, const at::Tensor& x_in, const at::Tensor& m3, const SsmBranch& w,
-                   const PropagationContext& ctx, bool keep_sigmoid) {
+                   const PropagationContext& ctx) {
   const int64_t I = x_in.size(1), K = w.conv_weight.size(2);
   const at::Tensor x = m3.defined() ? x_in * m3 : x_in;                            // (B, I, L)
   const LayerRule conv_rule = ctx.composite.rule_for("conv1d");
   if (!at::GradMode::is_enabled()) {  // nothing recorded: the plain layers
-    ConvSiluParts parts = causal_conv1d_silu(x, w.conv_weight, w.conv_bias, false, true, keep_sigmoid);
-    s.u = parts.silu;                                                              // (B, I, L)
-    s.sigmoid_conv = parts.sigmoid;
+    s.u = causal_conv1d_silu(x, w.conv_weight, w.conv_bias, false, true, false).silu;  // (B, I, L)
   } else if (conv_rule.kind == LayerRule::Kind::kLrp0 && !w.conv_weight.requires_grad() &&
              !requires_grad(w.conv_bias)) {
     s.u = ConvSilu::apply(x, w.conv_weight, w.conv_bias, ctx.rules.silu);
@@ -87,13 +83,12 @@ void set_conv_silu(ScanOperands& s, const at::Tensor& x_in, const at::Tensor& m3
   if (m3.defined()) s.u = s.u * m3;
 }
 
-// keep_sigmoid: also return sigmoid(conv output) (only without grad recording).
 ScanOperands scan_operands(const at::Tensor& x_in, const at::Tensor& m3, const SsmBranch& w,
-                           const PropagationContext& ctx, bool keep_sigmoid = false) {
+                           const PropagationContext& ctx) {
   const Composite& comp = ctx.composite;
   const int64_t N = w.A_log.size(1), R = w.dt_proj_weight.size(1);
   ScanOperands s;
-  set_conv_silu(s, x_in, m3, w, ctx, keep_sigmoid);
+  set_conv_silu(s, x_in, m3, w, ctx);
   // The SSM rule holds delta, B and C constant: no gradient ever reaches x_proj or dt_proj,
   // so they are not recorded at all (no graph nodes, nothing saved for a backward).
   const at::Tensor proj_in = ctx.rules.ssm ? s.u.detach() : s.u;
@@ -146,50 +141,38 @@ class LeanMambaLrpBranch : public torch::autograd::Function<LeanMambaLrpBranch> 
     s.C = saved[5];
     s.A = ctx->saved_data["A"].toTensor();
     set_delta(s, w, Composite());
-    const at::Tensor& grad_out = grads[0];
+    const at::Tensor g = grads[0].defined() ? grads[0] : at::zeros_like(x);
+    const at::Tensor xm = m3.defined() ? x * m3 : x;
     at::Tensor dx, dz;                                                             // (B, I, L)
-    if (x.device().is_cpu() && !m3.defined() && grad_out.defined()) {
+    if (x.device().is_cpu()) {
       // One kernel from the conv output c: silu(c), the scan's forward again and its
       // MambaLRP backward, the gradient at c (SiLU identity rule) written over c and dz
-      // over delta (both recomputed here for this call).
-      const at::Tensor c = causal_conv1d_silu(x, w.conv_weight, w.conv_bias, true, false, false).conv;
-      auto grads_cz = selective_scan_lrp_backward_recomputing_cpu(grad_out, c, s.delta, s.A, s.B, s.C, w.D, z,
-                                                                  s.delta_bias, true, /*overwrite_inputs=*/true,
+      // over delta (both recomputed here for this call). Masked steps: c = 0 there gives
+      // u = silu(0) = 0, as the mask after the SiLU does, and their gradients are masked.
+      at::Tensor c = causal_conv1d_silu(xm, w.conv_weight, w.conv_bias, true, false, false).conv;
+      if (m3.defined()) c.mul_(m3);
+      auto grads_cz = selective_scan_lrp_backward_recomputing_cpu(g, c, s.delta, s.A, s.B, s.C, w.D, z, s.delta_bias,
+                                                                  true, /*overwrite_inputs=*/true,
                                                                   /*u_through_silu=*/true);
       s.delta = at::Tensor();
+      at::Tensor dc = grads_cz.first;
+      if (m3.defined()) dc.mul_(m3);
       dz = *grads_cz.second;
-      dx = causal_conv1d_input_grad(grads_cz.first, c10::nullopt, w.conv_weight, /*overwrite_grad_out=*/true);
-      return {dx, dz, at::Tensor(), at::Tensor()};
-    }
-    set_conv_silu(s, x, m3, w, PropagationContext{}, /*keep_sigmoid=*/false);
-    const at::Tensor g = grad_out.defined() ? grad_out : at::zeros_like(s.u);
-    at::Tensor du;
-    if (x.device().is_cpu()) {
-      // The scan's MambaLRP backward with its forward run again inside, du and dz written
-      // over u and delta.
-      auto grads_uz = selective_scan_lrp_backward_recomputing_cpu(g, s.u, s.delta, s.A, s.B, s.C, w.D, z,
-                                                                  s.delta_bias, true, /*overwrite_inputs=*/true);
-      du = grads_uz.first;
-      dz = *grads_uz.second;
+      dx = causal_conv1d_input_grad(dc, c10::nullopt, w.conv_weight, /*overwrite_grad_out=*/true);
     } else {
+      set_conv_silu(s, x, m3, w, PropagationContext{});
       const at::Tensor y = std::get<0>(
           selective_scan_forward_parts(s.u, s.delta, s.A, s.B, s.C, w.D, c10::nullopt, s.delta_bias, true, false));
-      auto parts = selective_scan_backward_parts(g, c10::nullopt, s.u, s.delta, s.A, s.B, s.C, w.D, z,
-                                                 s.delta_bias, y, true, "mambalrp");
-      du = std::get<0>(parts);
+      auto parts = selective_scan_backward_parts(g, c10::nullopt, s.u, s.delta, s.A, s.B, s.C, w.D, z, s.delta_bias,
+                                                 y, true, "mambalrp");
+      at::Tensor du = std::get<0>(parts);
       dz = *std::get<6>(parts);
-    }
-    // The conv's input gradient of du * sigmoid(conv output) (SiLU identity rule); the
-    // sigmoid from the conv once more rather than kept through the scan, and folded into
-    // du (ours) before the conv's gradient: fewer (B, I, L) tensors alive at once.
-    s.u = s.delta = at::Tensor();
-    if (m3.defined()) du.mul_(m3);
-    {
-      const at::Tensor xm = m3.defined() ? x * m3 : x;
+      // The conv's input gradient of du * sigmoid(conv output) (SiLU identity rule).
+      s = ScanOperands();
+      if (m3.defined()) du.mul_(m3);
       du.mul_(causal_conv1d_silu(xm, w.conv_weight, w.conv_bias, false, false, true).sigmoid);
+      dx = causal_conv1d_input_grad(du, c10::nullopt, w.conv_weight);
     }
-    dx = causal_conv1d_input_grad(du, c10::nullopt, w.conv_weight);
-    du = at::Tensor();
     if (m3.defined()) dx.mul_(m3);
     return {dx, dz, at::Tensor(), at::Tensor()};
   }
