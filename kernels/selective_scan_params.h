@@ -70,7 +70,7 @@ struct SelectiveScanBwdParams : SelectiveScanParams {
 
   void* du = nullptr;       int64_t du_batch_stride = 0, du_dim_stride = 0;
   void* dz = nullptr;       int64_t dz_batch_stride = 0, dz_dim_stride = 0;
-  // The recomputing MambaLRP backward only (CPU selective_scan_bwd_lrp_recompute): u holds
+  // The recompute MambaLRP backward only (CPU selective_scan_bwd_lrp_recompute): u holds
   // the conv output c of u = silu(c), applied by the kernel, and du is written as the
   // gradient at c under the SiLU identity rule, du * sigmoid(c).
   bool u_through_silu = false;

@@ -5,9 +5,10 @@
 #include <filesystem>
 #include <set>
 
-#include "csrc/errors.h"
+#include "csrc/io/errors.h"
 #include "csrc/io/checkpoint.h"
-#include "csrc/ops.h"
+#include "csrc/ops/ops.h"
+#include "models/channel_layout.h"
 #include "models/state_dict.h"
 
 namespace mamba_lrp {
@@ -26,7 +27,7 @@ RMSNormImpl::RMSNormImpl(int64_t dim, double eps_) : eps(eps_) {
 }
 
 at::Tensor RMSNormImpl::forward(const at::Tensor& x, bool norm_rule) {
-  if (norm_rule) return rms_norm_identity(x, weight, eps);
+  if (norm_rule) return ops::rms_norm_identity(x, weight, eps);
   return x * at::rsqrt(x.square().mean(-1, true) + eps) * weight;
 }
 
@@ -46,11 +47,11 @@ MambaMixerImpl::MambaMixerImpl(const MambaConfig& c) : config_(c) {
 
 at::Tensor MambaMixerImpl::forward(const at::Tensor& hidden, const at::Tensor& mask, const PropagationContext& ctx) {
   const int64_t I = config_.intermediate_size();
-  const Composite& comp = ctx.composite;
+  const rules::Composite& comp = ctx.composite;
   // x and z as two products rather than slices of one: the backward then adds two (B, L, H)
   // input gradients instead of filling and adding two (B, L, 2I) ones. Both come out
   // channel-major, the layout of conv1d and the scan.
-  const LayerRule in_rule = comp.rule_for("in_proj");
+  const rules::LayerRule in_rule = comp.rule_for("in_proj");
   auto half = [&](int64_t begin) {
     const at::Tensor w_half = in_proj->weight.narrow(0, begin, I);                 // (I, H)
     const c10::optional<at::Tensor> b_half =
@@ -118,7 +119,7 @@ at::Tensor MambaForCausalLMImpl::hidden_states(const at::Tensor& embeds, const a
 }
 
 at::Tensor MambaForCausalLMImpl::head(const at::Tensor& hidden) {
-  return linear_with_rule(hidden, head_weight(), c10::nullopt, ctx_.composite.rule_for("head"));  // (..., V)
+  return rules::linear_with_rule(hidden, head_weight(), c10::nullopt, ctx_.composite.rule_for("head"));  // (..., V)
 }
 
 at::Tensor MambaForCausalLMImpl::forward_embeds(const at::Tensor& embeds, const at::Tensor& mask) {
@@ -148,9 +149,9 @@ std::string weights_origin(const std::filesystem::path& dir) {
 MambaForCausalLM load_mamba_lm(const std::string& model_dir, at::ScalarType dtype) {
   namespace fs = std::filesystem;
   if (dtype != at::kFloat && dtype != at::kDouble)
-    throw InputError("model dtype must be float32 or float64");
+    throw io::InputError("model dtype must be float32 or float64");
   const fs::path dir(model_dir);
-  if (!fs::is_directory(dir)) throw InputError(model_dir + ": not a model directory");
+  if (!fs::is_directory(dir)) throw io::InputError(model_dir + ": not a model directory");
   MambaConfig config = MambaConfig::from_file((dir / "config.json").string());
   io::StateDict sd = io::load_state_dict(model_dir, dtype);
   const std::string origin = weights_origin(dir);
@@ -167,12 +168,12 @@ MambaForCausalLM load_mamba_lm(const std::string& model_dir, at::ScalarType dtyp
   if (head != sd.end()) {
     const int64_t rows = head->second.dim() == 2 ? head->second.size(0) : -1;
     if (rows < 1 || head->second.size(1) != config.hidden_size())
-      throw InputError(origin + ": tensor 'lm_head.weight': expected shape [rows, " +
-                       std::to_string(config.hidden_size()) + "], got " + shape_str(head->second));
+      throw io::InputError(origin + ": tensor 'lm_head.weight': expected shape [rows, " +
+                       std::to_string(config.hidden_size()) + "], got " + io::shape_str(head->second));
     config.num_outputs(rows);
     if (rows == config.vocab_size() && config.tie_word_embeddings()) sd.erase(head);  // tied: the embedding serves
   } else if (!config.tie_word_embeddings()) {
-    throw InputError(origin + ": missing tensor 'lm_head.weight' (tie_word_embeddings is false)");
+    throw io::InputError(origin + ": missing tensor 'lm_head.weight' (tie_word_embeddings is false)");
   }
 
   MambaForCausalLM model(config);

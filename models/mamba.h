@@ -9,7 +9,7 @@
 
 #include "models/mamba_config.h"
 #include "models/ssm_branch.h"
-#include "rules/propagation.h"
+#include "models/propagation_context.h"
 
 namespace mamba_lrp {
 
@@ -87,13 +87,13 @@ class MambaForCausalLMImpl : public torch::nn::Module {
   at::Tensor head(const at::Tensor& hidden);
   at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& mask = {});
 
-  void set_propagation(Propagation p) { ctx_.rules = rules_of(p); propagation_ = p; }
-  Propagation propagation() const { return propagation_; }
-  void set_composite(Composite c) { ctx_.composite = std::move(c); }
+  void set_propagation(rules::Propagation p) { ctx_.rules = rules::rules_of(p); propagation_ = p; }
+  rules::Propagation propagation() const { return propagation_; }
+  void set_composite(rules::Composite c) { ctx_.composite = std::move(c); }
   void set_recompute(bool on) { ctx_.recompute = on; }  // see PropagationContext::recompute
   bool recompute() const { return ctx_.recompute; }
   void set_trace(std::vector<SsmTrace>* trace) { ctx_.trace = trace; }  // see PropagationContext::trace
-  const Composite& composite() const { return ctx_.composite; }
+  const rules::Composite& composite() const { return ctx_.composite; }
   const MambaConfig& config() const { return config_; }
   at::Tensor head_weight();  // (num_outputs, H)
   // Every bias tensor of the model (conv1d, dt_proj, and in/out_proj when present).
@@ -104,14 +104,14 @@ class MambaForCausalLMImpl : public torch::nn::Module {
 
  private:
   MambaConfig config_;
-  Propagation propagation_ = Propagation::kStandard;
+  rules::Propagation propagation_ = rules::Propagation::kStandard;
   PropagationContext ctx_;
 };
 TORCH_MODULE(MambaForCausalLM);
 
 // Loads a model directory (config.json + weights, DESIGN.md §4) in float32 or float64.
 // The parameters do not require gradients (explanations need none); every problem is an
-// InputError naming the file and the tensor.
+// io::InputError naming the file and the tensor.
 MambaForCausalLM load_mamba_lm(const std::string& model_dir, at::ScalarType dtype);
 
 }  // namespace mamba_lrp

@@ -2,13 +2,13 @@
 
 #include <fstream>
 
-#include "csrc/errors.h"
+#include "csrc/io/errors.h"
 #include "csrc/io/json_file.h"
 
 namespace mamba_lrp {
 
 MambaConfig MambaConfig::from_json(const nlohmann::json& j, const std::string& origin) {
-  if (!j.is_object()) throw InputError(origin + ": config.json must hold a JSON object");
+  if (!j.is_object()) throw io::InputError(origin + ": config.json must hold a JSON object");
   MambaConfig c;
   if (j.contains("d_model") && !j.contains("hidden_size")) {
     // state-spaces format: {"d_model", "n_layer", "vocab_size", "ssm_cfg": {...}, "rms_norm",
@@ -31,13 +31,13 @@ MambaConfig MambaConfig::from_json(const nlohmann::json& j, const std::string& o
     if (ssm.contains("dt_rank") && !(ssm["dt_rank"].is_string() && ssm["dt_rank"] == "auto"))
       c.time_step_rank(io::config_int(ssm, "dt_rank", c.time_step_rank(), origin));
     if (j.contains("rms_norm") && !io::config_value<bool>(j, "rms_norm", true, origin))
-      throw InputError(origin + ": rms_norm = false (LayerNorm) is not supported for Mamba language models");
+      throw io::InputError(origin + ": rms_norm = false (LayerNorm) is not supported for Mamba language models");
     c.residual_in_fp32(io::config_value<bool>(j, "residual_in_fp32", true, origin));
     c.tie_word_embeddings(io::config_value<bool>(j, "tie_embeddings", true, origin));
     c.layer_norm_epsilon(io::config_value<double>(j, "norm_epsilon", 1e-5, origin));
   } else {
     if (j.contains("model_type") && j["model_type"] != "mamba")
-      throw InputError(origin + ": model_type is " + j["model_type"].dump() + ", expected \"mamba\"");
+      throw io::InputError(origin + ": model_type is " + j["model_type"].dump() + ", expected \"mamba\"");
     c.vocab_size(io::config_int(j, "vocab_size", 50280, origin));
     c.hidden_size(io::config_int(j, "hidden_size", 768, origin));
     c.state_size(io::config_int(j, "state_size", 16, origin));
@@ -67,7 +67,7 @@ MambaConfig MambaConfig::from_file(const std::string& path) {
 void MambaConfig::validate(const std::string& origin) const {
   auto positive = [&](const char* key, int64_t v, int64_t max) {
     if (v < 1 || v > max)
-      throw InputError(origin + ": " + key + " must be in [1, " + std::to_string(max) + "], got " + std::to_string(v));
+      throw io::InputError(origin + ": " + key + " must be in [1, " + std::to_string(max) + "], got " + std::to_string(v));
   };
   positive("vocab_size", vocab_size(), int64_t(1) << 24);
   positive("hidden_size", hidden_size(), 1 << 16);
@@ -77,9 +77,9 @@ void MambaConfig::validate(const std::string& origin) const {
   positive("intermediate_size", intermediate_size(), 1 << 18);
   positive("time_step_rank", time_step_rank(), 1 << 16);
   if (!(layer_norm_epsilon() >= 0) || !std::isfinite(layer_norm_epsilon()))
-    throw InputError(origin + ": layer_norm_epsilon must be finite and >= 0");
+    throw io::InputError(origin + ": layer_norm_epsilon must be finite and >= 0");
   if (hidden_act() != "silu")
-    throw InputError(origin + ": hidden_act \"" + hidden_act() + "\" is not supported (Mamba uses \"silu\")");
+    throw io::InputError(origin + ": hidden_act \"" + hidden_act() + "\" is not supported (Mamba uses \"silu\")");
 }
 
 }  // namespace mamba_lrp

@@ -12,7 +12,7 @@
 namespace mamba_lrp {
 
 struct MambaConfig {
-  // `origin` names the file in error messages (InputError).
+  // `origin` names the file in error messages (io::InputError).
   static MambaConfig from_json(const nlohmann::json& j, const std::string& origin);
   static MambaConfig from_file(const std::string& path);
   void validate(const std::string& origin) const;

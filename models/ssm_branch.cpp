@@ -2,9 +2,8 @@
 
 #include <torch/autograd.h>
 
-#include "csrc/causal_conv1d.h"
-#include "csrc/cpu/selective_scan_lrp.h"
-#include "csrc/ops.h"
+#include "csrc/ops/ops.h"
+#include "models/channel_layout.h"
 
 namespace mamba_lrp {
 namespace {
@@ -32,7 +31,8 @@ class ConvSilu : public torch::autograd::Function<ConvSilu> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
                             const c10::optional<at::Tensor>& bias, bool silu_rule) {
-    ConvSiluParts parts = causal_conv1d_silu(x, weight, bias, /*conv=*/!silu_rule, /*silu=*/true, /*sigmoid=*/silu_rule);
+    const ops::ConvSiluParts parts =
+        ops::_causal_conv1d_silu(x, weight, bias, ops::kSilu | (silu_rule ? ops::kSigmoid : ops::kConv));
     ctx->saved_data["weight"] = weight;
     ctx->saved_data["silu_rule"] = silu_rule;
     ctx->save_for_backward({silu_rule ? parts.sigmoid : parts.conv});
@@ -46,8 +46,8 @@ class ConvSilu : public torch::autograd::Function<ConvSilu> {
       scale = sig * (1 + saved * (1 - sig));
     }
     const at::Tensor grad_u = grads[0].defined() ? grads[0] : at::zeros_like(saved);
-    return {causal_conv1d_input_grad(grad_u, scale, ctx->saved_data["weight"].toTensor()), at::Tensor(), at::Tensor(),
-            at::Tensor()};
+    return {ops::_causal_conv1d_input_grad(grad_u, scale, ctx->saved_data["weight"].toTensor()), at::Tensor(),
+            at::Tensor(), at::Tensor()};
   }
 };
 
@@ -55,9 +55,9 @@ bool requires_grad(const c10::optional<at::Tensor>& t) { return t && t->requires
 
 // s.delta from s.dt_low through dt_proj. Under LRP-0 the scan adds dt_proj's bias before its
 // softplus: one pass less over delta.
-void set_delta(ScanOperands& s, const SsmBranch& w, const Composite& comp) {
-  const LayerRule dt_rule = comp.rule_for("dt_proj");
-  const bool bias_in_scan = dt_rule.kind == LayerRule::Kind::kLrp0;
+void set_delta(ScanOperands& s, const SsmBranch& w, const rules::Composite& comp) {
+  const rules::LayerRule dt_rule = comp.rule_for("dt_proj");
+  const bool bias_in_scan = dt_rule.kind == rules::LayerRule::Kind::kLrp0;
   s.delta = linear_on_channels(s.dt_low, w.dt_proj_weight, bias_in_scan ? c10::nullopt : w.dt_proj_bias, dt_rule);
   s.delta_bias = bias_in_scan ? w.dt_proj_bias : c10::nullopt;
 }
@@ -67,25 +67,25 @@ void set_conv_silu(ScanOperands& s, const at::Tensor& x_in, const at::Tensor& m3
                    const PropagationContext& ctx) {
   const int64_t I = x_in.size(1), K = w.conv_weight.size(2);
   const at::Tensor x = m3.defined() ? x_in * m3 : x_in;                            // (B, I, L)
-  const LayerRule conv_rule = ctx.composite.rule_for("conv1d");
+  const rules::LayerRule conv_rule = ctx.composite.rule_for("conv1d");
   if (!at::GradMode::is_enabled()) {  // nothing recorded: the plain layers
-    s.u = causal_conv1d_silu(x, w.conv_weight, w.conv_bias, false, true, false).silu;  // (B, I, L)
-  } else if (conv_rule.kind == LayerRule::Kind::kLrp0 && !w.conv_weight.requires_grad() &&
+    s.u = ops::_causal_conv1d_silu(x, w.conv_weight, w.conv_bias, ops::kSilu).silu;  // (B, I, L)
+  } else if (conv_rule.kind == rules::LayerRule::Kind::kLrp0 && !w.conv_weight.requires_grad() &&
              !requires_grad(w.conv_bias)) {
     s.u = ConvSilu::apply(x, w.conv_weight, w.conv_bias, ctx.rules.silu);
   } else {
     // Causal: K-1 zeros on the left only, so the output has length L (no slicing, whose
     // backward would fill and copy a full-size gradient).
-    const at::Tensor conv = conv1d_with_rule(at::constant_pad_nd(x, {K - 1, 0}), w.conv_weight, w.conv_bias, 0, I,
+    const at::Tensor conv = rules::conv1d_with_rule(at::constant_pad_nd(x, {K - 1, 0}), w.conv_weight, w.conv_bias, 0, I,
                                              conv_rule);                           // (B, I, L)
-    s.u = ctx.rules.silu ? silu_identity(conv) : at::silu(conv);                   // (B, I, L)
+    s.u = ctx.rules.silu ? ops::silu_identity(conv) : at::silu(conv);              // (B, I, L)
   }
   if (m3.defined()) s.u = s.u * m3;
 }
 
 ScanOperands scan_operands(const at::Tensor& x_in, const at::Tensor& m3, const SsmBranch& w,
                            const PropagationContext& ctx) {
-  const Composite& comp = ctx.composite;
+  const rules::Composite& comp = ctx.composite;
   const int64_t N = w.A_log.size(1), R = w.dt_proj_weight.size(1);
   ScanOperands s;
   set_conv_silu(s, x_in, m3, w, ctx);
@@ -105,8 +105,8 @@ ScanOperands scan_operands(const at::Tensor& x_in, const at::Tensor& m3, const S
 // composition of rule ops computes (the scan's MambaLRP backward with the gate half rule,
 // the mask, the SiLU identity rule, the plain conv1d gradient), but of the (B, I, L) tensors
 // it keeps only x and z, with x_proj's small output (dt rows, B, C: (B, R + 2N, L)), and
-// recomputes the conv, its SiLU, dt_proj and the scan's forward (for the gate's factors).
-class LeanMambaLrpBranch : public torch::autograd::Function<LeanMambaLrpBranch> {
+// recomputes the conv, dt_proj and the scan's forward (for the gate's factors) there.
+class RecomputeBranch : public torch::autograd::Function<RecomputeBranch> {
  public:
   // mask: optional, as autograd Functions do not take undefined tensors.
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& z,
@@ -119,9 +119,8 @@ class LeanMambaLrpBranch : public torch::autograd::Function<LeanMambaLrpBranch> 
     ctx->saved_data["dt_proj_bias"] = w.dt_proj_bias;
     ctx->saved_data["A"] = s.A;
     ctx->saved_data["D"] = w.D;
-    if (x.device().is_cpu())  // u is not kept: the output goes over it
-      return selective_scan_output_over_u_cpu(s.u, s.delta, s.A, s.B, s.C, w.D, z, s.delta_bias, true);
-    return std::get<0>(selective_scan_forward_parts(s.u, s.delta, s.A, s.B, s.C, w.D, z, s.delta_bias, true, false));
+    // u is not kept: the output may go over it.
+    return ops::_selective_scan_fwd_over_u(s.u, s.delta, s.A, s.B, s.C, w.D, z, s.delta_bias, true);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -140,75 +139,56 @@ class LeanMambaLrpBranch : public torch::autograd::Function<LeanMambaLrpBranch> 
     s.B = saved[4];
     s.C = saved[5];
     s.A = ctx->saved_data["A"].toTensor();
-    set_delta(s, w, Composite());
+    set_delta(s, w, rules::Composite());
     const at::Tensor g = grads[0].defined() ? grads[0] : at::zeros_like(x);
     const at::Tensor xm = m3.defined() ? x * m3 : x;
-    at::Tensor dx, dz;                                                             // (B, I, L)
-    if (x.device().is_cpu()) {
-      // One kernel from the conv output c: silu(c), the scan's forward again and its
-      // MambaLRP backward, the gradient at c (SiLU identity rule) written over c and dz
-      // over delta (both recomputed here for this call). Masked steps: c = 0 there gives
-      // u = silu(0) = 0, as the mask after the SiLU does, and their gradients are masked.
-      at::Tensor c = causal_conv1d_silu(xm, w.conv_weight, w.conv_bias, true, false, false).conv;
-      if (m3.defined()) c.mul_(m3);
-      auto grads_cz = selective_scan_lrp_backward_recomputing_cpu(g, c, s.delta, s.A, s.B, s.C, w.D, z, s.delta_bias,
-                                                                  true, /*overwrite_inputs=*/true,
-                                                                  /*u_through_silu=*/true);
-      s.delta = at::Tensor();
-      at::Tensor dc = grads_cz.first;
-      if (m3.defined()) dc.mul_(m3);
-      dz = *grads_cz.second;
-      dx = causal_conv1d_input_grad(dc, c10::nullopt, w.conv_weight, /*overwrite_grad_out=*/true);
-    } else {
-      set_conv_silu(s, x, m3, w, PropagationContext{});
-      const at::Tensor y = std::get<0>(
-          selective_scan_forward_parts(s.u, s.delta, s.A, s.B, s.C, w.D, c10::nullopt, s.delta_bias, true, false));
-      auto parts = selective_scan_backward_parts(g, c10::nullopt, s.u, s.delta, s.A, s.B, s.C, w.D, z, s.delta_bias,
-                                                 y, true, "mambalrp");
-      at::Tensor du = std::get<0>(parts);
-      dz = *std::get<6>(parts);
-      // The conv's input gradient of du * sigmoid(conv output) (SiLU identity rule).
-      s = ScanOperands();
-      if (m3.defined()) du.mul_(m3);
-      du.mul_(causal_conv1d_silu(xm, w.conv_weight, w.conv_bias, false, false, true).sigmoid);
-      dx = causal_conv1d_input_grad(du, c10::nullopt, w.conv_weight);
-    }
+    // From the conv output c: silu(c), the scan's forward again and its MambaLRP backward,
+    // the gradient at c under the SiLU identity rule (the CPU kernel writes it over c and dz
+    // over delta, both made here for this call). Masked steps: c = 0 there gives
+    // u = silu(0) = 0, as the mask after the SiLU does, and their gradients are masked.
+    at::Tensor c = ops::_causal_conv1d_silu(xm, w.conv_weight, w.conv_bias, ops::kConv).conv;  // (B, I, L)
+    if (m3.defined()) c.mul_(m3);
+    auto [dc, dz] = ops::_selective_scan_lrp_bwd_recompute(g, c, s.delta, s.A, s.B, s.C, w.D, z, s.delta_bias, true,
+                                                           /*overwrite_inputs=*/true, /*u_through_silu=*/true);
+    s.delta = at::Tensor();
+    if (m3.defined()) dc.mul_(m3);
+    at::Tensor dx = ops::_causal_conv1d_input_grad(dc, c10::nullopt, w.conv_weight, /*overwrite_grad_out=*/true);
     if (m3.defined()) dx.mul_(m3);
-    return {dx, dz, at::Tensor(), at::Tensor()};
+    return {dx, *dz, at::Tensor(), at::Tensor()};
   }
 };
 
 }  // namespace
 
-bool uses_lean_mambalrp_branch(const PropagationContext& ctx) {
-  const RuleSet& r = ctx.rules;
-  return ctx.recompute && r.silu && r.ssm && r.gate && ctx.composite.rule_for("conv1d").kind == LayerRule::Kind::kLrp0;
+bool uses_recompute_branch(const PropagationContext& ctx) {
+  const rules::RuleSet& r = ctx.rules;
+  return ctx.recompute && r.silu && r.ssm && r.gate && ctx.composite.rule_for("conv1d").kind == rules::LayerRule::Kind::kLrp0;
 }
 
 at::Tensor ssm_branch_forward(const at::Tensor& x, const at::Tensor& z, const at::Tensor& mask,
                               const SsmBranch& w, const PropagationContext& ctx) {
-  if (uses_lean_mambalrp_branch(ctx))
-    return LeanMambaLrpBranch::apply(x, z, mask.defined() ? c10::optional<at::Tensor>(mask) : c10::nullopt, w);
-  const RuleSet& r = ctx.rules;
+  if (uses_recompute_branch(ctx))
+    return RecomputeBranch::apply(x, z, mask.defined() ? c10::optional<at::Tensor>(mask) : c10::nullopt, w);
+  const rules::RuleSet& r = ctx.rules;
   const char* rule = r.ssm ? "mambalrp" : "exact";
   const ScanOperands s = scan_operands(x, mask3(mask, x), w, ctx);
   // The scan's own MambaLRP rule covers the SSM, the gate half rule and the gate's SiLU
   // identity together; when the ablations switch those independently, or the scan is
   // traced (its pre-gate output recorded), the gate runs outside the scan.
   const bool fuse_gate = !ctx.trace && (r.ssm == r.gate) && (r.gate == r.silu);
-  if (fuse_gate) return std::get<0>(selective_scan(s.u, s.delta, s.A, s.B, s.C, w.D, z, s.delta_bias, true, false, rule));
+  if (fuse_gate) return std::get<0>(ops::selective_scan(s.u, s.delta, s.A, s.B, s.C, w.D, z, s.delta_bias, true, false, rule));
   at::Tensor y;  // (B, I, L)
   if (ctx.trace) {
     // softplus(delta) explicit, so that the delta the scan used can be recorded.
     const at::Tensor delta = at::softplus(s.delta_bias ? s.delta + s.delta_bias->unsqueeze(-1) : s.delta);
-    y = std::get<0>(selective_scan(s.u, delta, s.A, s.B, s.C, w.D, c10::nullopt, c10::nullopt, false, false, rule));
+    y = std::get<0>(ops::selective_scan(s.u, delta, s.A, s.B, s.C, w.D, c10::nullopt, c10::nullopt, false, false, rule));
     ctx.trace->push_back({s.u.detach(), delta.detach(), s.A.detach(), s.B.detach().contiguous(),
                           s.C.detach().contiguous(), y});
   } else {
-    y = std::get<0>(selective_scan(s.u, s.delta, s.A, s.B, s.C, w.D, c10::nullopt, s.delta_bias, true, false, rule));
+    y = std::get<0>(ops::selective_scan(s.u, s.delta, s.A, s.B, s.C, w.D, c10::nullopt, s.delta_bias, true, false, rule));
   }
-  at::Tensor gate = r.silu ? silu_identity(z) : at::silu(z);                        // (B, I, L)
-  return r.gate ? gate_half(y, gate) : y * gate;
+  at::Tensor gate = r.silu ? ops::silu_identity(z) : at::silu(z);                   // (B, I, L)
+  return r.gate ? ops::gate_half(y, gate) : y * gate;
 }
 
 }  // namespace mamba_lrp

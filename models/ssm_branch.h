@@ -4,7 +4,7 @@
 #include <ATen/ATen.h>
 #include <c10/util/Optional.h>
 
-#include "rules/propagation.h"
+#include "models/propagation_context.h"
 
 namespace mamba_lrp {
 
@@ -41,7 +41,7 @@ struct SsmTrace {
 at::Tensor ssm_branch_forward(const at::Tensor& x, const at::Tensor& z, const at::Tensor& mask, const SsmBranch& w,
                               const PropagationContext& ctx);
 
-// Whether ssm_branch_forward takes the recomputing one-node path for this context.
-bool uses_lean_mambalrp_branch(const PropagationContext& ctx);
+// Whether ssm_branch_forward takes the recompute path (one autograd node) for this context.
+bool uses_recompute_branch(const PropagationContext& ctx);
 
 }  // namespace mamba_lrp

@@ -2,7 +2,7 @@
 
 #include <set>
 
-#include "csrc/errors.h"
+#include "csrc/io/errors.h"
 
 namespace mamba_lrp {
 
@@ -15,16 +15,16 @@ void assign_state_dict(torch::nn::Module& module, const io::StateDict& sd, at::S
     const std::string& name = item.key();
     expected.insert(name);
     auto it = sd.find(name);
-    if (it == sd.end()) throw InputError(origin + ": missing tensor '" + name + "'" + suffix);
+    if (it == sd.end()) throw io::InputError(origin + ": missing tensor '" + name + "'" + suffix);
     if (it->second.sizes() != item.value().sizes())
-      throw InputError(origin + ": tensor '" + name + "': expected shape " + shape_str(item.value()) + ", got " +
-                       shape_str(it->second));
+      throw io::InputError(origin + ": tensor '" + name + "': expected shape " + io::shape_str(item.value()) + ", got " +
+                       io::shape_str(it->second));
     if (!at::isFloatingType(it->second.scalar_type()))
-      throw InputError(origin + ": tensor '" + name + "' must be floating point");
+      throw io::InputError(origin + ": tensor '" + name + "' must be floating point");
     item.value().set_data(it->second.to(dtype).contiguous());
   }
   for (const auto& [name, t] : sd)
-    if (!expected.count(name)) throw InputError(origin + ": unexpected tensor '" + name + "'" + suffix);
+    if (!expected.count(name)) throw io::InputError(origin + ": unexpected tensor '" + name + "'" + suffix);
   for (auto& p : module.parameters()) p.set_requires_grad(false);
 }
 

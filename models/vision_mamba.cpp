@@ -8,11 +8,11 @@
 
 #include <torch/autograd.h>
 
-#include "csrc/errors.h"
-#include "csrc/flip_add.h"
+#include "csrc/io/errors.h"
 #include "csrc/io/json_file.h"
 #include "csrc/io/checkpoint.h"
-#include "csrc/ops.h"
+#include "csrc/ops/ops.h"
+#include "models/channel_layout.h"
 #include "models/state_dict.h"
 
 namespace mamba_lrp {
@@ -34,16 +34,16 @@ std::vector<double> get_triple(const nlohmann::json& j, const char* key, std::ve
       }
       out.push_back(x.get<double>());
     }
-  if (out.empty()) throw InputError(origin + ": config key \"" + key + "\" must be a list of numbers, got " + v.dump());
+  if (out.empty()) throw io::InputError(origin + ": config key \"" + key + "\" must be a list of numbers, got " + v.dump());
   return out;
 }
 
 }  // namespace
 
 VimConfig VimConfig::from_json(const nlohmann::json& j, const std::string& origin) {
-  if (!j.is_object()) throw InputError(origin + ": config.json must hold a JSON object");
+  if (!j.is_object()) throw io::InputError(origin + ": config.json must hold a JSON object");
   if (j.contains("model_type") && j["model_type"] != "vim")
-    throw InputError(origin + ": model_type is " + j["model_type"].dump() + ", expected \"vim\"");
+    throw io::InputError(origin + ": model_type is " + j["model_type"].dump() + ", expected \"vim\"");
   VimConfig c;
   c.img_size(io::config_int(j, "img_size", 224, origin));
   c.patch_size(io::config_int(j, "patch_size", 16, origin));
@@ -71,7 +71,7 @@ VimConfig VimConfig::from_json(const nlohmann::json& j, const std::string& origi
   c.use_middle_cls_token(io::config_value<bool>(j, "use_middle_cls_token", true, origin));
   if (j.contains("if_divide_out") && j.contains("if_devide_out") &&
       io::config_value<bool>(j, "if_divide_out", true, origin) != io::config_value<bool>(j, "if_devide_out", true, origin))
-    throw InputError(origin + ": if_divide_out and if_devide_out disagree");
+    throw io::InputError(origin + ": if_divide_out and if_devide_out disagree");
   c.if_divide_out(io::config_value<bool>(j, "if_divide_out", io::config_value<bool>(j, "if_devide_out", true, origin), origin));
   if (c.in_chans() != 3) {  // ImageNet's statistics averaged over the colours, one per channel
     c.mean(std::vector<double>(c.in_chans(), (0.485 + 0.456 + 0.406) / 3));
@@ -83,21 +83,21 @@ VimConfig VimConfig::from_json(const nlohmann::json& j, const std::string& origi
   // Vim features this implementation does not have: refuse rather than compute something else.
   for (const char* key : {"if_rope", "if_rope_residual", "if_bidirectional", "use_double_cls_token", "if_bimamba"})
     if (io::config_value<bool>(j, key, false, origin))
-      throw InputError(origin + ": " + key + " = true is not supported");
+      throw io::InputError(origin + ": " + key + " = true is not supported");
   if (j.contains("init_layer_scale") && !j["init_layer_scale"].is_null())
-    throw InputError(origin + ": init_layer_scale is not supported");
+    throw io::InputError(origin + ": init_layer_scale is not supported");
   c.validate(origin);
   return c;
 }
 
 VimConfig VimConfig::from_file(const std::string& path) {
   std::ifstream f(path);
-  if (!f) throw InputError(path + ": cannot open (a Vim model needs config.json)");
+  if (!f) throw io::InputError(path + ": cannot open (a Vim model needs config.json)");
   nlohmann::json j;
   try {
     f >> j;
   } catch (const nlohmann::json::exception& e) {
-    throw InputError(path + ": invalid JSON (" + std::string(e.what()) + ")");
+    throw io::InputError(path + ": invalid JSON (" + std::string(e.what()) + ")");
   }
   return from_json(j, path);
 }
@@ -105,7 +105,7 @@ VimConfig VimConfig::from_file(const std::string& path) {
 void VimConfig::validate(const std::string& origin) const {
   auto positive = [&](int64_t v, const char* key, int64_t limit) {
     if (v < 1 || v > limit)
-      throw InputError(origin + ": config key \"" + key + "\" must be in [1, " + std::to_string(limit) + "], got " +
+      throw io::InputError(origin + ": config key \"" + key + "\" must be in [1, " + std::to_string(limit) + "], got " +
                        std::to_string(v));
   };
   positive(img_size(), "img_size", 1 << 14);
@@ -119,24 +119,24 @@ void VimConfig::validate(const std::string& origin) const {
   positive(expand(), "expand", 64);
   positive(dt_rank(), "dt_rank", 1 << 16);
   if (num_classes() < 0 || num_classes() > (1 << 24))
-    throw InputError(origin + ": config key \"num_classes\" must be in [0, 16777216], got " +
+    throw io::InputError(origin + ": config key \"num_classes\" must be in [0, 16777216], got " +
                      std::to_string(num_classes()));
   if (!(norm_epsilon() > 0) || !std::isfinite(norm_epsilon()))
-    throw InputError(origin + ": config key \"norm_epsilon\" must be a positive number");
+    throw io::InputError(origin + ": config key \"norm_epsilon\" must be a positive number");
   if (bimamba_type() != "v2" && bimamba_type() != "none")
-    throw InputError(origin + ": bimamba_type \"" + bimamba_type() + "\" is not supported (expected \"v2\" or \"none\")");
+    throw io::InputError(origin + ": bimamba_type \"" + bimamba_type() + "\" is not supported (expected \"v2\" or \"none\")");
   if (final_pool_type() != "mean" && final_pool_type() != "none" && final_pool_type() != "max")
-    throw InputError(origin + ": final_pool_type \"" + final_pool_type() +
+    throw io::InputError(origin + ": final_pool_type \"" + final_pool_type() +
                      "\" is not supported (expected \"mean\", \"none\" or \"max\")");
   if (static_cast<int64_t>(mean().size()) != in_chans() || static_cast<int64_t>(std().size()) != in_chans())
-    throw InputError(origin + ": config keys \"mean\" and \"std\" need one value per channel (" +
+    throw io::InputError(origin + ": config keys \"mean\" and \"std\" need one value per channel (" +
                      std::to_string(in_chans()) + ")");
   for (double s : std())
-    if (!(s > 0) || !std::isfinite(s)) throw InputError(origin + ": config key \"std\" must hold positive numbers");
+    if (!(s > 0) || !std::isfinite(s)) throw io::InputError(origin + ": config key \"std\" must hold positive numbers");
   for (double m : mean())
-    if (!std::isfinite(m)) throw InputError(origin + ": config key \"mean\" must hold finite numbers");
+    if (!std::isfinite(m)) throw io::InputError(origin + ": config key \"mean\" must hold finite numbers");
   if (!(crop_pct() > 0 && crop_pct() <= 1))
-    throw InputError(origin + ": config key \"crop_pct\" must be in (0, 1]");
+    throw io::InputError(origin + ": config key \"crop_pct\" must be in (0, 1]");
 }
 
 // ---- Modules ----------------------------------------------------------------------------------
@@ -148,10 +148,10 @@ VimNormImpl::VimNormImpl(int64_t dim, double eps, bool rms) : eps_(eps), rms_(rm
 
 at::Tensor VimNormImpl::forward(const at::Tensor& x, bool norm_rule) {
   if (rms_) {
-    if (norm_rule) return rms_norm_identity(x, weight, eps_);
+    if (norm_rule) return ops::rms_norm_identity(x, weight, eps_);
     return x * at::rsqrt(x.square().mean(-1, true) + eps_) * weight;
   }
-  if (norm_rule) return layer_norm_identity(x, weight, bias, eps_);
+  if (norm_rule) return ops::layer_norm_identity(x, weight, bias, eps_);
   return at::layer_norm(x, {x.size(-1)}, weight, bias, eps_);
 }
 
@@ -184,7 +184,7 @@ using torch::autograd::variable_list;
 
 // a + flip(b) along L into out; either may be undefined (both: zeros).
 void add_flipped_into(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
-  if (b.defined()) flip_add_into(out, b, opt(a));
+  if (b.defined()) ops::_flip_add_into(out, b, opt(a));
   else if (a.defined()) out.copy_(a);
   else out.zero_();
 }
@@ -197,7 +197,7 @@ class BidirectionalSplit : public torch::autograd::Function<BidirectionalSplit> 
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& xz) {
     const int64_t I = xz.size(1) / 2;
-    const at::Tensor flipped = flip_add(xz);
+    const at::Tensor flipped = ops::_flip_add(xz);
     return {xz.narrow(1, 0, I), xz.narrow(1, I, I), flipped.narrow(1, 0, I), flipped.narrow(1, I, I)};
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -216,18 +216,18 @@ class BidirectionalMerge : public torch::autograd::Function<BidirectionalMerge> 
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& y, const at::Tensor& y_b, double scale) {
     ctx->saved_data["scale"] = scale;
-    return flip_add(y_b, y, scale);
+    return ops::_flip_add(y_b, y, scale);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const double scale = ctx->saved_data["scale"].toDouble();
     const at::Tensor& g = grads[0];
-    return {scale == 1.0 ? g : g * scale, flip_add(g, c10::nullopt, scale), at::Tensor()};
+    return {scale == 1.0 ? g : g * scale, ops::_flip_add(g, c10::nullopt, scale), at::Tensor()};
   }
 };
 }  // namespace
 
 at::Tensor VimMixerImpl::forward(const at::Tensor& hidden, const PropagationContext& ctx) {
-  const Composite& comp = ctx.composite;
+  const rules::Composite& comp = ctx.composite;
   // (B, 2I, L): the x and z halves dense along L for conv and scan
   const at::Tensor xz = linear_to_channels(hidden, in_proj->weight, opt(in_proj->bias), comp.rule_for("in_proj")).contiguous();
   const SsmBranch fwd{conv1d->weight, opt(conv1d->bias), x_proj->weight, dt_proj->weight, opt(dt_proj->bias), A_log, D};
@@ -268,7 +268,7 @@ VimPatchEmbedImpl::VimPatchEmbedImpl(const VimConfig& c) : stride_(c.stride()) {
 }
 
 at::Tensor VimPatchEmbedImpl::forward(const at::Tensor& pixels, const PropagationContext& ctx) {
-  at::Tensor p = conv2d_with_rule(pixels, proj->weight, opt(proj->bias), {stride_, stride_},
+  at::Tensor p = rules::conv2d_with_rule(pixels, proj->weight, opt(proj->bias), {stride_, stride_},
                                   ctx.composite.rule_for("patch_embed"));  // (B, D, rows, cols)
   return p.flatten(2).transpose(1, 2);                                      // (B, P, D)
 }
@@ -309,7 +309,7 @@ at::Tensor VisionMambaImpl::forward_tokens(const at::Tensor& tokens) {
   else if (pool == "none") feat = h.select(1, -1);  // (B, D)
   else feat = h;                                    // "max": (B, T, D)
   at::Tensor out = feat;
-  if (head) out = linear_with_rule(feat, head->weight, opt(head->bias), ctx_.composite.rule_for("head"));
+  if (head) out = rules::linear_with_rule(feat, head->weight, opt(head->bias), ctx_.composite.rule_for("head"));
   if (pos < 0 && pool == "max") out = std::get<0>(out.max(1));  // (B, classes)
   return out;
 }
@@ -322,7 +322,7 @@ std::vector<at::Tensor> VisionMambaImpl::biases() { return bias_parameters(*this
 
 VisionMamba load_vision_mamba(const std::string& dir_or_file, at::ScalarType dtype) {
   namespace fs = std::filesystem;
-  if (dtype != at::kFloat && dtype != at::kDouble) throw InputError("model dtype must be float32 or float64");
+  if (dtype != at::kFloat && dtype != at::kDouble) throw io::InputError("model dtype must be float32 or float64");
   const fs::path given(dir_or_file);
   fs::path dir, weights;
   if (fs::is_directory(given)) {
@@ -341,23 +341,23 @@ VisionMamba load_vision_mamba(const std::string& dir_or_file, at::ScalarType dty
         if (entry.is_regular_file() && (ext == ".pth" || ext == ".pt")) found.push_back(entry.path());
       }
       if (found.empty())
-        throw InputError(dir.string() + ": no weights (model.safetensors or a Vim .pth checkpoint)");
+        throw io::InputError(dir.string() + ": no weights (model.safetensors or a Vim .pth checkpoint)");
       if (found.size() > 1)
-        throw InputError(dir.string() + ": several .pth/.pt checkpoints; pass the one to use");
+        throw io::InputError(dir.string() + ": several .pth/.pt checkpoints; pass the one to use");
       weights = found[0];
     }
   } else if (fs::is_regular_file(given)) {
     weights = given;
     dir = given.has_parent_path() ? given.parent_path() : fs::path(".");
   } else {
-    throw InputError(dir_or_file + ": not a model directory or checkpoint file");
+    throw io::InputError(dir_or_file + ": not a model directory or checkpoint file");
   }
   const VimConfig config = VimConfig::from_file((dir / "config.json").string());
   io::StateDict sd = io::load_state_dict(weights.string(), dtype);
   const std::string origin = weights.string();
 
   if (!sd.count("patch_embed.proj.weight"))
-    throw InputError(origin + ": missing tensor 'patch_embed.proj.weight': not a Vision Mamba checkpoint" +
+    throw io::InputError(origin + ": missing tensor 'patch_embed.proj.weight': not a Vision Mamba checkpoint" +
                      (sd.empty() ? std::string(" (no tensors)") : " (it holds '" + sd.begin()->first + "', ...)"));
   VisionMamba model(config);
   assign_state_dict(*model, sd, dtype, origin, "a checkpoint of another model or configuration?");

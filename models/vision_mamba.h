@@ -17,7 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "models/mamba.h"
-#include "rules/propagation.h"
+#include "models/propagation_context.h"
 
 namespace mamba_lrp {
 
@@ -25,7 +25,7 @@ namespace mamba_lrp {
 // the constructor's defaults for missing keys; plus the image preprocessing (mean, std,
 // crop_pct) that timm keeps beside the model.
 struct VimConfig {
-  // `origin` names the file in error messages (InputError).
+  // `origin` names the file in error messages (io::InputError).
   static VimConfig from_json(const nlohmann::json& j, const std::string& origin);
   static VimConfig from_file(const std::string& path);
   void validate(const std::string& origin) const;
@@ -141,16 +141,16 @@ class VisionMambaImpl : public torch::nn::Module {
   at::Tensor forward_tokens(const at::Tensor& tokens);
   at::Tensor forward(const at::Tensor& pixel_values);  // -> (B, classes)
 
-  void set_propagation(Propagation p) {
-    ctx_.rules = rules_of(p);
+  void set_propagation(rules::Propagation p) {
+    ctx_.rules = rules::rules_of(p);
     propagation_ = p;
   }
-  Propagation propagation() const { return propagation_; }
-  void set_composite(Composite c) { ctx_.composite = std::move(c); }
+  rules::Propagation propagation() const { return propagation_; }
+  void set_composite(rules::Composite c) { ctx_.composite = std::move(c); }
   void set_recompute(bool on) { ctx_.recompute = on; }  // see PropagationContext::recompute
   bool recompute() const { return ctx_.recompute; }
   void set_trace(std::vector<SsmTrace>* trace) { ctx_.trace = trace; }  // see PropagationContext::trace
-  const Composite& composite() const { return ctx_.composite; }
+  const rules::Composite& composite() const { return ctx_.composite; }
   const VimConfig& config() const { return config_; }
   // Every bias tensor of the model (patch embedding, conv1d, dt_proj, head, LayerNorm).
   // cls_token and pos_embed are not biases: they are learned inputs.
@@ -165,7 +165,7 @@ class VisionMambaImpl : public torch::nn::Module {
 
  private:
   VimConfig config_;
-  Propagation propagation_ = Propagation::kStandard;
+  rules::Propagation propagation_ = rules::Propagation::kStandard;
   PropagationContext ctx_;
 };
 TORCH_MODULE(VisionMamba);
@@ -173,7 +173,7 @@ TORCH_MODULE(VisionMamba);
 // Loads a Vim model in float32 or float64 from a directory (config.json + model.safetensors,
 // or one Vim .pth/.pt checkpoint with the state dict under "model"), or from a checkpoint
 // file with config.json beside it. Parameters do not require gradients; every problem
-// (missing, unexpected or misshapen tensor: a checkpoint of another model) is an InputError
+// (missing, unexpected or misshapen tensor: a checkpoint of another model) is an io::InputError
 // naming the file and the tensor.
 VisionMamba load_vision_mamba(const std::string& dir_or_file, at::ScalarType dtype);
 

@@ -1,7 +1,6 @@
 // SiLU identity rule and the gate half rule (DESIGN.md §1).
 #include <torch/library.h>
 
-#include "csrc/selective_scan_common.h"
 #include "rules/rule_function.h"
 
 namespace mamba_lrp {

@@ -23,7 +23,7 @@
 
 #include <functional>
 
-#include "csrc/errors.h"
+#include "csrc/io/errors.h"
 #include "rules/rule_function.h"
 
 namespace mamba_lrp {
@@ -95,7 +95,7 @@ void check_params(const char* op, const at::Tensor& x, const at::Tensor& w, cons
               w.scalar_type(), ", ", w.device());
   if (b) {
     TORCH_CHECK(b->dim() == 1 && b->size(0) == w.size(0), op, ": bias must have shape (", w.size(0),
-                ") (weight's first dimension), got ", shape_str(*b));
+                ") (weight's first dimension), got ", io::shape_str(*b));
     TORCH_CHECK(b->scalar_type() == x.scalar_type() && b->device() == x.device(), op,
                 ": bias must have x's dtype and device");
   }
@@ -105,9 +105,9 @@ void check_params(const char* op, const at::Tensor& x, const at::Tensor& w, cons
 
 void check_linear(const char* op, RuleKind kind, const at::Tensor& x, const at::Tensor& w, const OptTensor& b,
                   double value) {
-  TORCH_CHECK(w.dim() == 2, op, ": weight must have shape (out_features, in_features), got ", shape_str(w));
+  TORCH_CHECK(w.dim() == 2, op, ": weight must have shape (out_features, in_features), got ", io::shape_str(w));
   TORCH_CHECK(x.dim() >= 1 && x.size(-1) == w.size(1), op, ": x's last dimension must be in_features = ", w.size(1),
-              ", got x ", shape_str(x));
+              ", got x ", io::shape_str(x));
   check_params(op, x, w, b);
   check_rule_param(op, kind, value);
 }
@@ -146,12 +146,12 @@ LinearLayer conv_layer(const ConvGeometry& geo, const at::Tensor& x) {
 void check_conv(const char* op, RuleKind kind, int64_t spatial, const at::Tensor& x, const at::Tensor& w,
                 const OptTensor& b, const ConvGeometry& geo, double value) {
   TORCH_CHECK(x.dim() == spatial + 2, op, ": x must have shape (batch, channels, ", spatial == 1 ? "length" : "H, W",
-              "), got ", shape_str(x));
+              "), got ", io::shape_str(x));
   TORCH_CHECK(w.dim() == spatial + 2, op, ": weight must have shape (out_channels, in_channels / groups, ",
-              spatial == 1 ? "kernel" : "kH, kW", "), got ", shape_str(w));
+              spatial == 1 ? "kernel" : "kH, kW", "), got ", io::shape_str(w));
   TORCH_CHECK(geo.groups >= 1 && x.size(1) % geo.groups == 0 && w.size(0) % geo.groups == 0 &&
                   w.size(1) * geo.groups == x.size(1),
-              op, ": groups = ", geo.groups, " does not fit x ", shape_str(x), " and weight ", shape_str(w));
+              op, ": groups = ", geo.groups, " does not fit x ", io::shape_str(x), " and weight ", io::shape_str(w));
   check_params(op, x, w, b);
   check_rule_param(op, kind, value);
 }

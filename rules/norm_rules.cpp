@@ -2,7 +2,7 @@
 // norm is linear in x in the backward and conserves relevance (without its bias).
 #include <torch/library.h>
 
-#include "csrc/errors.h"
+#include "csrc/io/errors.h"
 #include "rules/rule_function.h"
 
 namespace mamba_lrp {
@@ -11,11 +11,11 @@ namespace {
 
 void check_norm_args(const char* op, const at::Tensor& x, const OptTensor& weight, const OptTensor& bias, double eps) {
   TORCH_CHECK(x.dim() >= 1 && x.is_floating_point(), op, ": x must be a floating-point tensor of rank >= 1, got ",
-              x.scalar_type(), " ", shape_str(x));
+              x.scalar_type(), " ", io::shape_str(x));
   for (const auto& [name, t] : {std::pair<const char*, const OptTensor&>{"weight", weight}, {"bias", bias}}) {
     if (!t) continue;
     TORCH_CHECK(t->dim() == 1 && t->size(0) == x.size(-1), op, ": ", name, " must have shape (", x.size(-1),
-                ") (x's last dimension), got ", shape_str(*t));
+                ") (x's last dimension), got ", io::shape_str(*t));
     TORCH_CHECK(t->scalar_type() == x.scalar_type() && t->device() == x.device(), op, ": ", name,
                 " must have x's dtype and device (", x.scalar_type(), ", ", x.device(), "), got ", t->scalar_type(),
                 ", ", t->device());

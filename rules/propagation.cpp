@@ -5,11 +5,12 @@
 #include <fstream>
 #include <sstream>
 
-#include "csrc/errors.h"
+#include "csrc/io/errors.h"
 #include "csrc/io/json_file.h"
-#include "csrc/ops.h"
+#include "csrc/ops/ops.h"
 
 namespace mamba_lrp {
+namespace rules {
 
 RuleSet rules_of(Propagation p) {
   switch (p) {
@@ -39,7 +40,7 @@ Propagation parse_propagation(const std::string& name) {
     if (n == name) return p;
   std::string all;
   for (const auto& [n, p] : propagation_names()) all += (all.empty() ? "" : ", ") + n;
-  throw InputError("unknown propagation mode '" + name + "' (expected one of: " + all + ", gi)");
+  throw io::InputError("unknown propagation mode '" + name + "' (expected one of: " + all + ", gi)");
 }
 
 std::string propagation_name(Propagation p) {
@@ -54,25 +55,25 @@ const std::vector<std::string>& Composite::roles() {
 }
 
 Composite Composite::from_json(const nlohmann::json& j, const std::string& origin) {
-  if (!j.is_object()) throw InputError(origin + ": a composite must be a JSON object from layer role to rule");
+  if (!j.is_object()) throw io::InputError(origin + ": a composite must be a JSON object from layer role to rule");
   Composite c;
   for (const auto& [role, spec] : j.items()) {
     const auto& known = roles();
     if (std::find(known.begin(), known.end(), role) == known.end()) {
       std::string all;
       for (const auto& r : known) all += (all.empty() ? "" : ", ") + r;
-      throw InputError(origin + ": unknown layer role '" + role + "' (expected one of: " + all + ")");
+      throw io::InputError(origin + ": unknown layer role '" + role + "' (expected one of: " + all + ")");
     }
     if (!spec.is_object() || !spec.contains("rule") || !spec["rule"].is_string())
-      throw InputError(origin + ": role '" + role + "' needs an object with a \"rule\" string");
+      throw io::InputError(origin + ": role '" + role + "' needs an object with a \"rule\" string");
     const std::string rule = spec["rule"].get<std::string>();
     LayerRule lr;
     auto number = [&](const char* key, double fallback) {
       if (!spec.contains(key)) return fallback;
-      if (!spec[key].is_number()) throw InputError(origin + ": role '" + role + "': \"" + key + "\" must be a number");
+      if (!spec[key].is_number()) throw io::InputError(origin + ": role '" + role + "': \"" + key + "\" must be a number");
       const double v = spec[key].get<double>();
       if (!std::isfinite(v) || v < 0)
-        throw InputError(origin + ": role '" + role + "': \"" + key + "\" must be finite and >= 0");
+        throw io::InputError(origin + ": role '" + role + "': \"" + key + "\" must be finite and >= 0");
       return v;
     };
     if (rule == "gamma") {
@@ -84,7 +85,7 @@ Composite Composite::from_json(const nlohmann::json& j, const std::string& origi
     } else if (rule == "lrp0" || rule == "lrp-0" || rule == "zero") {
       lr.kind = LayerRule::Kind::kLrp0;
     } else {
-      throw InputError(origin + ": role '" + role + "': unknown rule '" + rule + "' (expected gamma, epsilon or lrp0)");
+      throw io::InputError(origin + ": role '" + role + "': unknown rule '" + rule + "' (expected gamma, epsilon or lrp0)");
     }
     c.by_role_[role] = lr;
   }
@@ -105,8 +106,8 @@ void Composite::set(const std::string& role, LayerRule rule) { by_role_[role] = 
 at::Tensor linear_with_rule(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                             const LayerRule& rule) {
   switch (rule.kind) {
-    case LayerRule::Kind::kGamma: return linear_gamma(x, weight, bias, rule.gamma);
-    case LayerRule::Kind::kEpsilon: return linear_epsilon(x, weight, bias, rule.epsilon);
+    case LayerRule::Kind::kGamma: return ops::linear_gamma(x, weight, bias, rule.gamma);
+    case LayerRule::Kind::kEpsilon: return ops::linear_epsilon(x, weight, bias, rule.epsilon);
     default: break;
   }
   if (x.dim() >= 1 && x.numel() == x.size(-1)) {
@@ -122,59 +123,11 @@ at::Tensor linear_with_rule(const at::Tensor& x, const at::Tensor& weight, const
   return at::linear(x, weight, bias);
 }
 
-namespace {
-// A frozen weight (out, in) as a (B, out, in) batch of stride 0: batched products then have
-// the layout asked for, whatever matmul's folding heuristics (which differ with grad mode)
-// would pick, and no transposing copy. A trained weight goes through matmul: its gradient
-// through the broadcast would be a (B, out, in) temporary.
-bool broadcast_weight(const at::Tensor& x, const at::Tensor& weight) { return x.dim() == 3 && !weight.requires_grad(); }
-at::Tensor batch_of(const at::Tensor& weight, int64_t B) { return weight.unsqueeze(0).expand({B, weight.size(0), weight.size(1)}); }
-
-// W x^T for x (B, L, in) and a frozen W: the output (B, out, L) dense for conv and scan, and
-// x's gradient g^T W computed token-major (B, L, in), dense like x: the residual stream's
-// gradient then never mixes layouts (a transposed gradient made every norm backward and
-// residual addition a strided pass).
-class TokensToChannels : public torch::autograd::Function<TokensToChannels> {
- public:
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight) {
-    ctx->saved_data["weight"] = weight;
-    return at::bmm(batch_of(weight, x.size(0)), x.transpose(1, 2));
-  }
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grads) {
-    const at::Tensor w = ctx->saved_data["weight"].toTensor();
-    const at::Tensor& g = grads[0];  // (B, out, L)
-    return {at::bmm(g.transpose(1, 2), batch_of(w, g.size(0))), at::Tensor()};
-  }
-};
-}  // namespace
-
-at::Tensor linear_to_channels(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
-                              const LayerRule& rule) {
-  if (rule.kind != LayerRule::Kind::kLrp0) return linear_with_rule(x, weight, bias, rule).transpose(-1, -2);
-  at::Tensor out = broadcast_weight(x, weight) ? TokensToChannels::apply(x, weight)
-                                               : at::matmul(weight, x.transpose(-1, -2));  // (B, out, L)
-  return bias ? out + bias->unsqueeze(-1) : out;
-}
-at::Tensor linear_on_channels(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
-                              const LayerRule& rule) {
-  if (rule.kind != LayerRule::Kind::kLrp0)
-    return linear_with_rule(x.transpose(-1, -2), weight, bias, rule).transpose(-1, -2);
-  at::Tensor out = broadcast_weight(x, weight) ? at::bmm(batch_of(weight, x.size(0)), x) : at::matmul(weight, x);
-  return bias ? out + bias->unsqueeze(-1) : out;  // (B, out, L)
-}
-at::Tensor linear_from_channels(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
-                                const LayerRule& rule) {
-  if (rule.kind != LayerRule::Kind::kLrp0) return linear_with_rule(x.transpose(-1, -2), weight, bias, rule);
-  // Channel-major product, so that x's gradient comes back channel-major (dense for the scan).
-  return linear_on_channels(x, weight, bias, rule).transpose(-1, -2);  // (B, L, out) view
-}
-
 at::Tensor conv1d_with_rule(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                             int64_t padding, int64_t groups, const LayerRule& rule) {
   switch (rule.kind) {
-    case LayerRule::Kind::kGamma: return conv1d_gamma(x, weight, bias, 1, padding, 1, groups, rule.gamma);
-    case LayerRule::Kind::kEpsilon: return conv1d_epsilon(x, weight, bias, 1, padding, 1, groups, rule.epsilon);
+    case LayerRule::Kind::kGamma: return ops::conv1d_gamma(x, weight, bias, 1, padding, 1, groups, rule.gamma);
+    case LayerRule::Kind::kEpsilon: return ops::conv1d_epsilon(x, weight, bias, 1, padding, 1, groups, rule.epsilon);
     default: return at::conv1d(x, weight, bias, 1, padding, 1, groups);
   }
 }
@@ -182,10 +135,11 @@ at::Tensor conv1d_with_rule(const at::Tensor& x, const at::Tensor& weight, const
 at::Tensor conv2d_with_rule(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                             at::IntArrayRef stride, const LayerRule& rule) {
   switch (rule.kind) {
-    case LayerRule::Kind::kGamma: return conv2d_gamma(x, weight, bias, stride, {0, 0}, {1, 1}, 1, rule.gamma);
-    case LayerRule::Kind::kEpsilon: return conv2d_epsilon(x, weight, bias, stride, {0, 0}, {1, 1}, 1, rule.epsilon);
+    case LayerRule::Kind::kGamma: return ops::conv2d_gamma(x, weight, bias, stride, {0, 0}, {1, 1}, 1, rule.gamma);
+    case LayerRule::Kind::kEpsilon: return ops::conv2d_epsilon(x, weight, bias, stride, {0, 0}, {1, 1}, 1, rule.epsilon);
     default: return at::conv2d(x, weight, bias, stride);
   }
 }
 
+}  // namespace rules
 }  // namespace mamba_lrp

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 namespace mamba_lrp {
+namespace rules {
 
 // One switch per model. Forward values are identical in every mode.
 enum class Propagation {
@@ -29,7 +30,7 @@ struct RuleSet {
 
 RuleSet rules_of(Propagation p);
 // "standard" (alias "gi"), "mambalrp", "mambalrp-no-silu", "mambalrp-no-ssm",
-// "mambalrp-no-gate", "lrp-ln". Throws InputError naming the accepted names otherwise.
+// "mambalrp-no-gate", "lrp-ln". Throws io::InputError naming the accepted names otherwise.
 Propagation parse_propagation(const std::string& name);
 std::string propagation_name(Propagation p);
 
@@ -56,38 +57,13 @@ class Composite {
   std::map<std::string, LayerRule> by_role_;
 };
 
-struct SsmTrace;  // models/ssm_branch.h
-
-// What a model's forward pass needs besides its input: the rules and the composite.
-struct PropagationContext {
-  RuleSet rules;
-  Composite composite;
-  // Under every MambaLRP rule: keep only each SSM branch's inputs for the backward and
-  // recompute the rest there (models/ssm_branch.h). Same values; less memory, more time.
-  bool recompute = false;
-  // When set, every SSM branch appends what its scan saw, in call order (the hidden-attention
-  // explainers, csrc/explain/hidden_attention.h).
-  std::vector<SsmTrace>* trace = nullptr;
-};
-
 // A linear map with its role's rule in the backward. The forward is always the plain layer.
 at::Tensor linear_with_rule(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                             const LayerRule& rule);
-// The same linear map between the token-major layout (B, L, features) of the residual stream
-// and the channel-major layout (B, channels, L) that conv1d and the scan read. With LRP-0
-// each is one matrix product with a transposed operand, whose input gradient also comes out
-// in the input's own layout: no transposing copies either way. Other rules go through
-// linear_with_rule and a transposed view.
-at::Tensor linear_to_channels(const at::Tensor& x /* (B, L, in) */, const at::Tensor& weight,
-                              const c10::optional<at::Tensor>& bias, const LayerRule& rule);  // (B, out, L)
-at::Tensor linear_from_channels(const at::Tensor& x /* (B, in, L) */, const at::Tensor& weight,
-                                const c10::optional<at::Tensor>& bias, const LayerRule& rule);  // (B, L, out) view
-// Channel-major in and out (x_proj and dt_proj, between conv1d and the scan).
-at::Tensor linear_on_channels(const at::Tensor& x /* (B, in, L) */, const at::Tensor& weight,
-                              const c10::optional<at::Tensor>& bias, const LayerRule& rule);  // (B, out, L)
 at::Tensor conv1d_with_rule(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                             int64_t padding, int64_t groups, const LayerRule& rule);
 at::Tensor conv2d_with_rule(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                             at::IntArrayRef stride, const LayerRule& rule);
 
+}  // namespace rules
 }  // namespace mamba_lrp

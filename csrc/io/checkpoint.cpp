@@ -2,7 +2,7 @@
 // unpickler of our own (see checkpoint.h for why not torch::pickle_load).
 #include "csrc/io/checkpoint.h"
 
-#include "csrc/errors.h"
+#include "csrc/io/errors.h"
 #include "csrc/io/safetensors.h"
 
 #include <ATen/ATen.h>

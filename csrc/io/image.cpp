@@ -6,7 +6,7 @@
 #include <iterator>
 #include <memory>
 
-#include "csrc/errors.h"
+#include "csrc/io/errors.h"
 
 // The stb implementations live in this file only: PNG and JPEG decoding, PNG encoding.
 #define STB_IMAGE_IMPLEMENTATION

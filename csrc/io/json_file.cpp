@@ -2,7 +2,7 @@
 
 #include <fstream>
 
-#include "csrc/errors.h"
+#include "csrc/io/errors.h"
 
 namespace mamba_lrp {
 namespace io {

@@ -1,7 +1,7 @@
 // The safetensors reader and writer (see safetensors.h for the format and the checks).
 #include "csrc/io/safetensors.h"
 
-#include "csrc/errors.h"
+#include "csrc/io/errors.h"
 
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>

@@ -1,7 +1,7 @@
 // Byte-level BPE from a Hugging Face tokenizer.json (see tokenizer.h for what is implemented).
 #include "csrc/io/tokenizer.h"
 
-#include "csrc/errors.h"
+#include "csrc/io/errors.h"
 
 #include <nlohmann/json.hpp>
 

@@ -1,4 +1,4 @@
-// CPU selective scan: entry points called by the torch-facing layer (csrc/cpu).
+// CPU selective scan: entry points called by the torch-facing layer (csrc/ops/cpu).
 // Framework-free; the caller supplies a parallel-for (kernels/cpu/parallel.h).
 #pragma once
 #include <cstdint>

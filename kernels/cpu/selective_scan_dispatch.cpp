@@ -212,7 +212,7 @@ void selective_scan_bwd(const SelectiveScanBwdParams& p, ParallelFor parallel_fo
 void selective_scan_bwd_lrp_recompute(const SelectiveScanBwdParams& p, ParallelFor parallel_for) {
   check_supported(p);
   if (p.rule != ScanRule::kMambaLRP || p.lrp_dt)
-    throw std::invalid_argument("selective_scan CPU recomputing backward: MambaLRP rule only, from the inputs (no lrp factors)");
+    throw std::invalid_argument("selective_scan CPU recompute backward: MambaLRP rule only, from the inputs (no lrp factors)");
   if (p.input_type == ScanDType::kFloat64) bwd_impl<double>(p, parallel_for, true);
   else bwd_impl<float>(p, parallel_for, true);
 }

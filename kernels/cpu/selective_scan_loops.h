@@ -9,7 +9,7 @@
 //   exact     the same reverse scan, plus dt, A, B, C, D gradients from states that are
 //             recomputed per chunk from a checkpoint of the state at the chunk's start.
 // A forward asked for the lrp_* factors (SelectiveScanParams) also writes dt, silu(z)/2 and
-// y sigmoid(z)/2; the MambaLRP backward given them reads those instead of recomputing.
+// y sigmoid(z)/2; the MambaLRP backward given them reads those instead of computing them again.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -124,7 +124,7 @@ const T* bc_rows(const void* base, const SelectiveScanParams& p, const ScanWork&
 // The forward's states over one chunk of a row (Bt, Ct, dt, dtu start at the chunk; steps
 // [0, n)), a block of kLanes states at a time, h carried in and out: y[0, n_full) gets
 // C_t . h_t summed over the blocks. With kKeepDecays every exp(dt_t A) also goes to
-// decay[t * dpad + state] (the recomputing backward's row buffer).
+// decay[t * dpad + state] (the recompute backward's row buffer).
 template <typename T, bool kDecayOnly, bool kKeepDecays>
 inline void chunk_states_forward(const T* a, T* h, int64_t dpad, const T* Bt, const T* Ct, const T* dt, const T* dtu,
                                  int64_t n, int64_t n_full, T* y, T* ch, T* decay) {
@@ -315,7 +315,7 @@ void bwd_lrp_row(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t b, 
   }
 }
 
-// Per-thread scratch of the recomputing MambaLRP backward, for one row at a time: dt, the
+// Per-thread scratch of the recompute MambaLRP backward, for one row at a time: dt, the
 // gate factors silu(z)/2 and y sigmoid(z)/2, and every decay exp(dt_t A) of the row.
 template <typename T>
 struct RecomputeScratch {

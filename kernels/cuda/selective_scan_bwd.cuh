@@ -23,7 +23,7 @@
 
 namespace mamba_lrp {
 namespace kernels {
-namespace gpu {
+namespace cuda {
 
 // Row pointers of one batch row for the gate and the output gradient.
 template <typename T>
@@ -417,13 +417,13 @@ cudaError_t run_fwd(const SelectiveScanParams& p, cudaStream_t stream) {
   return launch_fwd_any<T>(p, geo, nullptr, stream);
 }
 
-}  // namespace gpu
+}  // namespace cuda
 }  // namespace kernels
 }  // namespace mamba_lrp
 
 // Explicit instantiation of the launch templates for one input dtype (one .cu per dtype).
 #define MAMBA_LRP_INSTANTIATE_SCAN(T)                                                                        \
-  template cudaError_t mamba_lrp::kernels::gpu::run_fwd<T>(const mamba_lrp::kernels::SelectiveScanParams&,  \
+  template cudaError_t mamba_lrp::kernels::cuda::run_fwd<T>(const mamba_lrp::kernels::SelectiveScanParams&,  \
                                                            cudaStream_t);                                    \
-  template cudaError_t mamba_lrp::kernels::gpu::run_bwd<T>(const mamba_lrp::kernels::SelectiveScanBwdParams&, \
+  template cudaError_t mamba_lrp::kernels::cuda::run_bwd<T>(const mamba_lrp::kernels::SelectiveScanBwdParams&, \
                                                            void*, cudaStream_t);

@@ -27,7 +27,7 @@
 
 namespace mamba_lrp {
 namespace kernels {
-namespace gpu {
+namespace cuda {
 
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr int kMaxLanes = 32;
@@ -222,6 +222,6 @@ inline BwdWorkspace bwd_workspace_layout(const SelectiveScanBwdParams& p) {
   return w;
 }
 
-}  // namespace gpu
+}  // namespace cuda
 }  // namespace kernels
 }  // namespace mamba_lrp

@@ -1,5 +1,5 @@
 // CUDA selective scan: the host-side launcher API called by the torch-facing layer
-// (csrc/cuda). Framework-free: the params struct of kernels/selective_scan_params.h, raw
+// (csrc/ops/cuda). Framework-free: the params struct of kernels/selective_scan_params.h, raw
 // device pointers and a stream; no ATen types.
 //
 // Dtypes: u, delta, z, B, C (and out, out_y, grad_out, du, dz, ddelta, dB, dC) share one
@@ -19,7 +19,7 @@
 
 namespace mamba_lrp {
 namespace kernels {
-namespace gpu {
+namespace cuda {
 
 // Every launcher throws std::invalid_argument for parameters the kernels do not support
 // (dtypes, dstate, groups, sizes past the grid limit) before launching anything, and
@@ -42,6 +42,6 @@ size_t selective_scan_bwd_workspace_bytes(const SelectiveScanBwdParams& p);
 //             dA, dB, dC, dD, ddelta_bias are summed with atomics (not bit-reproducible).
 cudaError_t selective_scan_bwd(const SelectiveScanBwdParams& p, void* workspace, cudaStream_t stream);
 
-}  // namespace gpu
+}  // namespace cuda
 }  // namespace kernels
 }  // namespace mamba_lrp

@@ -8,7 +8,7 @@
 
 namespace mamba_lrp {
 namespace kernels {
-namespace gpu {
+namespace cuda {
 
 template <typename T, int S>
 __global__ void __launch_bounds__(kFwdThreads) scan_fwd_kernel(const SelectiveScanParams p, const Geometry geo,
@@ -137,6 +137,6 @@ cudaError_t launch_fwd_any(const SelectiveScanParams& p, const Geometry& geo, fl
   return geo.S == 1 ? launch_fwd<T, 1>(p, geo, ckpt, stream) : launch_fwd<T, 8>(p, geo, ckpt, stream);
 }
 
-}  // namespace gpu
+}  // namespace cuda
 }  // namespace kernels
 }  // namespace mamba_lrp

@@ -8,7 +8,7 @@
 
 namespace mamba_lrp {
 namespace kernels {
-namespace gpu {
+namespace cuda {
 namespace {
 
 void fail(const std::string& what) { throw std::invalid_argument("selective_scan CUDA kernel: " + what); }
@@ -71,6 +71,6 @@ cudaError_t selective_scan_bwd(const SelectiveScanBwdParams& p, void* workspace,
   }
 }
 
-}  // namespace gpu
+}  // namespace cuda
 }  // namespace kernels
 }  // namespace mamba_lrp

@@ -1,6 +1,6 @@
 // Helpers shared by the file-format tests: a scratch directory per test and raw file writing.
 #pragma once
-#include "csrc/errors.h"
+#include "csrc/io/errors.h"
 
 #include <catch2/catch.hpp>
 
@@ -36,17 +36,17 @@ inline std::string read_bytes(const std::string& path) {
   return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
 }
 
-// The message of the InputError `fn` throws; fails the test if it throws nothing or
+// The message of the mamba_lrp::io::InputError `fn` throws; fails the test if it throws nothing or
 // something else.
 inline std::string input_error_of(const std::function<void()>& fn) {
   try {
     fn();
-  } catch (const mamba_lrp::InputError& e) {
+  } catch (const mamba_lrp::io::InputError& e) {
     return e.what();
   } catch (const std::exception& e) {
-    FAIL("expected InputError, got another exception: " << e.what());
+    FAIL("expected mamba_lrp::io::InputError, got another exception: " << e.what());
   }
-  FAIL("expected InputError, nothing was thrown");
+  FAIL("expected mamba_lrp::io::InputError, nothing was thrown");
   return "";
 }
 

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "csrc/ops.h"
+#include "csrc/ops/ops.h"
 
 using Catch::Matchers::Contains;
 
@@ -65,7 +65,7 @@ double rel_err(const torch::Tensor& a, const torch::Tensor& b) {
 }
 
 std::tuple<torch::Tensor, torch::Tensor> run(const Inputs& x, const std::string& rule, bool with_z = true) {
-  auto [out, last] = mamba_lrp::selective_scan(x.u, x.delta, x.A, x.B, x.C, x.D,
+  auto [out, last] = mamba_lrp::ops::selective_scan(x.u, x.delta, x.A, x.B, x.C, x.D,
                                                with_z ? c10::optional<at::Tensor>(x.z) : c10::nullopt, x.delta_bias,
                                                /*delta_softplus=*/true, /*return_last_state=*/true, rule);
   return {out, *last};

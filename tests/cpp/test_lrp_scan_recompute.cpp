@@ -1,14 +1,15 @@
-// The recomputing MambaLRP scan backward (csrc/cpu/selective_scan_lrp.h,
-// selective_scan_lrp_backward_recomputing_cpu) against a scalar float64 loop written here,
-// and against the forward-with-factors / backward pair it replaces in the recomputing
-// branch (bitwise: same arithmetic in the same order). ctest also runs this file under the
-// AVX2 and baseline loops (MAMBA_LRP_CPU_ISA).
+// The recompute MambaLRP scan backward (the internal op _selective_scan_lrp_bwd_recompute)
+// against a scalar float64 loop written here, and against the forward-with-factors /
+// backward pair it replaces in the recompute branch (bitwise on the CPU: same arithmetic in
+// the same order). The ATen composites that serve every other device are held to the same
+// loop. ctest also runs this file under the AVX2 and baseline loops (MAMBA_LRP_CPU_ISA).
 #include <ATen/ATen.h>
 
 #include <cmath>
 #include <tuple>
 
-#include "csrc/cpu/selective_scan_lrp.h"
+#include "csrc/ops/composite/composite.h"
+#include "csrc/ops/ops.h"
 // After ATen: Catch's CHECK, not c10's logging CHECK.
 #include <catch2/catch.hpp>
 
@@ -87,7 +88,7 @@ void check_close(const at::Tensor& ours, const at::Tensor& ref, double rtol) {
 
 }  // namespace
 
-TEST_CASE("recomputing MambaLRP scan backward equals a float64 loop and the factor pair", "[scan_recompute]") {
+TEST_CASE("recompute MambaLRP scan backward equals a float64 loop and the factor pair", "[scan_recompute]") {
   // seqlen 150: two full chunks of 64 and a partial one not a whole vector long; dstate 5:
   // padded lanes; positive A entries: the general exp.
   for (auto dtype : {at::kDouble, at::kFloat})
@@ -101,22 +102,36 @@ TEST_CASE("recomputing MambaLRP scan backward equals a float64 loop and the fact
             const auto ref = naive_mambalrp_grads(c64, with_z);
             const double rtol = dtype == at::kDouble ? 1e-10 : 2e-5;
 
-            auto [du, dz] = mamba_lrp::selective_scan_lrp_backward_recomputing_cpu(
-                c.gout, c.u, c.delta, c.A, c.B, c.C, c.D, z, c.bias, true, /*overwrite_inputs=*/false);
+            auto [du, dz] = mamba_lrp::ops::_selective_scan_lrp_bwd_recompute(
+                c.gout, c.u, c.delta, c.A, c.B, c.C, c.D, z, c.bias, true, /*overwrite_inputs=*/false,
+                /*u_through_silu=*/false);
             check_close(du, ref.first, rtol);
             REQUIRE(dz.has_value() == with_z);
             if (with_z) check_close(*dz, ref.second, rtol);
 
             // The pair it replaces: the same numbers, bit for bit.
-            const auto fwd = mamba_lrp::selective_scan_lrp_forward_cpu(c.u, c.delta, c.A, c.B, c.C, c.D, z, c.bias, true);
-            const auto pair = mamba_lrp::selective_scan_lrp_backward_cpu(c.gout, fwd.second, c.A, c.B, c.C, c.D, true);
-            CHECK(at::equal(du, pair.first));
-            if (with_z) CHECK(at::equal(*dz, *pair.second));
+            const auto fwd = mamba_lrp::ops::_selective_scan_lrp_fwd(c.u, c.delta, c.A, c.B, c.C, c.D, z, c.bias, true);
+            const auto pair = mamba_lrp::ops::_selective_scan_lrp_bwd(c.gout, std::get<1>(fwd), c.A, c.B, c.C, c.D, true);
+            CHECK(at::equal(du, std::get<0>(pair)));
+            if (with_z) CHECK(at::equal(*dz, *std::get<1>(pair)));
+
+            // The ATen composites (every device without a kernel of its own): the same loop.
+            namespace composite = mamba_lrp::ops::composite;
+            auto [cdu, cdz] = composite::selective_scan_lrp_bwd_recompute(c.gout, c.u, c.delta, c.A, c.B, c.C, c.D, z,
+                                                                          c.bias, true, false, false);
+            check_close(cdu, ref.first, rtol);
+            if (with_z) check_close(*cdz, ref.second, rtol);
+            auto [cout, cdt, cgy, cdzs] = composite::selective_scan_lrp_fwd(c.u, c.delta, c.A, c.B, c.C, c.D, z, c.bias, true);
+            check_close(cout, std::get<0>(fwd), rtol);
+            auto [pdu, pdz] = composite::selective_scan_lrp_bwd(c.gout, cdt, cgy, cdzs, c.A, c.B, c.C, c.D, true);
+            check_close(pdu, ref.first, rtol);
+            if (with_z) check_close(*pdz, ref.second, rtol);
 
             // Overwriting: du over u, dz over delta, same values.
             at::Tensor u2 = c.u.clone(), delta2 = c.delta.clone();
-            auto [du2, dz2] = mamba_lrp::selective_scan_lrp_backward_recomputing_cpu(
-                c.gout, u2, delta2, c.A, c.B, c.C, c.D, z, c.bias, true, /*overwrite_inputs=*/true);
+            auto [du2, dz2] = mamba_lrp::ops::_selective_scan_lrp_bwd_recompute(
+                c.gout, u2, delta2, c.A, c.B, c.C, c.D, z, c.bias, true, /*overwrite_inputs=*/true,
+                /*u_through_silu=*/false);
             CHECK(du2.data_ptr() == u2.data_ptr());
             CHECK(at::equal(du2, du));
             if (with_z) {
@@ -127,7 +142,7 @@ TEST_CASE("recomputing MambaLRP scan backward equals a float64 loop and the fact
         }
 }
 
-TEST_CASE("recomputing MambaLRP scan backward from the conv output (u = silu(c))", "[scan_recompute]") {
+TEST_CASE("recompute MambaLRP scan backward from the conv output (u = silu(c))", "[scan_recompute]") {
   for (auto dtype : {at::kDouble, at::kFloat}) {
     DYNAMIC_SECTION("dtype " << dtype) {
       const ScanCase c = random_case(2, 5, 150, 16, dtype, true, 11);
@@ -136,28 +151,32 @@ TEST_CASE("recomputing MambaLRP scan backward from the conv output (u = silu(c))
       const at::Tensor sig = at::sigmoid(conv_out);
       c64.u = conv_out * sig;
       const auto ref = naive_mambalrp_grads(c64, true);
-      auto [dc, dz] = mamba_lrp::selective_scan_lrp_backward_recomputing_cpu(
+      auto [dc, dz] = mamba_lrp::ops::_selective_scan_lrp_bwd_recompute(
           c.gout, c.u, c.delta, c.A, c.B, c.C, c.D, c.z, c.bias, true, /*overwrite_inputs=*/false,
           /*u_through_silu=*/true);
       const double rtol = dtype == at::kDouble ? 1e-10 : 2e-5;
       check_close(dc, ref.first * sig, rtol);  // the SiLU identity rule: du sigmoid(c)
       check_close(*dz, ref.second, rtol);
+      auto [cdc, cdz] = mamba_lrp::ops::composite::selective_scan_lrp_bwd_recompute(
+          c.gout, c.u, c.delta, c.A, c.B, c.C, c.D, c.z, c.bias, true, false, /*u_through_silu=*/true);
+      check_close(cdc, ref.first * sig, rtol);
+      check_close(*cdz, ref.second, rtol);
     }
   }
 }
 
 TEST_CASE("the scan's output over u equals the scan's own forward", "[scan_recompute]") {
   const ScanCase c = random_case(2, 5, 150, 16, at::kFloat, true, 3);
-  const auto fwd = mamba_lrp::selective_scan_lrp_forward_cpu(c.u, c.delta, c.A, c.B, c.C, c.D, c.z, c.bias, true);
+  const auto fwd = mamba_lrp::ops::_selective_scan_lrp_fwd(c.u, c.delta, c.A, c.B, c.C, c.D, c.z, c.bias, true);
   at::Tensor u2 = c.u.clone();
-  const at::Tensor out = mamba_lrp::selective_scan_output_over_u_cpu(u2, c.delta, c.A, c.B, c.C, c.D, c.z, c.bias, true);
+  const at::Tensor out = mamba_lrp::ops::_selective_scan_fwd_over_u(u2, c.delta, c.A, c.B, c.C, c.D, c.z, c.bias, true);
   CHECK(out.data_ptr() == u2.data_ptr());
-  CHECK(at::equal(out, fwd.first));
+  CHECK(at::equal(out, std::get<0>(fwd)));
   // A strided u is left alone and the output is a fresh tensor.
   const at::Tensor strided = c.u.transpose(0, 1).contiguous().transpose(0, 1);
   const at::Tensor before = strided.clone();
   const at::Tensor out2 =
-      mamba_lrp::selective_scan_output_over_u_cpu(strided, c.delta, c.A, c.B, c.C, c.D, c.z, c.bias, true);
+      mamba_lrp::ops::_selective_scan_fwd_over_u(strided, c.delta, c.A, c.B, c.C, c.D, c.z, c.bias, true);
   CHECK(at::equal(strided, before));
-  CHECK(at::equal(out2, fwd.first));
+  CHECK(at::equal(out2, std::get<0>(fwd)));
 }

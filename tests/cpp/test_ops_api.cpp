@@ -1,4 +1,4 @@
-// The C++ API (csrc/ops.h) used without Python: selective_scan against a naive loop
+// The C++ API (csrc/ops/ops.h) used without Python: selective_scan against a naive loop
 // written here, the MambaLRP backward through torch::autograd, rule ops, and errors.
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
@@ -6,7 +6,7 @@
 #include <cmath>
 #include <string>
 
-#include "csrc/ops.h"
+#include "csrc/ops/ops.h"
 
 namespace {
 
@@ -57,7 +57,7 @@ TEST_CASE("selective_scan from C++ equals a naive loop", "[ops]") {
   for (int64_t seqlen : {1, 5, 70}) {
     for (int64_t dstate : {1, 16, 19}) {
       const ScanCase c = make_case(2, 3, seqlen, dstate, 42 + seqlen + dstate);
-      auto [out, last] = mamba_lrp::selective_scan(c.u, c.delta, c.A, c.B, c.C, c.D, c.z, c.bias, true, true, "exact");
+      auto [out, last] = mamba_lrp::ops::selective_scan(c.u, c.delta, c.A, c.B, c.C, c.D, c.z, c.bias, true, true, "exact");
       REQUIRE(last.has_value());
       CHECK(last->sizes() == torch::IntArrayRef({2, 3, dstate}));
       CHECK(torch::allclose(out, naive_scan(c), 1e-12, 1e-12));
@@ -70,7 +70,7 @@ TEST_CASE("MambaLRP backward from C++: only u and z get gradient, relevance cons
   torch::Tensor u = c.u.clone().requires_grad_(true), z = c.z.clone().requires_grad_(true);
   torch::Tensor A = c.A.clone().requires_grad_(true), delta = c.delta.clone().requires_grad_(true);
   torch::Tensor B = c.B.clone().requires_grad_(true), C = c.C.clone().requires_grad_(true);
-  auto [out, last] = mamba_lrp::selective_scan(u, delta, A, B, C, c10::nullopt, z, c.bias, true, false, "mambalrp");
+  auto [out, last] = mamba_lrp::ops::selective_scan(u, delta, A, B, C, c10::nullopt, z, c.bias, true, false, "mambalrp");
   CHECK_FALSE(last.has_value());
   out.sum().backward();
   REQUIRE(u.grad().defined());
@@ -90,14 +90,14 @@ TEST_CASE("MambaLRP backward from C++: only u and z get gradient, relevance cons
 TEST_CASE("rule ops from C++: silu identity and gate half", "[ops]") {
   torch::manual_seed(1);
   torch::Tensor x = torch::randn({5, 3}, torch::kFloat64).requires_grad_(true);
-  torch::Tensor y = mamba_lrp::silu_identity(x);
+  torch::Tensor y = mamba_lrp::ops::silu_identity(x);
   CHECK(torch::allclose(y, torch::silu(x.detach()), 0, 0));
   y.backward(torch::ones_like(y));
   CHECK(torch::allclose(x.grad(), torch::sigmoid(x.detach()), 1e-15, 1e-15));
 
   torch::Tensor a = torch::randn({4}, torch::kFloat64).requires_grad_(true);
   torch::Tensor b = torch::randn({4}, torch::kFloat64).requires_grad_(true);
-  mamba_lrp::gate_half(a, b).sum().backward();
+  mamba_lrp::ops::gate_half(a, b).sum().backward();
   CHECK(torch::allclose(a.grad(), 0.5 * b.detach(), 1e-15, 1e-15));
   CHECK(torch::allclose(b.grad(), 0.5 * a.detach(), 1e-15, 1e-15));
 }
@@ -106,7 +106,7 @@ TEST_CASE("linear_gamma from C++ conserves relevance with zero bias", "[ops]") {
   torch::manual_seed(3);
   torch::Tensor x = torch::randn({6, 10}, torch::kFloat64).requires_grad_(true);
   torch::Tensor w = torch::randn({7, 10}, torch::kFloat64);
-  torch::Tensor out = mamba_lrp::linear_gamma(x, w, torch::zeros({7}, torch::kFloat64), 0.25);
+  torch::Tensor out = mamba_lrp::ops::linear_gamma(x, w, torch::zeros({7}, torch::kFloat64), 0.25);
   CHECK(torch::allclose(out, torch::nn::functional::linear(x.detach(), w), 1e-14, 1e-14));
   out.sum().backward();
   CHECK((x.detach() * x.grad()).sum().item<double>() == Approx(out.sum().item<double>()).epsilon(1e-12));
@@ -122,15 +122,15 @@ TEST_CASE("bad input raises an error naming the argument", "[ops]") {
     }
     return "";
   };
-  CHECK_THAT(message_of([&] { mamba_lrp::selective_scan(c.u[0], c.delta, c.A, c.B, c.C); }),
+  CHECK_THAT(message_of([&] { mamba_lrp::ops::selective_scan(c.u[0], c.delta, c.A, c.B, c.C); }),
              Catch::Contains("u must have shape (batch, dim, seqlen)"));
-  CHECK_THAT(message_of([&] { mamba_lrp::selective_scan(c.u, c.delta, c.A, c.B, c.C, {}, {}, {}, false, false, "grad"); }),
+  CHECK_THAT(message_of([&] { mamba_lrp::ops::selective_scan(c.u, c.delta, c.A, c.B, c.C, {}, {}, {}, false, false, "grad"); }),
              Catch::Contains("rule must be \"exact\" or \"mambalrp\""));
-  CHECK_THAT(message_of([&] { mamba_lrp::selective_scan(c.u, c.delta, c.A.to(torch::kFloat32), c.B, c.C); }),
+  CHECK_THAT(message_of([&] { mamba_lrp::ops::selective_scan(c.u, c.delta, c.A.to(torch::kFloat32), c.B, c.C); }),
              Catch::Contains("A must have dtype"));
 }
 
 TEST_CASE("the CPU scan reports its instruction set", "[ops]") {
-  const std::string isa = mamba_lrp::cpu_scan_isa();
+  const std::string isa = mamba_lrp::ops::cpu_scan_isa();
   CHECK((isa == "avx512" || isa == "avx2" || isa == "baseline"));
 }

@@ -1,4 +1,4 @@
-// The executables' CPU allocator (csrc/process_memory.h): large blocks are reused, split and
+// The executables' CPU allocator (csrc/app/process_memory.h): large blocks are reused, split and
 // merged, small ones go elsewhere, contents survive every reuse, and what is mapped never
 // exceeds the most that was in use at once. Each test makes its own allocator (nothing is
 // installed process-wide here).
@@ -12,7 +12,7 @@
 #include <thread>
 #include <vector>
 
-#include "csrc/process_memory.h"
+#include "csrc/app/process_memory.h"
 // After c10's headers: Catch's CHECK, not c10's logging CHECK.
 #include <catch2/catch.hpp>
 

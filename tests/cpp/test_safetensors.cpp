@@ -1,5 +1,5 @@
 // The safetensors reader and writer: round trips of every dtype, and every kind of broken
-// file giving an InputError that names the file (and the tensor).
+// file giving an mamba_lrp::io::InputError that names the file (and the tensor).
 #include "csrc/io/safetensors.h"
 
 #include "io_test_util.h"
@@ -10,7 +10,7 @@
 #include <random>
 
 using Catch::Matchers::Contains;
-using mamba_lrp::InputError;
+using mamba_lrp::io::InputError;
 using mamba_lrp::io::SafetensorsFile;
 using mamba_lrp::io::save_safetensors;
 using namespace io_test;
@@ -127,7 +127,7 @@ TEST_CASE("safetensors writer refuses what it cannot write", "[safetensors]") {
              Contains("no/such/dir.safetensors"));
 }
 
-TEST_CASE("safetensors: broken files give an InputError naming the file and tensor", "[safetensors]") {
+TEST_CASE("safetensors: broken files give an mamba_lrp::io::InputError naming the file and tensor", "[safetensors]") {
   TempDir dir;
   const std::string p = dir.file("m.safetensors");
   const std::string data12(12, '\0');  // room for 3 float32
@@ -232,9 +232,9 @@ TEST_CASE("safetensors: header padding and metadata are accepted", "[safetensors
   CHECK(at::equal(f.load("x"), at::tensor({0.0f, 1.0f, 0.0f})));
 }
 
-TEST_CASE("safetensors: random corruption never escapes as anything but InputError", "[safetensors]") {
+TEST_CASE("safetensors: random corruption never escapes as anything but mamba_lrp::io::InputError", "[safetensors]") {
   // Flip, truncate and overwrite bytes of a valid file (header included): every result
-  // either loads or throws InputError; nothing is read outside the mapping (the data is
+  // either loads or throws mamba_lrp::io::InputError; nothing is read outside the mapping (the data is
   // copied only after every offset was checked).
   TempDir dir;
   const std::string p = dir.file("fuzz.safetensors");
@@ -257,7 +257,7 @@ TEST_CASE("safetensors: random corruption never escapes as anything but InputErr
     try {
       open_and_load(p);
       ++loaded;
-    } catch (const InputError& e) {
+    } catch (const mamba_lrp::io::InputError& e) {
       CHECK_THAT(std::string(e.what()), Contains("fuzz.safetensors"));
       ++rejected;
     }

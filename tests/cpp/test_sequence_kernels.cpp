@@ -1,4 +1,4 @@
-// The sequence kernels around the scan (csrc/causal_conv1d.h, csrc/flip_add.h) against
+// The sequence kernels around the scan (internal ops of csrc/ops/ops.h) against
 // scalar loops written here in float64: causal depthwise conv1d with its SiLU, the conv's
 // input gradient, and the flip-add of Vision Mamba's bidirectional glue.
 #include <catch2/catch.hpp>
@@ -6,8 +6,7 @@
 
 #include <cmath>
 
-#include "csrc/causal_conv1d.h"
-#include "csrc/flip_add.h"
+#include "csrc/ops/ops.h"
 
 namespace {
 
@@ -82,31 +81,31 @@ TEST_CASE("causal_conv1d_silu equals the loop: strided input, widths, bias, floa
           const torch::Tensor bias = with_bias ? torch::randn({5}, o) : torch::Tensor();
           const c10::optional<torch::Tensor> b = with_bias ? c10::optional<torch::Tensor>(bias) : c10::nullopt;
           const torch::Tensor want = naive_causal_conv(x, w, bias);
-          const mamba_lrp::ConvSiluParts all = mamba_lrp::causal_conv1d_silu(x, w, b, true, true, true);
+          const mamba_lrp::ops::ConvSiluParts all = mamba_lrp::ops::_causal_conv1d_silu(x, w, b, mamba_lrp::ops::kConv | mamba_lrp::ops::kSilu | mamba_lrp::ops::kSigmoid);
           const double tol = tolerance(dtype);
           require_close(all.conv, want, tol);
           require_close(all.silu, want * torch::sigmoid(want), tol);
           require_close(all.sigmoid, torch::sigmoid(want), tol);
           // Only the SiLU (the convolution kept in a row buffer), or only the sigmoid.
-          require_close(mamba_lrp::causal_conv1d_silu(x, w, b, false, true, false).silu, want * torch::sigmoid(want),
+          require_close(mamba_lrp::ops::_causal_conv1d_silu(x, w, b, mamba_lrp::ops::kSilu).silu, want * torch::sigmoid(want),
                         tol);
-          require_close(mamba_lrp::causal_conv1d_silu(x, w, b, false, false, true).sigmoid, torch::sigmoid(want), tol);
+          require_close(mamba_lrp::ops::_causal_conv1d_silu(x, w, b, mamba_lrp::ops::kSigmoid).sigmoid, torch::sigmoid(want), tol);
         }
 }
 
 TEST_CASE("causal_conv1d_silu refuses a bias or weight that does not fit x (no read past them)", "[kernels]") {
   const torch::Tensor x = torch::randn({2, 5, 9});
   const torch::Tensor w = torch::randn({5, 1, 4});
-  REQUIRE_THROWS(mamba_lrp::causal_conv1d_silu(x, w, torch::randn({3}), true, true, false));
-  REQUIRE_THROWS(mamba_lrp::causal_conv1d_silu(x, torch::randn({3, 1, 4}), c10::nullopt, true, false, false));
-  REQUIRE_THROWS(mamba_lrp::causal_conv1d_input_grad(x, torch::rand({2, 5, 4}), w));
+  REQUIRE_THROWS(mamba_lrp::ops::_causal_conv1d_silu(x, w, torch::randn({3}), mamba_lrp::ops::kConv | mamba_lrp::ops::kSilu));
+  REQUIRE_THROWS(mamba_lrp::ops::_causal_conv1d_silu(x, torch::randn({3, 1, 4}), c10::nullopt, mamba_lrp::ops::kConv));
+  REQUIRE_THROWS(mamba_lrp::ops::_causal_conv1d_input_grad(x, torch::rand({2, 5, 4}), w));
 }
 
 TEST_CASE("the conv's SiLU is accurate over the whole float range", "[kernels]") {
   // Values from -200 to 200 (exp clamps there), a width-1 kernel of weight 1: c = x.
   const torch::Tensor x = torch::linspace(-200, 200, 40001, torch::kFloat32).reshape({1, 1, -1});
   const torch::Tensor w = torch::ones({1, 1, 1});
-  const auto parts = mamba_lrp::causal_conv1d_silu(x, w, c10::nullopt, false, true, true);
+  const auto parts = mamba_lrp::ops::_causal_conv1d_silu(x, w, c10::nullopt, mamba_lrp::ops::kSilu | mamba_lrp::ops::kSigmoid);
   const torch::Tensor xd = x.to(torch::kFloat64);
   const torch::Tensor sig = torch::sigmoid(xd);
   // Relative to the float64 value; below x = -87 (exp clamped) both are under float's
@@ -128,18 +127,18 @@ TEST_CASE("causal_conv1d_input_grad equals the loop and autograd of ATen's conv1
         const torch::Tensor scale = torch::rand({3, 6, L}, o);
         const torch::Tensor w = torch::randn({6, 1, K}, o);
         const double tol = tolerance(dtype);
-        require_close(mamba_lrp::causal_conv1d_input_grad(g, scale, w), naive_conv_input_grad(g, scale, w), tol);
-        require_close(mamba_lrp::causal_conv1d_input_grad(g, c10::nullopt, w),
+        require_close(mamba_lrp::ops::_causal_conv1d_input_grad(g, scale, w), naive_conv_input_grad(g, scale, w), tol);
+        require_close(mamba_lrp::ops::_causal_conv1d_input_grad(g, c10::nullopt, w),
                       naive_conv_input_grad(g, torch::Tensor(), w), tol);
         // The same through autograd of the padded ATen convolution.
         const torch::Tensor x = torch::randn({3, 6, L}, o).requires_grad_(true);
         const torch::Tensor y = torch::conv1d(torch::constant_pad_nd(x, {K - 1, 0}), w, torch::Tensor(), /*stride=*/{1},
                                                 /*padding=*/at::IntArrayRef{0}, /*dilation=*/{1}, 6);
         const torch::Tensor gx = torch::autograd::grad({y}, {x}, {g * scale})[0];
-        require_close(mamba_lrp::causal_conv1d_input_grad(g, scale, w), gx, tol);
+        require_close(mamba_lrp::ops::_causal_conv1d_input_grad(g, scale, w), gx, tol);
         // Written over its own gradient argument: same values, same storage.
         const torch::Tensor own = g.clone();
-        const torch::Tensor over = mamba_lrp::causal_conv1d_input_grad(own, c10::nullopt, w, /*overwrite_grad_out=*/true);
+        const torch::Tensor over = mamba_lrp::ops::_causal_conv1d_input_grad(own, c10::nullopt, w, /*overwrite_grad_out=*/true);
         REQUIRE(over.data_ptr() == own.data_ptr());
         require_close(over, naive_conv_input_grad(g, torch::Tensor(), w), tol);
       }
@@ -151,17 +150,17 @@ TEST_CASE("flip_add equals ATen's flip: into views, with and without the addend,
       torch::manual_seed(3 + L);
       const auto o = torch::TensorOptions().dtype(dtype);
       const torch::Tensor x = torch::randn({2, 4, L}, o), a = torch::randn({2, 4, L}, o);
-      require_close(mamba_lrp::flip_add(x), x.flip({2}), 0);
-      require_close(mamba_lrp::flip_add(x, a), a + x.flip({2}), 1e-15);
-      require_close(mamba_lrp::flip_add(x, a, 0.5), (a + x.flip({2})) * 0.5, 1e-15);
+      require_close(mamba_lrp::ops::_flip_add(x), x.flip({2}), 0);
+      require_close(mamba_lrp::ops::_flip_add(x, a), a + x.flip({2}), 1e-15);
+      require_close(mamba_lrp::ops::_flip_add(x, a, 0.5), (a + x.flip({2})) * 0.5, 1e-15);
       // into the second half of a wider tensor; the first half untouched
       const torch::Tensor wide = torch::zeros({2, 8, L}, o);
-      mamba_lrp::flip_add_into(wide.narrow(1, 4, 4), x, a);
+      mamba_lrp::ops::_flip_add_into(wide.narrow(1, 4, 4), x, a);
       require_close(wide.narrow(1, 4, 4), a + x.flip({2}), 1e-15);
       REQUIRE(wide.narrow(1, 0, 4).abs().sum().item<double>() == 0);
       // x itself a strided view (every other channel)
       const torch::Tensor xs = torch::randn({2, 8, L}, o).index({Slice(), Slice(0, 8, 2)});
-      require_close(mamba_lrp::flip_add(xs, a), a + xs.flip({2}), 1e-15);
+      require_close(mamba_lrp::ops::_flip_add(xs, a), a + xs.flip({2}), 1e-15);
     }
-  REQUIRE_THROWS_WITH(mamba_lrp::flip_add(torch::zeros({3, 4})), Catch::Contains("(B, C, L)"));
+  REQUIRE_THROWS_WITH(mamba_lrp::ops::_flip_add(torch::zeros({3, 4})), Catch::Contains("(B, C, L)"));
 }

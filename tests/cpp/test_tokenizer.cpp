@@ -173,7 +173,7 @@ TEST_CASE("tokenizer: decoding and token strings", "[tokenizer]") {
   CHECK_THAT(input_error_of([&] { t.encode("zebra"); }), Contains("'z'") && Contains("not in the vocabulary"));
 }
 
-TEST_CASE("tokenizer: bad files give an InputError naming the file", "[tokenizer]") {
+TEST_CASE("tokenizer: bad files give an mamba_lrp::io::InputError naming the file", "[tokenizer]") {
   TempDir dir;
   const std::string path = dir.file("tokenizer.json");
   CHECK_THAT(input_error_of([&] { BpeTokenizer::from_file(path); }), Contains("tokenizer.json") && Contains("cannot open"));

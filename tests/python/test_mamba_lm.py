@@ -176,7 +176,7 @@ def test_recompute_keeps_the_relevance(small_model, tmp_path, recompute):
     mask = torch.ones(2, 9, dtype=torch.int64)
     mask[0, :4] = 0
     fixtures.write_inputs(tmp_path / "ids.safetensors", input_ids=ids, attention_mask=mask)
-    # Without a mask the recomputing node takes its one-kernel path (the conv output into the scan).
+    # Without a mask the recompute node takes its one-kernel path (the conv output into the scan).
     fixtures.write_inputs(tmp_path / "nomask.safetensors", input_ids=ids)
     for inputs, m in (("ids.safetensors", mask), ("nomask.safetensors", None)):
         for method in ("mambalrp", "mambalrp-no-gate"):

@@ -127,7 +127,7 @@ def test_relevance_equals_reference(vim_model, vim_inputs, tmp_path, method, com
 
 @pytest.mark.parametrize("recompute", ["on", "off"])
 def test_recompute_keeps_the_relevance(vim_model, vim_inputs, tmp_path, recompute):
-    """Both scan directions through the recomputing branch node (--recompute on) or the
+    """Both scan directions through the recompute branch node (--recompute on) or the
     composition of rule ops (off): the same relevance as the reference."""
     path, x = vim_inputs
     out, t = explain(vim_model, path, tmp_path, "mambalrp", composite={}, extra=("--recompute", recompute))

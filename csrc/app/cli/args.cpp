@@ -1,0 +1,126 @@
+// Argument parsing and helpers shared by the commands of mamba-lrp.
+#include "csrc/app/cli/cli.h"
+
+#include <cmath>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "csrc/io/errors.h"
+#include "csrc/io/json_file.h"
+
+namespace mamba_lrp {
+namespace cli {
+
+using mamba_lrp::io::InputError;
+
+const char* const kUsage =
+    "usage: mamba-lrp explain --model DIR (--input FILE | --ids 1,2,3 | --text \"...\")\n"
+    "           [--method NAME] [--target N|argmax] [--position P] [--composite FILE.json]\n"
+    "           [--dtype float32|float64] [--zero-bias] [--json OUT|-] [--html OUT]\n"
+    "       mamba-lrp explain --model VIM_DIR (--input PIXELS.safetensors | --image F.png|F.jpg) [--no-resize]\n"
+    "           [--method NAME] [--target N|argmax] [--composite FILE.json] [--png OUT.png] [--output OUT.safetensors]\n"
+    "       mamba-lrp forward --model DIR (--input FILE | --ids ... | --text ...) [--dtype ...] --output OUT.safetensors\n"
+    "       mamba-lrp evaluate --model DIR --data FILE.safetensors --methods a,b,c [--steps 11]\n"
+    "           [--baseline unk|pad|ID|zero|mean] [--json OUT] [--markdown OUT] [--plot OUT.svg]\n"
+    "methods: mambalrp (default), gi, lrp-ln, mambalrp-no-silu, mambalrp-no-ssm, mambalrp-no-gate,\n"
+    "         smoothgrad, ig, attnroll, mambaattr, random\n"
+    "method options: --samples N (smoothgrad, 5) --noise F (smoothgrad, 0.15 of the input range)\n"
+    "         --ig-steps N (50) --ig-method gausslegendre|riemann_trapezoid|riemann_left|riemann_right|riemann_middle\n"
+    "         --ig-baseline zero|ID (token embedding) --seed N (0) --batch-size N (32)\n"
+    "memory:  --recompute auto|on|off (MambaLRP: keep only the SSM branch inputs for the backward and\n"
+    "         recompute the rest; auto = on above 2 GiB of kept activations per row)\n";
+
+Args parse_args(int argc, char** argv) {
+  if (argc < 2) throw io::InputError("no command given\n" + std::string(kUsage));
+  Args a;
+  a.command = argv[1];
+  const std::map<std::string, std::string*> values = {
+      {"--model", &a.model},   {"--input", &a.input},         {"--ids", &a.ids},     {"--text", &a.text},
+      {"--method", &a.method}, {"--target", &a.target},       {"--position", &a.position},
+      {"--composite", &a.composite}, {"--dtype", &a.dtype},   {"--json", &a.json},   {"--html", &a.html},
+      {"--png", &a.png},       {"--image", &a.image},         {"--output", &a.output},
+      {"--samples", &a.samples}, {"--noise", &a.noise},       {"--ig-steps", &a.ig_steps},
+      {"--ig-method", &a.ig_method}, {"--ig-baseline", &a.ig_baseline}, {"--seed", &a.seed},
+      {"--batch-size", &a.batch_size}, {"--recompute", &a.recompute}};
+  for (int i = 2; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (flag == "--zero-bias") {
+      a.zero_bias = true;
+      continue;
+    }
+    if (flag == "--no-resize") {
+      a.no_resize = true;
+      continue;
+    }
+    auto it = values.find(flag);
+    if (it == values.end()) throw io::InputError("unknown option '" + flag + "'");
+    if (i + 1 >= argc) throw io::InputError("option " + flag + " needs a value");
+    *it->second = argv[++i];
+    if (flag == "--text") a.has_text = true;
+  }
+  return a;
+}
+
+int64_t parse_int(const std::string& s, const std::string& what) {
+  size_t used = 0;
+  long long v = 0;
+  try {
+    v = std::stoll(s, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != s.size()) throw io::InputError(what + " must be an integer, got '" + s + "'");
+  return v;
+}
+
+double parse_double(const std::string& s, const std::string& what) {
+  size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(s, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != s.size() || !std::isfinite(v)) throw io::InputError(what + " must be a number, got '" + s + "'");
+  return v;
+}
+
+std::vector<int64_t> parse_id_list(const std::string& s) {
+  std::vector<int64_t> ids;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (item.empty()) throw io::InputError("--ids: empty entry in '" + s + "'");
+    ids.push_back(parse_int(item, "--ids entry"));
+  }
+  if (ids.empty()) throw io::InputError("--ids: no token ids given");
+  return ids;
+}
+
+std::string read_model_type(const std::filesystem::path& model) {
+  // --model names a directory, or a checkpoint file with config.json beside it.
+  const std::filesystem::path dir =
+      std::filesystem::is_regular_file(model) ? model.parent_path() : model;
+  const nlohmann::json j = io::read_json_file((dir / "config.json").string(), "a model directory needs config.json");
+  if (j.is_object() && j.contains("model_type") && j["model_type"].is_string()) return j["model_type"];
+  return "mamba";
+}
+
+void write_output(const std::string& dest, const std::string& content) {
+  if (dest == "-") {
+    std::cout << content;
+    return;
+  }
+  std::ofstream f(dest, std::ios::binary);
+  if (!f) throw io::InputError(dest + ": cannot write");
+  f << content;
+  f.close();  // a failed flush on close is a failed write too
+  if (!f) throw io::InputError(dest + ": write failed");
+}
+
+}  // namespace cli
+}  // namespace mamba_lrp

@@ -1,0 +1,50 @@
+// Shared pieces of the mamba-lrp command line (DESIGN.md §5): the parsed arguments and
+// small helpers; one file per model kind implements its commands.
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace mamba_lrp {
+struct ExplainOptions;
+namespace cli {
+
+struct Args {
+  std::string command, model, input, ids, text, method = "mambalrp", target = "argmax", composite,
+      dtype = "float32", json, html, png, image, output, recompute = "auto";
+  bool has_text = false, zero_bias = false, no_resize = false;
+  std::string position;
+  // baseline explainers (explain and evaluate): smoothgrad, ig, random, batching
+  std::string samples, noise, ig_steps, ig_method, ig_baseline, seed, batch_size;
+};
+
+// Parses "--flag value" pairs after the command; io::InputError on anything unknown.
+Args parse_args(int argc, char** argv);
+int64_t parse_int(const std::string& s, const std::string& what);
+// A finite number; io::InputError naming `what` otherwise.
+double parse_double(const std::string& s, const std::string& what);
+std::vector<int64_t> parse_id_list(const std::string& s);
+// "mamba" or "vim" (the model directory's config.json model_type; "mamba" when absent).
+std::string read_model_type(const std::filesystem::path& dir);
+// Writes to a file, or to stdout for "-".
+void write_output(const std::string& dest, const std::string& content);
+
+// explain / forward for Mamba language models (explain_lm.cpp)
+int run_explain_lm(const Args& a);
+int run_forward_lm(const Args& a);
+// explain for Vision Mamba models (explain_vim.cpp)
+int run_explain_vim(const Args& a);
+// evaluate: faithfulness by token / patch flipping (evaluate.cpp)
+int run_evaluate(int argc, char** argv);
+// train: a Mamba classifier or Vim with Adam and cross-entropy (train.cpp)
+int run_train(int argc, char** argv);
+
+// --samples, --noise, --ig-steps, --ig-method, --ig-baseline, --seed, --batch-size into opt
+// (explain_lm.cpp); io::InputError on a bad value.
+void set_method_options(const Args& a, mamba_lrp::ExplainOptions& opt);
+
+extern const char* const kUsage;
+
+}  // namespace cli
+}  // namespace mamba_lrp

@@ -1,0 +1,187 @@
+// mamba-lrp explain / forward for Mamba language models.
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+
+#include <nlohmann/json.hpp>
+
+#include "csrc/app/cli/cli.h"
+#include "csrc/io/errors.h"
+#include "csrc/app/explain/explain.h"
+#include "csrc/app/explain/html_report.h"
+#include "csrc/app/explain/methods.h"
+#include "csrc/io/safetensors.h"
+#include "csrc/io/tokenizer.h"
+#include "models/mamba.h"
+
+namespace mamba_lrp {
+namespace cli {
+namespace {
+
+struct LmInputs {
+  at::Tensor ids, mask;  // (B, L) int64; mask undefined when none
+  std::unique_ptr<mamba_lrp::io::BpeTokenizer> tokenizer;  // the model's, when it has one
+};
+
+// --input (safetensors with input_ids and optional attention_mask), --ids or --text.
+LmInputs load_lm_inputs(const Args& a, const std::filesystem::path& dir) {
+  LmInputs in;
+  const auto tok_path = dir / "tokenizer.json";
+  if (a.has_text) {
+    if (!std::filesystem::exists(tok_path)) throw io::InputError(tok_path.string() + ": --text needs the model's tokenizer.json");
+    in.tokenizer = std::make_unique<mamba_lrp::io::BpeTokenizer>(mamba_lrp::io::BpeTokenizer::from_file(tok_path.string()));
+    std::vector<int64_t> v = in.tokenizer->encode(a.text);
+    if (v.empty()) throw io::InputError("--text: the text encodes to no tokens");
+    in.ids = torch::tensor(v, at::kLong).unsqueeze(0);
+  } else if (!a.ids.empty()) {
+    in.ids = torch::tensor(parse_id_list(a.ids), at::kLong).unsqueeze(0);
+  } else {
+    auto f = mamba_lrp::io::SafetensorsFile::open(a.input);
+    if (!f.contains("input_ids")) throw io::InputError(a.input + ": no tensor 'input_ids' (Mamba models read token ids)");
+    const auto& info = f.info("input_ids");
+    if (info.scalar_type != at::kLong && info.scalar_type != at::kInt)
+      throw io::InputError(a.input + ": tensor 'input_ids' must be I64 or I32, got " + info.dtype);
+    in.ids = f.load("input_ids").to(at::kLong);
+    if (in.ids.dim() == 1) in.ids = in.ids.unsqueeze(0);
+    if (in.ids.dim() != 2) throw io::InputError(a.input + ": tensor 'input_ids' must have shape (B, L) or (L)");
+    if (f.contains("attention_mask")) {
+      in.mask = f.load("attention_mask").to(at::kLong);
+      if (in.mask.dim() == 1) in.mask = in.mask.unsqueeze(0);
+      if (in.mask.sizes() != in.ids.sizes()) throw io::InputError(a.input + ": tensor 'attention_mask' must have the shape of input_ids");
+    }
+  }
+  if (!in.tokenizer && std::filesystem::exists(tok_path))
+    in.tokenizer = std::make_unique<mamba_lrp::io::BpeTokenizer>(mamba_lrp::io::BpeTokenizer::from_file(tok_path.string()));
+
+  return in;
+}
+
+}  // namespace
+
+void set_method_options(const Args& a, mamba_lrp::ExplainOptions& opt) {
+  if (!a.samples.empty()) opt.samples = parse_int(a.samples, "--samples");
+  if (opt.samples < 1) throw io::InputError("--samples must be at least 1");
+  if (!a.noise.empty()) opt.noise = parse_double(a.noise, "--noise");
+  if (opt.noise < 0) throw io::InputError("--noise must be non-negative");
+  if (!a.ig_steps.empty()) opt.ig_steps = parse_int(a.ig_steps, "--ig-steps");
+  if (opt.ig_steps < 1) throw io::InputError("--ig-steps must be at least 1");
+  if (!a.ig_method.empty()) opt.ig_method = a.ig_method;
+  mamba_lrp::ig_nodes(opt.ig_method, std::max<int64_t>(opt.ig_steps, 2));  // checks the name
+  if (!a.ig_baseline.empty() && a.ig_baseline != "zero") {
+    opt.ig_baseline_token = parse_int(a.ig_baseline, "--ig-baseline (zero or a token id)");
+    if (opt.ig_baseline_token < 0) throw io::InputError("--ig-baseline must be zero or a token id >= 0");
+  }
+  if (!a.seed.empty()) {
+    const int64_t s = parse_int(a.seed, "--seed");
+    if (s < 0) throw io::InputError("--seed must be non-negative");
+    opt.seed = static_cast<uint64_t>(s);
+  }
+  if (!a.batch_size.empty()) opt.batch_size = parse_int(a.batch_size, "--batch-size");
+  if (opt.batch_size < 1) throw io::InputError("--batch-size must be at least 1");
+}
+
+int run_explain_lm(const Args& a) {
+  if (a.model.empty()) throw io::InputError("explain needs --model DIR");
+  const int sources = !a.input.empty() + !a.ids.empty() + a.has_text + !a.image.empty();
+  if (sources != 1) throw io::InputError("explain needs exactly one of --input, --ids, --text, --image");
+  if (a.dtype != "float32" && a.dtype != "float64")
+    throw io::InputError("--dtype must be float32 or float64, got '" + a.dtype + "'");
+  if (!mamba_lrp::is_lm_method(a.method))
+    throw io::InputError("unknown method '" + a.method +
+                     "' (expected mambalrp, gi, lrp-ln, mambalrp-no-silu, mambalrp-no-ssm, mambalrp-no-gate, smoothgrad, "
+                     "ig, attnroll, mambaattr or random)");
+  if (!a.png.empty()) throw io::InputError("--png is for Vision Mamba models");
+  const std::filesystem::path dir(a.model);
+  if (!std::filesystem::is_directory(dir)) throw io::InputError(a.model + ": not a model directory");
+  if (!a.image.empty()) throw io::InputError("--image needs a Vision Mamba model");
+
+  const at::ScalarType dtype = a.dtype == "float64" ? at::kDouble : at::kFloat;
+  mamba_lrp::ExplainOptions opt;
+  opt.method = a.method;
+  opt.zero_bias = a.zero_bias;
+  opt.recompute = a.recompute;
+  if (!a.position.empty()) opt.position = parse_int(a.position, "--position");
+  if (a.target != "argmax") opt.targets = {parse_int(a.target, "--target")};
+  if (!a.composite.empty()) opt.composite = mamba_lrp::rules::Composite::from_file(a.composite);
+  set_method_options(a, opt);
+
+  LmInputs in = load_lm_inputs(a, dir);
+  const at::Tensor& ids = in.ids;
+  auto& tokenizer = in.tokenizer;
+  mamba_lrp::MambaForCausalLM model = mamba_lrp::load_mamba_lm(a.model, dtype);
+  const mamba_lrp::Explanation e = mamba_lrp::explain(model, ids, in.mask, opt);
+
+  // Outputs.
+  const bool classifier = model->config().num_outputs() != model->config().vocab_size();
+  auto token_text = [&](int64_t id) -> std::string {
+    return tokenizer && id < tokenizer->vocab_size() ? tokenizer->decode(id) : "[" + std::to_string(id) + "]";
+  };
+  nlohmann::json out = {{"model_type", "mamba"}, {"method", a.method}, {"explanations", nlohmann::json::array()}};
+  std::vector<mamba_lrp::TextHeatmapRow> rows;
+  const at::Tensor rel = e.relevance.to(at::kDouble).contiguous();
+  for (int64_t b = 0; b < ids.size(0); ++b) {
+    std::vector<double> r(rel[b].data_ptr<double>(), rel[b].data_ptr<double>() + rel.size(1));
+    double sum = 0;
+    for (double v : r) sum += v;
+    const int64_t target = e.targets[b].item<int64_t>();
+    out["explanations"].push_back({{"target", target},
+                                   {"position", e.positions[b].item<int64_t>()},
+                                   {"logit", e.logits[b].item<double>()},
+                                   {"relevance", r},
+                                   {"relevance_sum", sum}});
+    mamba_lrp::TextHeatmapRow row;
+    for (int64_t i = 0; i < ids.size(1); ++i) row.tokens.push_back(token_text(ids[b][i].item<int64_t>()));
+    row.relevance = r;
+    row.target_label = classifier ? "class " + std::to_string(target)
+                                  : "token " + std::to_string(target) + (tokenizer ? " '" + token_text(target) + "'" : "");
+    row.logit = e.logits[b].item<double>();
+    row.relevance_sum = sum;
+    rows.push_back(std::move(row));
+  }
+  if (!a.json.empty()) write_output(a.json, out.dump(2) + "\n");
+  if (!a.html.empty())
+    write_output(a.html, mamba_lrp::text_heatmap_html("MambaLRP explanation: " + a.model, a.method, rows));
+  if (a.json != "-") {
+    // A short human summary: per row the target, f, sum R and the most relevant tokens.
+    for (size_t b = 0; b < rows.size(); ++b) {
+      const auto& row = rows[b];
+      std::printf("row %zu: target %s, logit f = %.6g, sum R = %.6g (method %s)\n", b, row.target_label.c_str(),
+                  row.logit, row.relevance_sum, a.method.c_str());
+      std::vector<size_t> order(row.relevance.size());
+      for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+      std::sort(order.begin(), order.end(), [&](size_t x, size_t y) { return row.relevance[x] > row.relevance[y]; });
+      std::printf("  most relevant tokens:");
+      for (size_t k = 0; k < std::min<size_t>(5, order.size()); ++k)
+        std::printf(" %s (%.4g)", nlohmann::json(row.tokens[order[k]]).dump().c_str(), row.relevance[order[k]]);
+      std::printf("\n");
+    }
+  }
+  return 0;
+}
+
+// mamba-lrp forward --model DIR (--input|--ids|--text) [--dtype] --output OUT.safetensors
+// Writes the logits (B, L, V) of the unmodified forward as tensor "logits".
+int run_forward_lm(const Args& a) {
+  if (a.model.empty() || a.output.empty()) throw io::InputError("forward needs --model DIR and --output FILE");
+  if (a.dtype != "float32" && a.dtype != "float64")
+    throw io::InputError("--dtype must be float32 or float64, got '" + a.dtype + "'");
+  const std::filesystem::path dir(a.model);
+  if (!std::filesystem::is_directory(dir)) throw io::InputError(a.model + ": not a model directory");
+  LmInputs in = load_lm_inputs(a, dir);
+  mamba_lrp::MambaForCausalLM model = mamba_lrp::load_mamba_lm(a.model, a.dtype == "float64" ? at::kDouble : at::kFloat);
+  if (in.ids.min().item<int64_t>() < 0 || in.ids.max().item<int64_t>() >= model->config().vocab_size())
+    throw io::InputError("a token id is outside the vocabulary [0, " + std::to_string(model->config().vocab_size()) + ")");
+  torch::NoGradGuard no_grad;
+  at::Tensor mask = in.mask.defined() ? in.mask.to(a.dtype == "float64" ? at::kDouble : at::kFloat) : at::Tensor();
+  const at::Tensor logits = model->forward(in.ids, mask).contiguous();
+  mamba_lrp::io::save_safetensors(a.output, {{"logits", logits}});
+  return 0;
+}
+
+}  // namespace cli
+}  // namespace mamba_lrp

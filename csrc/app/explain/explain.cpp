@@ -1,0 +1,103 @@
+#include "csrc/app/explain/explain.h"
+
+#include <torch/autograd.h>
+
+#include "csrc/io/errors.h"
+#include "csrc/app/explain/methods.h"
+#include "csrc/app/explain/scoped.h"
+
+namespace mamba_lrp {
+
+bool is_lm_method(const std::string& method) {
+  static const std::vector<std::string> names = {"mambalrp",         "gi",           "standard",
+                                                 "lrp-ln",           "mambalrp-no-silu", "mambalrp-no-ssm",
+                                                 "mambalrp-no-gate"};
+  return std::find(names.begin(), names.end(), method) != names.end() || is_baseline_method(method);
+}
+
+bool explain_recomputes(MambaForCausalLM& model, int64_t length, const ExplainOptions& options) {
+  const MambaConfig& c = model->config();
+  const bool wanted = recompute_ssm_branches(options.recompute, length, c.intermediate_size(), c.num_hidden_layers(),
+                                             model->head_weight().scalar_type());  // also checks the option
+  return wanted && !is_baseline_method(options.method);
+}
+
+Explanation explain(MambaForCausalLM& model, const at::Tensor& input_ids_in, const at::Tensor& attention_mask,
+                    const ExplainOptions& options) {
+  if (!is_lm_method(options.method))
+    throw io::InputError("unknown method '" + options.method + "' for Mamba language models");
+  const bool baseline = is_baseline_method(options.method);
+  const rules::Propagation mode =
+      rules::parse_propagation(options.method == "gi" || baseline ? "standard" : options.method);
+
+  if (!input_ids_in.defined() || (input_ids_in.dim() != 1 && input_ids_in.dim() != 2))
+    throw io::InputError("input_ids must have shape (batch, length) or (length)");
+  at::Tensor ids = input_ids_in.dim() == 1 ? input_ids_in.unsqueeze(0) : input_ids_in;  // (B, L)
+  if (at::isFloatingType(ids.scalar_type()) || ids.scalar_type() == at::kBool)
+    throw io::InputError("input_ids must be integers");
+  ids = ids.to(at::kLong).contiguous();
+  const int64_t batch = ids.size(0), L = ids.size(1);
+  if (batch < 1 || L < 1) throw io::InputError("input_ids is empty: need at least one row and one token");
+  const int64_t vocab = model->config().vocab_size();
+  const int64_t lo = ids.min().item<int64_t>(), hi = ids.max().item<int64_t>();
+  if (lo < 0 || hi >= vocab)
+    throw io::InputError("token id " + std::to_string(lo < 0 ? lo : hi) + " is outside the vocabulary [0, " +
+                     std::to_string(vocab) + ")");
+  at::Tensor mask;
+  if (attention_mask.defined()) {
+    if (attention_mask.sizes() != ids.sizes())
+      throw io::InputError("attention_mask must have the shape of input_ids (batch, length)");
+    mask = attention_mask.to(at::kLong);
+    if (((mask != 0) & (mask != 1)).any().item<bool>()) throw io::InputError("attention_mask must hold only 0 and 1");
+  }
+  const int64_t pos = options.position < 0 ? L + options.position : options.position;
+  if (pos < 0 || pos >= L)
+    throw io::InputError("position " + std::to_string(options.position) + " is out of range for length " +
+                     std::to_string(L));
+  if (!options.targets.empty() && options.targets.size() != 1 && static_cast<int64_t>(options.targets.size()) != batch)
+    throw io::InputError("give one target, or one per row (" + std::to_string(batch) + ")");
+  const int64_t outputs = model->config().num_outputs();
+  for (int64_t t : options.targets)
+    if (t < 0 || t >= outputs)
+      throw io::InputError("target " + std::to_string(t) + " is out of range [0, " + std::to_string(outputs) + ")");
+
+  const bool recompute = explain_recomputes(model, L, options);
+  ScopedPropagation<MambaForCausalLM> scoped_mode(model, mode, baseline ? rules::Composite() : options.composite, recompute);
+  std::unique_ptr<ScopedZero> zero;
+  if (options.zero_bias) zero = std::make_unique<ScopedZero>(model->biases());
+  if (baseline) return explain_baseline(model, ids, mask, pos, options);
+
+  torch::AutoGradMode grad_mode(true);
+  at::Tensor embeds;
+  {
+    torch::NoGradGuard g;
+    embeds = model->embed(ids);  // (B, L, H)
+  }
+  embeds.set_requires_grad(true);
+  const at::Tensor mask_f = mask.defined() ? mask.to(embeds.scalar_type()) : at::Tensor();
+  at::Tensor hidden = model->hidden_states(embeds, mask_f);    // (B, L, H)
+  at::Tensor at_pos = model->head(hidden.select(1, pos));      // (B, V): the head at the explained position only
+
+  at::Tensor targets;
+  if (options.targets.empty()) {
+    targets = at_pos.detach().argmax(-1);  // (B)
+  } else {
+    std::vector<int64_t> t = options.targets;
+    if (t.size() == 1) t.assign(batch, t[0]);
+    targets = torch::tensor(t, at::kLong);
+  }
+  at::Tensor f = at_pos.gather(1, targets.unsqueeze(1)).squeeze(1);  // (B)
+  // Rows are independent, so one backward of the sum explains every row at once.
+  const at::Tensor grad = torch::autograd::grad({f.sum()}, {embeds})[0];  // (B, L, H)
+
+  torch::NoGradGuard g;
+  Explanation e;
+  e.relevance = (embeds.detach() * grad).sum(-1);  // (B, L)
+  if (mask.defined()) e.relevance = e.relevance * mask.to(e.relevance.scalar_type());
+  e.logits = f.detach();
+  e.targets = targets;
+  e.positions = at::full({batch}, pos, at::kLong);
+  return e;
+}
+
+}  // namespace mamba_lrp

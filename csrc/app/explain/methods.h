@@ -1,0 +1,54 @@
+// The baseline explainers for Mamba language models (issue 6): SmoothGrad, Integrated
+// Gradients, random relevance, and the hidden-attention methods (attention rollout and
+// MambaAttr, csrc/app/explain/hidden_attention.h). explain() (csrc/app/explain/explain.h) validates
+// the input and dispatches here; these functions expect checked arguments.
+#pragma once
+#include <ATen/ATen.h>
+
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "csrc/app/explain/explain.h"
+#include "csrc/app/explain/explain_vim.h"
+
+namespace mamba_lrp {
+
+// smoothgrad, ig, attnroll, mambaattr, random.
+bool is_baseline_method(const std::string& method);
+
+// The integration nodes and weights of IG on [0, 1] for `method`: "gausslegendre"
+// (Captum's default), "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle".
+// Weights sum to 1. io::InputError on an unknown method or steps < 1 (< 2 for the trapezoid).
+std::pair<std::vector<double>, std::vector<double>> ig_nodes(const std::string& method, int64_t steps);
+
+// ids (B, L) int64 in the vocabulary; mask (B, L) int64 0/1 or undefined; pos in [0, L).
+// The model must be in the standard propagation mode (explain() sees to it).
+Explanation explain_baseline(MambaForCausalLM& model, const at::Tensor& ids, const at::Tensor& mask, int64_t pos,
+                             const ExplainOptions& options);
+
+// The target logits (n) of inputs x (n, L, H) that belong to data rows `rows` (n).
+using LogitFn = std::function<at::Tensor(const at::Tensor& x, const at::Tensor& rows)>;
+
+// The model-independent parts, on embeddings (B, L, H) -> relevance (B, L):
+// SmoothGrad (Gradient x Input at each noisy copy, averaged), Integrated Gradients from
+// `base` (B, L, H), and seeded uniform [0, 1) relevance (on the CPU).
+at::Tensor smoothgrad_relevance(const at::Tensor& embeds, const LogitFn& logit, const ExplainOptions& options);
+at::Tensor ig_relevance(const at::Tensor& embeds, const at::Tensor& base, const LogitFn& logit,
+                        const ExplainOptions& options);
+at::Tensor random_relevance(int64_t batch, int64_t length, at::ScalarType dtype, uint64_t seed);
+
+// The baselines for Vision Mamba, on the token sequence the first block sees (token_relevance
+// as explain_vim; patch_relevance without the cls token; no pixels). The IG baseline is zero
+// tokens or options.ig_baseline ((D) or (B, T, D)). attnroll / mambaattr: per layer both
+// scan directions' hidden attention (csrc/app/explain/hidden_attention.h), the rollout row the
+// classifier reads. targets as VimExplainOptions::targets.
+bool is_vim_baseline_method(const std::string& method);
+VimExplanation explain_vim_baseline(VisionMamba& model, const at::Tensor& pixel_values,
+                                    const std::vector<int64_t>& targets, const ExplainOptions& options);
+
+// One target per row: the given ones (one for all, or one per row) or the argmax of logits_at (B, V).
+at::Tensor pick_targets(const at::Tensor& logits_at, const std::vector<int64_t>& given);
+
+}  // namespace mamba_lrp

@@ -1,0 +1,31 @@
+// Error types shared by the loaders, the explain API and the command line.
+#pragma once
+#include <c10/util/ArrayRef.h>
+
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+namespace mamba_lrp {
+namespace io {
+
+// Bad input from the user (a file, an argument, a checkpoint): the CLI prints the message
+// on one line and exits with status 2. Messages name the file / argument and what was
+// expected, e.g. "model.safetensors: tensor 'backbone.norm_f.weight': expected shape [48], got [47]".
+struct InputError : std::runtime_error {
+  explicit InputError(const std::string& what) : std::runtime_error(what) {}
+};
+
+// A shape as messages print it, "[2, 3]": of a tensor (anything with sizes()), or of sizes.
+inline std::string shape_str(c10::IntArrayRef sizes) {
+  std::ostringstream s;
+  s << sizes;
+  return s.str();
+}
+template <typename TensorLike>
+std::string shape_str(const TensorLike& t) {
+  return shape_str(t.sizes());
+}
+
+}  // namespace io
+}  // namespace mamba_lrp

@@ -1,0 +1,142 @@
+// CPU kernels of the selective-scan ops (public and internal): validation, output
+// allocation, then the framework-free loops of kernels/cpu. What each op computes:
+// csrc/ops/ops.h.
+#include <torch/library.h>
+
+#include "csrc/ops/cpu/parallel_for.h"
+#include "csrc/ops/selective_scan_common.h"
+#include "kernels/cpu/selective_scan_cpu.h"
+
+namespace mamba_lrp {
+namespace ops {
+namespace {
+
+std::tuple<at::Tensor, OptTensor, OptTensor> selective_scan_fwd_cpu(
+    const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
+    const OptTensor& D, const OptTensor& z, const OptTensor& delta_bias, bool delta_softplus, bool return_last_state) {
+  const ScanInputs in = check_scan_inputs(ScanBackend::kCPU, u, delta, A, B, C, D, z, delta_bias, delta_softplus);
+  kernels::SelectiveScanParams p;
+  fill_scan_params(in, p);
+  ScanForwardOutputs o = allocate_forward_outputs(in, return_last_state, in.u.scalar_type(), p);
+  kernels::cpu::selective_scan_fwd(p, aten_parallel_for);
+  return {o.out, o.out_y, o.last_state};
+}
+
+ScanGradients selective_scan_bwd_cpu(const at::Tensor& grad_out, const OptTensor& grad_last_state, const at::Tensor& u,
+                                 const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
+                                 const OptTensor& D, const OptTensor& z, const OptTensor& delta_bias,
+                                 const OptTensor& out_y, bool delta_softplus, c10::string_view rule_name) {
+  const kernels::ScanRule rule = parse_scan_rule(rule_name);
+  const ScanInputs in = check_scan_inputs(ScanBackend::kCPU, u, delta, A, B, C, D, z, delta_bias, delta_softplus);
+  kernels::SelectiveScanBwdParams p;
+  fill_scan_params(in, p);
+  const ScanBackwardTensors t = prepare_backward(in, rule, grad_out, grad_last_state, out_y, in.u.scalar_type(), p);
+  kernels::cpu::selective_scan_bwd(p, aten_parallel_for);
+  return t.results(B.dim());
+}
+
+std::tuple<at::Tensor, at::Tensor, OptTensor, OptTensor> selective_scan_lrp_fwd_cpu(
+    const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
+    const OptTensor& D, const OptTensor& z, const OptTensor& delta_bias, bool delta_softplus) {
+  const ScanInputs in = check_scan_inputs(ScanBackend::kCPU, u, delta, A, B, C, D, z, delta_bias, delta_softplus);
+  kernels::SelectiveScanParams p;
+  fill_scan_params(in, p);
+  // No pre-gate y: the factors replace it.
+  const at::Tensor out = allocate_forward_outputs(in, false, in.u.scalar_type(), p, /*with_out_y=*/false).out;
+  LrpScanFactors f;  // laid out as out (dense (B, D, L))
+  p.lrp_batch_stride = out.stride(0);
+  p.lrp_dim_stride = out.stride(1);
+  f.dt = at::empty_like(out);
+  p.lrp_dt = f.dt.data_ptr();
+  if (in.z) {
+    f.gy_scale = at::empty_like(out);
+    f.dz_scale = at::empty_like(out);
+    p.lrp_gy_scale = f.gy_scale.data_ptr();
+    p.lrp_dz_scale = f.dz_scale.data_ptr();
+  }
+  kernels::cpu::selective_scan_fwd(p, aten_parallel_for);
+  auto opt = [](const at::Tensor& t) { return t.defined() ? OptTensor(t) : c10::nullopt; };
+  return {out, f.dt, opt(f.gy_scale), opt(f.dz_scale)};
+}
+
+at::Tensor selective_scan_fwd_over_u_cpu(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
+                                            const at::Tensor& B, const at::Tensor& C, const OptTensor& D,
+                                            const OptTensor& z, const OptTensor& delta_bias, bool delta_softplus) {
+  const ScanInputs in = check_scan_inputs(ScanBackend::kCPU, u, delta, A, B, C, D, z, delta_bias, delta_softplus);
+  kernels::SelectiveScanParams p;
+  fill_scan_params(in, p);
+  at::Tensor out = in.u;
+  if (out.is_contiguous()) {
+    // Step t of a row reads u at t before it writes out at t, and rows are disjoint.
+    p.out = out.data_ptr();
+    p.out_batch_stride = out.stride(0);
+    p.out_dim_stride = out.stride(1);
+  } else {
+    out = allocate_forward_outputs(in, false, in.u.scalar_type(), p, /*with_out_y=*/false).out;
+  }
+  kernels::cpu::selective_scan_fwd(p, aten_parallel_for);
+  return out;
+}
+
+std::tuple<at::Tensor, OptTensor> selective_scan_lrp_bwd_recompute_cpu(
+    const at::Tensor& grad_out, const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B,
+    const at::Tensor& C, const OptTensor& D, const OptTensor& z, const OptTensor& delta_bias, bool delta_softplus,
+    bool overwrite_inputs, bool u_through_silu) {
+  const ScanInputs in = check_scan_inputs(ScanBackend::kCPU, u, delta, A, B, C, D, z, delta_bias, delta_softplus);
+  kernels::SelectiveScanBwdParams p;
+  fill_scan_params(in, p);
+  const bool overwrite = overwrite_inputs && in.u.is_contiguous() && in.delta.is_contiguous();
+  const ScanBackwardTensors t =
+      prepare_backward(in, kernels::ScanRule::kMambaLRP, grad_out, c10::nullopt, c10::nullopt, in.u.scalar_type(), p,
+                       overwrite ? in.u : at::Tensor(), overwrite && in.z ? in.delta : at::Tensor(),
+                       /*needs_out_y=*/false);
+  p.u_through_silu = u_through_silu;
+  kernels::cpu::selective_scan_bwd_lrp_recompute(p, aten_parallel_for);
+  return {t.du, t.dz};
+}
+
+std::tuple<at::Tensor, OptTensor> selective_scan_lrp_bwd_cpu(const at::Tensor& grad_out, const at::Tensor& dt,
+                                                             const OptTensor& gy_scale, const OptTensor& dz_scale,
+                                                             const at::Tensor& A, const at::Tensor& B,
+                                                             const at::Tensor& C, const OptTensor& D,
+                                                             bool delta_softplus) {
+  // The factors stand in for the inputs they replace, which have their shapes: dt for u and
+  // delta, silu(z)/2 for z, y sigmoid(z)/2 for the pre-gate y. So the usual checks and
+  // allocations (grad_out against u, du, dz) apply; the kernel reads the lrp_* pointers.
+  TORCH_CHECK(gy_scale.has_value() == dz_scale.has_value(),
+              "_selective_scan_lrp_bwd: gy_scale and dz_scale come together (both with z, neither without)");
+  // Dense, as the forward made them: one stride pair then serves the three factors.
+  const at::Tensor dt_dense = dt.contiguous();
+  const OptTensor gy_dense = gy_scale ? OptTensor(gy_scale->contiguous()) : c10::nullopt;
+  const ScanInputs in =
+      check_scan_inputs(ScanBackend::kCPU, dt_dense, dt_dense, A, B, C, D, gy_dense, c10::nullopt, delta_softplus);
+  kernels::SelectiveScanBwdParams p;
+  fill_scan_params(in, p);
+  const ScanBackwardTensors t = prepare_backward(in, kernels::ScanRule::kMambaLRP, grad_out, c10::nullopt, dz_scale,
+                                                 in.u.scalar_type(), p);
+  p.lrp_batch_stride = in.u.stride(0);
+  p.lrp_dim_stride = in.u.stride(1);
+  p.lrp_dt = in.u.data_ptr();
+  if (in.z) {
+    TORCH_INTERNAL_ASSERT(p.z_batch_stride == p.lrp_batch_stride && p.z_dim_stride == p.lrp_dim_stride &&
+                          p.out_y_batch_stride == p.lrp_batch_stride && p.out_y_dim_stride == p.lrp_dim_stride);
+    p.lrp_gy_scale = in.z->data_ptr();
+    p.lrp_dz_scale = t.out_y.data_ptr();
+  }
+  kernels::cpu::selective_scan_bwd(p, aten_parallel_for);
+  return {t.du, t.dz};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(mamba_lrp, CPU, m) {
+  m.impl("_selective_scan_fwd", TORCH_FN(selective_scan_fwd_cpu));
+  m.impl("_selective_scan_bwd", TORCH_FN(selective_scan_bwd_cpu));
+  m.impl("_selective_scan_lrp_fwd", TORCH_FN(selective_scan_lrp_fwd_cpu));
+  m.impl("_selective_scan_lrp_bwd", TORCH_FN(selective_scan_lrp_bwd_cpu));
+  m.impl("_selective_scan_fwd_over_u", TORCH_FN(selective_scan_fwd_over_u_cpu));
+  m.impl("_selective_scan_lrp_bwd_recompute", TORCH_FN(selective_scan_lrp_bwd_recompute_cpu));
+}
+
+}  // namespace ops
+}  // namespace mamba_lrp

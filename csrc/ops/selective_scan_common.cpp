@@ -1,0 +1,277 @@
+#include "csrc/ops/selective_scan_common.h"
+
+#include <tuple>
+
+
+namespace mamba_lrp {
+namespace ops {
+
+namespace {
+
+// Copy if the last dimension is not contiguous (the kernels read it with stride 1).
+at::Tensor last_dim_contiguous(const at::Tensor& t) {
+  return (t.dim() == 0 || t.stride(-1) == 1 || t.size(-1) == 1) ? t : t.contiguous();
+}
+
+void check_dtype(ScanBackend backend, const char* name, const at::Tensor& t, at::ScalarType expected) {
+  TORCH_CHECK(t.scalar_type() == expected, "selective_scan: ", name, " must have dtype ", expected, " (the dtype of ",
+              backend == ScanBackend::kCPU ? "u" : "the weights", "), got ", t.scalar_type());
+}
+
+}  // namespace
+
+ScanInputs check_scan_inputs(ScanBackend backend, const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
+                             const at::Tensor& B, const at::Tensor& C, const c10::optional<at::Tensor>& D,
+                             const c10::optional<at::Tensor>& z, const c10::optional<at::Tensor>& delta_bias,
+                             bool delta_softplus) {
+  TORCH_CHECK(u.dim() == 3, "selective_scan: u must have shape (batch, dim, seqlen), got ", u.sizes());
+  const int64_t batch = u.size(0), dim = u.size(1), seqlen = u.size(2);
+  TORCH_CHECK(delta.sizes() == u.sizes(), "selective_scan: delta must have the shape of u ", u.sizes(), ", got ",
+              delta.sizes());
+  TORCH_CHECK(A.dim() == 2 && A.size(0) == dim,
+              "selective_scan: A must have shape (dim, dstate) with dim = ", dim, ", got ", A.sizes());
+  const int64_t dstate = A.size(1);
+  TORCH_CHECK(dstate >= 1 && dstate <= kernels::kMaxDState, "selective_scan: A's dstate (its last dimension) must be in [1, ",
+              kernels::kMaxDState, "], got ", dstate);
+  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor&>{"B", B}, {"C", C}}) {
+    TORCH_CHECK(t.dim() == 3 || t.dim() == 4, "selective_scan: ", name,
+                " must have shape (batch, dstate, seqlen) or (batch, groups, dstate, seqlen), got ", t.sizes());
+    TORCH_CHECK(t.size(0) == batch && t.size(-2) == dstate && t.size(-1) == seqlen, "selective_scan: ", name,
+                " must have batch ", batch, ", dstate ", dstate, " and seqlen ", seqlen, " (from u and A), got ",
+                t.sizes());
+  }
+  TORCH_CHECK(B.dim() == C.dim() && (B.dim() == 3 || B.size(1) == C.size(1)),
+              "selective_scan: B and C must have the same number of groups, got B ", B.sizes(), " and C ",
+              C.sizes());
+  const int64_t groups = B.dim() == 4 ? B.size(1) : 1;
+  TORCH_CHECK(groups >= 1 && dim % groups == 0, "selective_scan: the number of groups in B and C (", groups,
+              ") must divide dim (", dim, ")");
+  if (z) {
+    TORCH_CHECK(z->sizes() == u.sizes(), "selective_scan: z must have the shape of u ", u.sizes(), ", got ",
+                z->sizes());
+  }
+  for (const auto& [name, t] :
+       {std::pair<const char*, const c10::optional<at::Tensor>&>{"D", D}, {"delta_bias", delta_bias}}) {
+    if (t) {
+      TORCH_CHECK(t->dim() == 1 && t->size(0) == dim, "selective_scan: ", name, " must have shape (dim) = (", dim,
+                  "), got ", t->sizes());
+    }
+  }
+
+  // Devices: everything on u's device.
+  auto check_device = [&](const char* name, const at::Tensor& t) {
+    TORCH_CHECK(t.device() == u.device(), "selective_scan: ", name, " is on ", t.device(), " but u is on ", u.device(),
+                "; all inputs must be on one device");
+  };
+  check_device("delta", delta);
+  check_device("A", A);
+  check_device("B", B);
+  check_device("C", C);
+  if (D) check_device("D", *D);
+  if (z) check_device("z", *z);
+  if (delta_bias) check_device("delta_bias", *delta_bias);
+
+  // Dtypes. CPU: float32 or float64 throughout. CUDA: u, delta, z, B, C in float32,
+  // float16 or bfloat16 (one of them); A, D, delta_bias in float32.
+  const at::ScalarType in_type = u.scalar_type();
+  if (backend == ScanBackend::kCPU) {
+    TORCH_CHECK(in_type == at::kFloat || in_type == at::kDouble,
+                "selective_scan: on the CPU u must be float32 or float64, got ", in_type);
+  } else {
+    TORCH_CHECK(in_type == at::kFloat || in_type == at::kHalf || in_type == at::kBFloat16,
+                "selective_scan: on CUDA u must be float32, float16 or bfloat16, got ", in_type);
+  }
+  auto check_input_dtype = [&](const char* name, const at::Tensor& t) {
+    TORCH_CHECK(t.scalar_type() == in_type, "selective_scan: ", name, " must have the dtype of u (", in_type, "), got ",
+                t.scalar_type());
+  };
+  check_input_dtype("delta", delta);
+  check_input_dtype("B", B);
+  check_input_dtype("C", C);
+  if (z) check_input_dtype("z", *z);
+  const at::ScalarType w_type = backend == ScanBackend::kCPU ? in_type : at::kFloat;
+  check_dtype(backend, "A", A, w_type);
+  if (D) check_dtype(backend, "D", *D, w_type);
+  if (delta_bias) check_dtype(backend, "delta_bias", *delta_bias, w_type);
+
+  ScanInputs in;
+  in.u = last_dim_contiguous(u);
+  in.delta = last_dim_contiguous(delta);
+  in.A = A.contiguous();
+  in.B = last_dim_contiguous(B.dim() == 3 ? B.unsqueeze(1) : B);
+  in.C = last_dim_contiguous(C.dim() == 3 ? C.unsqueeze(1) : C);
+  if (D) in.D = D->contiguous();
+  if (z) in.z = last_dim_contiguous(*z);
+  if (delta_bias) in.delta_bias = delta_bias->contiguous();
+  in.delta_softplus = delta_softplus;
+  in.batch = batch;
+  in.dim = dim;
+  in.seqlen = seqlen;
+  in.dstate = dstate;
+  in.groups = groups;
+  return in;
+}
+
+kernels::ScanRule parse_scan_rule(c10::string_view rule) {
+  if (rule == "exact") return kernels::ScanRule::kExact;
+  if (rule == "mambalrp") return kernels::ScanRule::kMambaLRP;
+  TORCH_CHECK(false, "selective_scan: rule must be \"exact\" or \"mambalrp\", got \"", std::string(rule), "\"");
+}
+
+namespace {
+kernels::ScanDType scan_dtype(at::ScalarType t) {
+  switch (t) {
+    case at::kDouble: return kernels::ScanDType::kFloat64;
+    case at::kHalf: return kernels::ScanDType::kFloat16;
+    case at::kBFloat16: return kernels::ScanDType::kBFloat16;
+    default: return kernels::ScanDType::kFloat32;
+  }
+}
+}  // namespace
+
+void fill_scan_params(const ScanInputs& in, kernels::SelectiveScanParams& p) {
+  p.batch = in.batch;
+  p.dim = in.dim;
+  p.seqlen = in.seqlen;
+  p.dstate = in.dstate;
+  p.n_groups = in.groups;
+  p.input_type = scan_dtype(in.u.scalar_type());
+  p.weight_type = scan_dtype(in.A.scalar_type());
+  p.delta_softplus = in.delta_softplus;
+  p.u = in.u.data_ptr();
+  p.u_batch_stride = in.u.stride(0);
+  p.u_dim_stride = in.u.stride(1);
+  p.delta = in.delta.data_ptr();
+  p.delta_batch_stride = in.delta.stride(0);
+  p.delta_dim_stride = in.delta.stride(1);
+  if (in.z) {
+    p.z = in.z->data_ptr();
+    p.z_batch_stride = in.z->stride(0);
+    p.z_dim_stride = in.z->stride(1);
+  }
+  p.A = in.A.data_ptr();
+  p.A_dim_stride = in.A.stride(0);
+  p.A_dstate_stride = in.A.stride(1);
+  p.B = in.B.data_ptr();
+  p.B_batch_stride = in.B.stride(0);
+  p.B_group_stride = in.B.stride(1);
+  p.B_dstate_stride = in.B.stride(2);
+  p.C = in.C.data_ptr();
+  p.C_batch_stride = in.C.stride(0);
+  p.C_group_stride = in.C.stride(1);
+  p.C_dstate_stride = in.C.stride(2);
+  p.D = in.D ? in.D->data_ptr() : nullptr;
+  p.delta_bias = in.delta_bias ? in.delta_bias->data_ptr() : nullptr;
+}
+
+ScanForwardOutputs allocate_forward_outputs(const ScanInputs& in, bool return_last_state, at::ScalarType state_dtype,
+                                            kernels::SelectiveScanParams& p, bool with_out_y) {
+  ScanForwardOutputs o;
+  o.out = at::empty({in.batch, in.dim, in.seqlen}, in.u.options());  // (B, D, L)
+  p.out = o.out.data_ptr();
+  p.out_batch_stride = o.out.stride(0);
+  p.out_dim_stride = o.out.stride(1);
+  if (in.z && with_out_y) {
+    o.out_y = at::empty({in.batch, in.dim, in.seqlen}, in.u.options());  // (B, D, L) pre-gate y
+    p.out_y = o.out_y->data_ptr();
+    p.out_y_batch_stride = o.out_y->stride(0);
+    p.out_y_dim_stride = o.out_y->stride(1);
+  }
+  if (return_last_state) {
+    o.last_state = at::empty({in.batch, in.dim, in.dstate}, in.u.options().dtype(state_dtype));  // (B, D, N)
+    p.last_state = o.last_state->data_ptr();
+  }
+  return o;
+}
+
+namespace {
+void check_on_u_device(const char* name, const at::Tensor& t, const at::Tensor& u) {
+  TORCH_CHECK(t.device() == u.device(), "selective_scan backward: ", name, " is on ", t.device(), " but u is on ",
+              u.device(), "; all inputs must be on one device");
+}
+}  // namespace
+
+ScanBackwardTensors prepare_backward(const ScanInputs& in, kernels::ScanRule rule, const at::Tensor& grad_out,
+                                     const c10::optional<at::Tensor>& grad_last_state,
+                                     const c10::optional<at::Tensor>& out_y, at::ScalarType state_dtype,
+                                     kernels::SelectiveScanBwdParams& p, const at::Tensor& du_into,
+                                     const at::Tensor& dz_into, bool needs_out_y) {
+  ScanBackwardTensors t;
+  p.rule = rule;
+  check_on_u_device("grad_out", grad_out, in.u);
+  TORCH_CHECK(grad_out.sizes() == in.u.sizes() && grad_out.scalar_type() == in.u.scalar_type(),
+              "selective_scan backward: grad_out must match u (shape ", in.u.sizes(), ", dtype ",
+              in.u.scalar_type(), "), got ", grad_out.sizes(), " ", grad_out.scalar_type());
+  t.grad_out = grad_out.contiguous();
+  p.grad_out = t.grad_out.data_ptr();
+  p.grad_out_batch_stride = t.grad_out.stride(0);
+  p.grad_out_dim_stride = t.grad_out.stride(1);
+  if (grad_last_state && grad_last_state->defined()) {
+    check_on_u_device("grad_last_state", *grad_last_state, in.u);
+    TORCH_CHECK(grad_last_state->sizes() == at::IntArrayRef({in.batch, in.dim, in.dstate}),
+                "selective_scan backward: grad_last_state must have shape (batch, dim, dstate), got ",
+                grad_last_state->sizes());
+    t.grad_last_state = grad_last_state->to(state_dtype).contiguous();
+    p.grad_last_state = t.grad_last_state.data_ptr();
+  }
+  if (in.z && needs_out_y) {
+    TORCH_CHECK(out_y && out_y->defined() && out_y->sizes() == in.u.sizes(),
+                "selective_scan backward: out_y (the pre-gate output, shape of u) is needed when z is given");
+    check_on_u_device("out_y", *out_y, in.u);
+    t.out_y = out_y->to(in.u.scalar_type()).contiguous();
+    p.out_y = t.out_y.data_ptr();
+    p.out_y_batch_stride = t.out_y.stride(0);
+    p.out_y_dim_stride = t.out_y.stride(1);
+  }
+
+  // du_into / dz_into: the caller's own dense tensors (the kernel's inputs it may overwrite).
+  auto dense_like = [](const at::Tensor& into, const at::Tensor& like) {
+    if (!into.defined()) return at::empty_like(like, at::MemoryFormat::Contiguous);
+    TORCH_INTERNAL_ASSERT(into.is_contiguous() && into.sizes() == like.sizes() &&
+                          into.scalar_type() == like.scalar_type());
+    return into;
+  };
+  t.du = dense_like(du_into, in.u);
+  p.du = t.du.data_ptr();
+  p.du_batch_stride = t.du.stride(0);
+  p.du_dim_stride = t.du.stride(1);
+  if (in.z) {
+    t.dz = dense_like(dz_into, *in.z);
+    p.dz = t.dz->data_ptr();
+    p.dz_batch_stride = t.dz->stride(0);
+    p.dz_dim_stride = t.dz->stride(1);
+  }
+  if (rule == kernels::ScanRule::kExact) {
+    t.ddelta = at::empty_like(in.delta, at::MemoryFormat::Contiguous);
+    p.ddelta = t.ddelta->data_ptr();
+    p.ddelta_batch_stride = t.ddelta->stride(0);
+    p.ddelta_dim_stride = t.ddelta->stride(1);
+    t.dA = at::empty({in.dim, in.dstate}, in.A.options());  // (D, N) dense, the weights' dtype
+    p.dA = t.dA->data_ptr();
+    t.dB = at::empty(in.B.sizes(), in.B.options());  // (B, G, N, L) dense
+    p.dB = t.dB->data_ptr();
+    t.dC = at::empty(in.C.sizes(), in.C.options());
+    p.dC = t.dC->data_ptr();
+    if (in.D) {
+      t.dD = at::empty({in.dim}, in.D->options());
+      p.dD = t.dD->data_ptr();
+    }
+    if (in.delta_bias) {
+      t.ddelta_bias = at::empty({in.dim}, in.delta_bias->options());
+      p.ddelta_bias = t.ddelta_bias->data_ptr();
+    }
+  }
+  return t;
+}
+
+ScanGradients ScanBackwardTensors::results(int64_t bc_rank) const {
+  c10::optional<at::Tensor> b = dB, c = dC;
+  if (b && bc_rank == 3) {  // back to the caller's (batch, dstate, seqlen)
+    b = b->squeeze(1);
+    c = c->squeeze(1);
+  }
+  return {du, ddelta, dA, b, c, dD, dz, ddelta_bias};
+}
+
+}  // namespace ops
+}  // namespace mamba_lrp

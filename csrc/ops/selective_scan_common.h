@@ -1,0 +1,63 @@
+// Argument validation and kernel parameters for the selective scan, shared by the CPU
+// and CUDA registrations so both accept and refuse exactly the same inputs.
+#pragma once
+#include <ATen/ATen.h>
+#include <c10/util/Optional.h>
+#include <c10/util/string_view.h>
+
+#include "csrc/ops/ops.h"
+#include "kernels/selective_scan_params.h"
+
+namespace mamba_lrp {
+namespace ops {
+
+// Which dtypes a backend accepts.
+enum class ScanBackend { kCPU, kCUDA };
+
+// The inputs of one call, made contiguous in their last dimension (copied if they were
+// not) and validated: shapes, dtypes, devices, dstate limit.
+struct ScanInputs {
+  at::Tensor u, delta, A, B, C;           // B, C always 4-d: (batch, groups, dstate, seqlen)
+  c10::optional<at::Tensor> D, z, delta_bias;
+  bool delta_softplus = false;
+  int64_t batch = 0, dim = 0, seqlen = 0, dstate = 0, groups = 1;
+};
+
+ScanInputs check_scan_inputs(ScanBackend backend, const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
+                             const at::Tensor& B, const at::Tensor& C, const c10::optional<at::Tensor>& D,
+                             const c10::optional<at::Tensor>& z, const c10::optional<at::Tensor>& delta_bias,
+                             bool delta_softplus);
+
+// "exact" or "mambalrp"; anything else is an error naming the argument.
+kernels::ScanRule parse_scan_rule(c10::string_view rule);
+
+// Fill the input part of the kernel parameters (outputs are set by the caller).
+void fill_scan_params(const ScanInputs& in, kernels::SelectiveScanParams& p);
+
+// The forward's outputs, allocated and wired into p: out, out_y (pre-gate y, only with z and
+// with_out_y) and last_state (when asked, in `state_dtype`: u's dtype on the CPU, float32 on CUDA).
+struct ScanForwardOutputs {
+  at::Tensor out;
+  c10::optional<at::Tensor> out_y, last_state;
+};
+ScanForwardOutputs allocate_forward_outputs(const ScanInputs& in, bool return_last_state, at::ScalarType state_dtype,
+                                            kernels::SelectiveScanParams& p, bool with_out_y = true);
+
+// The backward's inputs checked against the scan inputs (shape, dtype, device) and made
+// contiguous, and the gradients of `rule` allocated; all wired into p. The tensors here
+// must outlive the kernel call.
+struct ScanBackwardTensors {
+  at::Tensor grad_out, grad_last_state, out_y;
+  at::Tensor du;
+  c10::optional<at::Tensor> ddelta, dA, dB, dC, dD, dz, ddelta_bias;
+  // The gradients in the op's output order, dB / dC back in the caller's B / C rank.
+  ScanGradients results(int64_t bc_rank) const;
+};
+ScanBackwardTensors prepare_backward(const ScanInputs& in, kernels::ScanRule rule, const at::Tensor& grad_out,
+                                     const c10::optional<at::Tensor>& grad_last_state,
+                                     const c10::optional<at::Tensor>& out_y, at::ScalarType state_dtype,
+                                     kernels::SelectiveScanBwdParams& p, const at::Tensor& du_into = at::Tensor(),
+                                     const at::Tensor& dz_into = at::Tensor(), bool needs_out_y = true);
+
+}  // namespace ops
+}  // namespace mamba_lrp
