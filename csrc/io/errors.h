@@ -27,5 +27,11 @@ std::string shape_str(const TensorLike& t) {
   return shape_str(t.sizes());
 }
 
+// The first line of a library's error text: enough to name the problem on one line.
+inline std::string first_line(const std::string& s) {
+  auto pos = s.find('\n');
+  return pos == std::string::npos ? s : s.substr(0, pos);
+}
+
 }  // namespace io
 }  // namespace mamba_lrp

@@ -2,6 +2,7 @@
 #include "csrc/io/tokenizer.h"
 
 #include "csrc/io/errors.h"
+#include "csrc/io/utf8.h"
 
 #include <nlohmann/json.hpp>
 
@@ -14,121 +15,7 @@ namespace mamba_lrp {
 namespace io {
 namespace tokenizer_detail {
 
-using CpRange = std::pair<uint32_t, uint32_t>;
-
-// \p{L}: letters of the scripts listed in tokenizer.h (ranges from the Unicode tables).
-constexpr CpRange kLetters[] = {
-    {0x41, 0x5A},       {0x61, 0x7A},       {0xAA, 0xAA},       {0xB5, 0xB5},       {0xBA, 0xBA},
-    {0xC0, 0xD6},       {0xD8, 0xF6},       {0xF8, 0x2C1},      {0x2C6, 0x2D1},     {0x2E0, 0x2E4},
-    {0x2EC, 0x2EC},     {0x2EE, 0x2EE},     {0x370, 0x374},     {0x376, 0x377},     {0x37A, 0x37D},
-    {0x37F, 0x37F},     {0x386, 0x386},     {0x388, 0x38A},     {0x38C, 0x38C},     {0x38E, 0x3A1},
-    {0x3A3, 0x3F5},     {0x3F7, 0x481},     {0x48A, 0x52F},     {0x531, 0x556},     {0x559, 0x559},
-    {0x560, 0x588},     {0x5D0, 0x5EA},     {0x5EF, 0x5F2},     {0x620, 0x64A},     {0x66E, 0x66F},
-    {0x671, 0x6D3},     {0x6D5, 0x6D5},     {0x6E5, 0x6E6},     {0x6EE, 0x6EF},     {0x6FA, 0x6FC},
-    {0x6FF, 0x6FF},     {0x904, 0x939},     {0x93D, 0x93D},     {0x950, 0x950},     {0x958, 0x961},
-    {0x971, 0x980},     {0xE01, 0xE30},     {0xE32, 0xE33},     {0xE40, 0xE46},     {0x10A0, 0x10C5},
-    {0x10D0, 0x10FA},   {0x10FC, 0x10FF},   {0x1100, 0x11FF},   {0x1E00, 0x1F15},   {0x1F18, 0x1F1D},
-    {0x1F20, 0x1F45},   {0x1F48, 0x1F4D},   {0x1F50, 0x1F57},   {0x1F59, 0x1F59},   {0x1F5B, 0x1F5B},
-    {0x1F5D, 0x1F5D},   {0x1F5F, 0x1F7D},   {0x1F80, 0x1FB4},   {0x1FB6, 0x1FBC},   {0x1FBE, 0x1FBE},
-    {0x1FC2, 0x1FC4},   {0x1FC6, 0x1FCC},   {0x1FD0, 0x1FD3},   {0x1FD6, 0x1FDB},   {0x1FE0, 0x1FEC},
-    {0x1FF2, 0x1FF4},   {0x1FF6, 0x1FFC},   {0x2071, 0x2071},   {0x207F, 0x207F},   {0x2090, 0x209C},
-    {0x2102, 0x2102},   {0x2107, 0x2107},   {0x210A, 0x2113},   {0x2115, 0x2115},   {0x2119, 0x211D},
-    {0x2124, 0x2124},   {0x2126, 0x2126},   {0x2128, 0x2128},   {0x212A, 0x212D},   {0x212F, 0x2139},
-    {0x213C, 0x213F},   {0x2145, 0x2149},   {0x214E, 0x214E},   {0x2183, 0x2184},   {0x2C00, 0x2CE4},
-    {0x3005, 0x3006},   {0x3041, 0x3096},   {0x309D, 0x309F},   {0x30A1, 0x30FA},   {0x30FC, 0x30FF},
-    {0x3400, 0x4DBF},   {0x4E00, 0x9FFF},   {0xA722, 0xA788},   {0xA78B, 0xA7CA},   {0xAC00, 0xD7A3},
-    {0xF900, 0xFA6D},   {0xFF21, 0xFF3A},   {0xFF41, 0xFF5A},   {0xFF66, 0xFFBE},   {0x20000, 0x2A6DF},
-};
-// \p{N}: decimal digits, other digits and number letters of the same scripts.
-constexpr CpRange kNumbers[] = {
-    {0x30, 0x39},     {0xB2, 0xB3},     {0xB9, 0xB9},     {0xBC, 0xBE},     {0x660, 0x669},
-    {0x6F0, 0x6F9},   {0x966, 0x96F},   {0xE50, 0xE59},   {0x2070, 0x2070}, {0x2074, 0x2079},
-    {0x2080, 0x2089}, {0x2150, 0x2182}, {0x2185, 0x2189}, {0x2460, 0x249B}, {0x24EA, 0x24FF},
-    {0x2776, 0x2793}, {0x3007, 0x3007}, {0x3021, 0x3029}, {0xFF10, 0xFF19},
-};
-
-template <size_t N>
-bool in_ranges(const CpRange (&r)[N], uint32_t c) {
-  // ranges are sorted: binary search for the last range starting at or before c
-  size_t lo = 0, hi = N;
-  while (lo < hi) {
-    size_t mid = (lo + hi) / 2;
-    if (r[mid].first <= c) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo > 0 && c <= r[lo - 1].second;
-}
-bool is_letter(uint32_t c) { return in_ranges(kLetters, c); }
-bool is_number(uint32_t c) { return in_ranges(kNumbers, c); }
-// Oniguruma's \s with Unicode: the White_Space property.
-bool is_space(uint32_t c) {
-  return (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
-         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
-}
-bool is_other(uint32_t c) { return !is_space(c) && !is_letter(c) && !is_number(c); }
-bool is_word_char(uint32_t c) { return is_letter(c) || is_number(c) || c == '_'; }
-
-void append_utf8(std::string* s, uint32_t c) {
-  if (c < 0x80) {
-    s->push_back(static_cast<char>(c));
-  } else if (c < 0x800) {
-    s->push_back(static_cast<char>(0xC0 | (c >> 6)));
-    s->push_back(static_cast<char>(0x80 | (c & 0x3F)));
-  } else if (c < 0x10000) {
-    s->push_back(static_cast<char>(0xE0 | (c >> 12)));
-    s->push_back(static_cast<char>(0x80 | ((c >> 6) & 0x3F)));
-    s->push_back(static_cast<char>(0x80 | (c & 0x3F)));
-  } else {
-    s->push_back(static_cast<char>(0xF0 | (c >> 18)));
-    s->push_back(static_cast<char>(0x80 | ((c >> 12) & 0x3F)));
-    s->push_back(static_cast<char>(0x80 | ((c >> 6) & 0x3F)));
-    s->push_back(static_cast<char>(0x80 | (c & 0x3F)));
-  }
-}
-
-// One code point at s[i]; returns its length in bytes, 0 if the bytes there are not valid
-// UTF-8 (overlong forms, surrogates and values above U+10FFFF are invalid).
-size_t next_utf8(const std::string& s, size_t i, uint32_t* cp) {
-  const size_t n = s.size();
-  const auto b = [&](size_t k) { return static_cast<uint8_t>(s[k]); };
-  const uint8_t c = b(i);
-  if (c < 0x80) {
-    *cp = c;
-    return 1;
-  }
-  size_t len;
-  uint32_t v, min;
-  if ((c & 0xE0) == 0xC0) { len = 2; v = c & 0x1F; min = 0x80; }
-  else if ((c & 0xF0) == 0xE0) { len = 3; v = c & 0x0F; min = 0x800; }
-  else if ((c & 0xF8) == 0xF0) { len = 4; v = c & 0x07; min = 0x10000; }
-  else return 0;
-  if (i + len > n) return 0;
-  for (size_t k = 1; k < len; ++k) {
-    if ((b(i + k) & 0xC0) != 0x80) return 0;
-    v = (v << 6) | (b(i + k) & 0x3F);
-  }
-  if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) return 0;
-  *cp = v;
-  return len;
-}
-
-// Invalid bytes replaced by U+FFFD, one per byte.
-std::string sanitize_utf8(const std::string& s) {
-  std::string out;
-  out.reserve(s.size());
-  for (size_t i = 0; i < s.size();) {
-    uint32_t cp;
-    size_t len = next_utf8(s, i, &cp);
-    if (len == 0) {
-      out += "\xEF\xBF\xBD";
-      i += 1;
-    } else {
-      out.append(s, i, len);
-      i += len;
-    }
-  }
-  return out;
-}
+using namespace utf8;
 
 // GPT-2's byte <-> unicode alphabet.
 struct ByteAlphabet {
