@@ -1,4 +1,6 @@
-// Parameters of one selective-scan call, shared by the CPU and CUDA kernels.
+// Parameters of one selective-scan call, shared by the CPU and CUDA kernels: only what
+// every backend reads. A mode only one backend has goes alongside these params, in that
+// backend's own struct (the CPU's: LrpFactors and u_through_silu, kernels/cpu/selective_scan_cpu.h).
 // Framework-free: raw pointers and 64-bit element strides, no ATen types.
 //
 // Shapes (mamba_ssm's layout):
@@ -40,18 +42,6 @@ struct SelectiveScanParams {
   void* out = nullptr;           int64_t out_batch_stride = 0, out_dim_stride = 0;    // gated output
   void* out_y = nullptr;         int64_t out_y_batch_stride = 0, out_y_dim_stride = 0; // pre-gate y (only with z; optional)
   void* last_state = nullptr;    // (batch, dim, dstate) dense, float for fp16/bf16/fp32 inputs; optional
-
-  // What the MambaLRP backward needs, kept by a forward that records for it (CPU kernels;
-  // optional, all three laid out with the lrp_* strides). The forward computes them anyway:
-  //   lrp_dt       = softplus(delta + delta_bias) (or without softplus), the dt the scan used
-  //   lrp_gy_scale = silu(z) / 2      (with z)   the gate half rule's factor for y
-  //   lrp_dz_scale = y sigmoid(z) / 2 (with z)   and for z, with the SiLU identity rule
-  // The forward writes them when set; a MambaLRP backward given them reads these instead of
-  // delta, delta_bias, z and out_y, and skips the softplus and the gate's exponentials.
-  void* lrp_dt = nullptr;
-  void* lrp_gy_scale = nullptr;
-  void* lrp_dz_scale = nullptr;
-  int64_t lrp_batch_stride = 0, lrp_dim_stride = 0;
 };
 
 // Which backward a call computes.
@@ -70,10 +60,6 @@ struct SelectiveScanBwdParams : SelectiveScanParams {
 
   void* du = nullptr;       int64_t du_batch_stride = 0, du_dim_stride = 0;
   void* dz = nullptr;       int64_t dz_batch_stride = 0, dz_dim_stride = 0;
-  // The recompute MambaLRP backward only (CPU selective_scan_bwd_lrp_recompute): u holds
-  // the conv output c of u = silu(c), applied by the kernel, and du is written as the
-  // gradient at c under the SiLU identity rule, du * sigmoid(c).
-  bool u_through_silu = false;
   // Exact rule only:
   void* ddelta = nullptr;   int64_t ddelta_batch_stride = 0, ddelta_dim_stride = 0;
   void* dA = nullptr;       // (dim, dstate) dense

@@ -104,9 +104,9 @@ void check_supported(const SelectiveScanParams& p) {
   if (p.n_groups < 1 || p.dim % p.n_groups != 0) throw std::invalid_argument("selective_scan CPU kernel: bad group count");
 }
 
+// w comes with the call's modes set (ScanWork::lrp); the scratch is prepared here.
 template <typename T>
-void fwd_impl(const SelectiveScanParams& p, ParallelFor parallel_for) {
-  ScanWork w;
+void fwd_impl(const SelectiveScanParams& p, ScanWork w, ParallelFor parallel_for) {
   w.dpad = padded_dstate(p.dstate);
   w.decay_only = decays_only<T>(p);
   std::vector<T> Bt = transpose_bc<T>(p.B, p.B_batch_stride, p.B_group_stride, p.B_dstate_stride, p, w.dpad);
@@ -118,9 +118,10 @@ void fwd_impl(const SelectiveScanParams& p, ParallelFor parallel_for) {
                [&](int64_t begin, int64_t end) { run.fwd(p, w, begin, end); });
 }
 
+// w comes with the call's modes set (ScanWork::lrp, u_through_silu); the scratch is prepared
+// here. With recompute the MambaLRP rows run their forward first (selective_scan_bwd_lrp_recompute).
 template <typename T>
-void bwd_impl(const SelectiveScanBwdParams& p, ParallelFor parallel_for, bool recompute_forward) {
-  ScanWork w;
+void bwd_impl(const SelectiveScanBwdParams& p, ScanWork w, ParallelFor parallel_for, bool recompute) {
   w.dpad = padded_dstate(p.dstate);
   w.decay_only = decays_only<T>(p);
   std::vector<T> Bt = transpose_bc<T>(p.B, p.B_batch_stride, p.B_group_stride, p.B_dstate_stride, p, w.dpad);
@@ -130,7 +131,7 @@ void bwd_impl(const SelectiveScanBwdParams& p, ParallelFor parallel_for, bool re
   const IsaLoops& run = loops();
 
   if (p.rule == ScanRule::kMambaLRP) {
-    const auto rows = recompute_forward ? run.bwd_lrp_recompute : run.bwd_lrp;
+    const auto rows = recompute ? run.bwd_lrp_recompute : run.bwd_lrp;
     run_parallel(parallel_for, p.batch * p.dim, row_grain(p, w.dpad),
                  [&](int64_t begin, int64_t end) { rows(p, w, begin, end); });
     return;
@@ -196,25 +197,33 @@ void bwd_impl(const SelectiveScanBwdParams& p, ParallelFor parallel_for, bool re
 
 }  // namespace
 
-void selective_scan_fwd(const SelectiveScanParams& p, ParallelFor parallel_for) {
+void selective_scan_fwd(const SelectiveScanParams& p, ParallelFor parallel_for, const LrpFactors& keep) {
   check_supported(p);
-  if (p.input_type == ScanDType::kFloat64) fwd_impl<double>(p, parallel_for);
-  else fwd_impl<float>(p, parallel_for);
+  ScanWork w;
+  w.lrp = keep;
+  if (p.input_type == ScanDType::kFloat64) fwd_impl<double>(p, w, parallel_for);
+  else fwd_impl<float>(p, w, parallel_for);
 }
 
-void selective_scan_bwd(const SelectiveScanBwdParams& p, ParallelFor parallel_for) {
+void selective_scan_bwd(const SelectiveScanBwdParams& p, ParallelFor parallel_for, const LrpFactors& factors) {
   check_supported(p);
   if (p.z && !p.out_y) throw std::invalid_argument("selective_scan CPU backward: the pre-gate output is needed when z is given");
-  if (p.input_type == ScanDType::kFloat64) bwd_impl<double>(p, parallel_for, false);
-  else bwd_impl<float>(p, parallel_for, false);
+  if (factors.dt && p.rule != ScanRule::kMambaLRP)
+    throw std::invalid_argument("selective_scan CPU backward: the forward's factors serve the MambaLRP rule only");
+  ScanWork w;
+  w.lrp = factors;
+  if (p.input_type == ScanDType::kFloat64) bwd_impl<double>(p, w, parallel_for, false);
+  else bwd_impl<float>(p, w, parallel_for, false);
 }
 
-void selective_scan_bwd_lrp_recompute(const SelectiveScanBwdParams& p, ParallelFor parallel_for) {
+void selective_scan_bwd_lrp_recompute(const SelectiveScanBwdParams& p, ParallelFor parallel_for, bool u_through_silu) {
   check_supported(p);
-  if (p.rule != ScanRule::kMambaLRP || p.lrp_dt)
-    throw std::invalid_argument("selective_scan CPU recompute backward: MambaLRP rule only, from the inputs (no lrp factors)");
-  if (p.input_type == ScanDType::kFloat64) bwd_impl<double>(p, parallel_for, true);
-  else bwd_impl<float>(p, parallel_for, true);
+  if (p.rule != ScanRule::kMambaLRP)
+    throw std::invalid_argument("selective_scan CPU recompute backward: MambaLRP rule only");
+  ScanWork w;
+  w.u_through_silu = u_through_silu;
+  if (p.input_type == ScanDType::kFloat64) bwd_impl<double>(p, w, parallel_for, true);
+  else bwd_impl<float>(p, w, parallel_for, true);
 }
 
 const char* selected_isa() {

@@ -1,7 +1,9 @@
-// Scratch shared between the CPU dispatcher (which allocates it) and the per-ISA scan
-// loops (which only see raw pointers). Internal to kernels/cpu.
+// What the CPU dispatcher hands the per-ISA scan loops besides the shared params: the
+// call's CPU-only modes (selective_scan_cpu.h) and the scratch it allocated (the loops only
+// see raw pointers). Internal to kernels/cpu.
 #pragma once
 #include <cstdint>
+#include "kernels/cpu/selective_scan_cpu.h"
 #include "kernels/selective_scan_params.h"
 
 namespace mamba_lrp {
@@ -26,6 +28,10 @@ struct ScanWork {
   void* dA = nullptr;           // (batch, dim, dpad)
   void* dD = nullptr;           // (batch, dim)
   void* ddelta_bias = nullptr;  // (batch, dim)
+  // The call's modes (selective_scan_cpu.h): the forward writes these factors, the MambaLRP
+  // backward reads them (none when lrp.dt is null); the recompute backward takes u through SiLU.
+  LrpFactors lrp;
+  bool u_through_silu = false;
 };
 
 #define MAMBA_LRP_DECLARE_ISA(isa)                                                              \

@@ -44,17 +44,18 @@ std::tuple<at::Tensor, at::Tensor, OptTensor, OptTensor> selective_scan_lrp_fwd_
   // No pre-gate y: the factors replace it.
   const at::Tensor out = allocate_forward_outputs(in, false, in.u.scalar_type(), p, /*with_out_y=*/false).out;
   LrpScanFactors f;  // laid out as out (dense (B, D, L))
-  p.lrp_batch_stride = out.stride(0);
-  p.lrp_dim_stride = out.stride(1);
+  kernels::cpu::LrpFactors keep;
+  keep.batch_stride = out.stride(0);
+  keep.dim_stride = out.stride(1);
   f.dt = at::empty_like(out);
-  p.lrp_dt = f.dt.data_ptr();
+  keep.dt = f.dt.data_ptr();
   if (in.z) {
     f.gy_scale = at::empty_like(out);
     f.dz_scale = at::empty_like(out);
-    p.lrp_gy_scale = f.gy_scale.data_ptr();
-    p.lrp_dz_scale = f.dz_scale.data_ptr();
+    keep.gy_scale = f.gy_scale.data_ptr();
+    keep.dz_scale = f.dz_scale.data_ptr();
   }
-  kernels::cpu::selective_scan_fwd(p, aten_parallel_for);
+  kernels::cpu::selective_scan_fwd(p, aten_parallel_for, keep);
   auto opt = [](const at::Tensor& t) { return t.defined() ? OptTensor(t) : c10::nullopt; };
   return {out, f.dt, opt(f.gy_scale), opt(f.dz_scale)};
 }
@@ -90,8 +91,7 @@ std::tuple<at::Tensor, OptTensor> selective_scan_lrp_bwd_recompute_cpu(
       prepare_backward(in, kernels::ScanRule::kMambaLRP, grad_out, c10::nullopt, c10::nullopt, in.u.scalar_type(), p,
                        overwrite ? in.u : at::Tensor(), overwrite && in.z ? in.delta : at::Tensor(),
                        /*needs_out_y=*/false);
-  p.u_through_silu = u_through_silu;
-  kernels::cpu::selective_scan_bwd_lrp_recompute(p, aten_parallel_for);
+  kernels::cpu::selective_scan_bwd_lrp_recompute(p, aten_parallel_for, u_through_silu);
   return {t.du, t.dz};
 }
 
@@ -102,7 +102,7 @@ std::tuple<at::Tensor, OptTensor> selective_scan_lrp_bwd_cpu(const at::Tensor& g
                                                              bool delta_softplus) {
   // The factors stand in for the inputs they replace, which have their shapes: dt for u and
   // delta, silu(z)/2 for z, y sigmoid(z)/2 for the pre-gate y. So the usual checks and
-  // allocations (grad_out against u, du, dz) apply; the kernel reads the lrp_* pointers.
+  // allocations (grad_out against u, du, dz) apply; the kernel reads the factors.
   TORCH_CHECK(gy_scale.has_value() == dz_scale.has_value(),
               "_selective_scan_lrp_bwd: gy_scale and dz_scale come together (both with z, neither without)");
   // Dense, as the forward made them: one stride pair then serves the three factors.
@@ -114,16 +114,17 @@ std::tuple<at::Tensor, OptTensor> selective_scan_lrp_bwd_cpu(const at::Tensor& g
   fill_scan_params(in, p);
   const ScanBackwardTensors t = prepare_backward(in, kernels::ScanRule::kMambaLRP, grad_out, c10::nullopt, dz_scale,
                                                  in.u.scalar_type(), p);
-  p.lrp_batch_stride = in.u.stride(0);
-  p.lrp_dim_stride = in.u.stride(1);
-  p.lrp_dt = in.u.data_ptr();
+  kernels::cpu::LrpFactors factors;
+  factors.batch_stride = in.u.stride(0);
+  factors.dim_stride = in.u.stride(1);
+  factors.dt = in.u.data_ptr();
   if (in.z) {
-    TORCH_INTERNAL_ASSERT(p.z_batch_stride == p.lrp_batch_stride && p.z_dim_stride == p.lrp_dim_stride &&
-                          p.out_y_batch_stride == p.lrp_batch_stride && p.out_y_dim_stride == p.lrp_dim_stride);
-    p.lrp_gy_scale = in.z->data_ptr();
-    p.lrp_dz_scale = t.out_y.data_ptr();
+    TORCH_INTERNAL_ASSERT(p.z_batch_stride == factors.batch_stride && p.z_dim_stride == factors.dim_stride &&
+                          p.out_y_batch_stride == factors.batch_stride && p.out_y_dim_stride == factors.dim_stride);
+    factors.gy_scale = in.z->data_ptr();
+    factors.dz_scale = t.out_y.data_ptr();
   }
-  kernels::cpu::selective_scan_bwd(p, aten_parallel_for);
+  kernels::cpu::selective_scan_bwd(p, aten_parallel_for, factors);
   return {t.du, t.dz};
 }
 

@@ -1,148 +1,17 @@
-// The selective-scan loops for one instruction set. Included by selective_scan_{isa}.cpp
-// with MAMBA_LRP_CPU_ISA defined; everything here lives in that ISA's namespace.
-//
-// Per (batch, dim) row the sequence is walked in chunks of kChunk steps. Inside a chunk
-// the states are processed 16 at a time (one Vec), with the 16 states held in registers
-// across the chunk's steps:
-//   forward   h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t ;  y_t = C_t . h_t + D u_t
-//   MambaLRP  g_t = exp(dt_{t+1} A) g_{t+1} + gy_t C_t ;  du_t = dt_t B_t . g_t + D gy_t
-//   exact     the same reverse scan, plus dt, A, B, C, D gradients from states that are
-//             recomputed per chunk from a checkpoint of the state at the chunk's start.
-// A forward asked for the lrp_* factors (SelectiveScanParams) also writes dt, silu(z)/2 and
-// y sigmoid(z)/2; the MambaLRP backward given them reads those instead of computing them again.
-#include <algorithm>
-#include <cmath>
-#include <cstdint>
-#include <cstring>
-#include <vector>
-#include "kernels/cpu/selective_scan_work.h"
-#include "kernels/cpu/simd_math.h"
+// The backward scan loops for one instruction set, one row (or task) at a time: MambaLRP
+// (bwd_lrp_row, from the inputs or the forward's factors), MambaLRP recompute (the row's
+// forward first, then its reverse scan) and exact (bwd_exact_task). Included by
+// selective_scan_{isa}.cpp with MAMBA_LRP_CPU_ISA defined; the layout of the loops and
+// what they share: selective_scan_loops_common.h.
+#pragma once
+#include "kernels/cpu/selective_scan_fwd_loops.h"
+#include "kernels/cpu/selective_scan_loops_common.h"
 
 namespace mamba_lrp {
 namespace kernels {
 namespace cpu {
 namespace MAMBA_LRP_CPU_ISA {
 namespace {
-
-template <typename T>
-struct RowPtrs {
-  const T* u;
-  const T* delta;
-  const T* z;  // may be null
-  T D;
-  T bias;
-  // SelectiveScanParams::lrp_*: written by the forward, read by the MambaLRP backward (may be null).
-  T* lrp_dt;
-  T* lrp_gy_scale;
-  T* lrp_dz_scale;
-};
-
-template <typename T>
-RowPtrs<T> row_ptrs(const SelectiveScanParams& p, int64_t b, int64_t d) {
-  RowPtrs<T> r;
-  r.u = static_cast<const T*>(p.u) + b * p.u_batch_stride + d * p.u_dim_stride;
-  r.delta = static_cast<const T*>(p.delta) + b * p.delta_batch_stride + d * p.delta_dim_stride;
-  r.z = p.z ? static_cast<const T*>(p.z) + b * p.z_batch_stride + d * p.z_dim_stride : nullptr;
-  r.D = p.D ? static_cast<const T*>(p.D)[d] : T(0);
-  r.bias = p.delta_bias ? static_cast<const T*>(p.delta_bias)[d] : T(0);
-  const int64_t lrp_at = b * p.lrp_batch_stride + d * p.lrp_dim_stride;
-  r.lrp_dt = p.lrp_dt ? static_cast<T*>(p.lrp_dt) + lrp_at : nullptr;
-  r.lrp_gy_scale = p.lrp_gy_scale ? static_cast<T*>(p.lrp_gy_scale) + lrp_at : nullptr;
-  r.lrp_dz_scale = p.lrp_dz_scale ? static_cast<T*>(p.lrp_dz_scale) + lrp_at : nullptr;
-  return r;
-}
-
-// exp(dt A) of a block of states; with ScanWork::decay_only every exponent is <= 0.
-template <bool kDecayOnly, typename V>
-inline V exp_dtA(V x) {
-  if constexpr (kDecayOnly) return vexp_nonpositive(x);
-  else return vexp(x);
-}
-
-// A[d, :] zero-padded to dpad lanes (padded states: exp(0) = 1, B = C = 0, so they stay 0).
-template <typename T>
-void load_A_row(const SelectiveScanParams& p, int64_t d, int64_t dpad, T* a) {
-  const T* A = static_cast<const T*>(p.A) + d * p.A_dim_stride;
-  for (int64_t n = 0; n < dpad; ++n) a[n] = n < p.dstate ? A[n * p.A_dstate_stride] : T(0);
-}
-
-// Lanes [0, count) from src and zeros after them (a whole vector when count >= kLanes),
-// and the matching partial store: the chunk loops work a vector at a time and only touch
-// the steps that exist.
-template <typename T>
-inline Vec<T> load_upto(const T* src, int64_t count) {
-  if (count >= kLanes<T>) return load<T>(src);
-  alignas(64) T tmp[kLanes<T>] = {};
-  std::copy(src, src + count, tmp);
-  return load<T>(tmp);
-}
-template <typename T>
-inline void store_upto(T* dst, Vec<T> v, int64_t count) {
-  if (count >= kLanes<T>) return store(dst, v);
-  alignas(64) T tmp[kLanes<T>];
-  store(tmp, v);
-  std::copy(tmp, tmp + count, dst);
-}
-
-// Steps [t0, t0+n) of one row of a (batch, dim, seqlen) input, asked into the cache while
-// the current row is scanned: every row starts on inputs last touched long ago (written by
-// the layers before, or in the forward pass), and a row is too short for the hardware
-// prefetcher to get going. Prefetches never fault; null rows are skipped.
-template <typename T>
-inline void prefetch_steps(const T* row, int64_t t0, int64_t n) {
-  if (!row) return;
-  constexpr int64_t kPerLine = 64 / sizeof(T);
-  for (int64_t i = 0; i < n; i += kPerLine) __builtin_prefetch(row + t0 + i);
-  __builtin_prefetch(row + t0 + n - 1);
-}
-
-// dt for steps [t0, t0+n) of a row: delta + bias, through softplus if asked (dt[i] for
-// i >= n up to the next whole vector holds padding). Also the softplus derivative
-// sigmoid(delta + bias) in dsp[0, n) when dsp is not null.
-template <typename T>
-void chunk_dt(const SelectiveScanParams& p, const RowPtrs<T>& r, int64_t t0, int64_t n, T* dt, T* dsp) {
-  for (int64_t i = 0; i < n; i += kLanes<T>) {
-    const Vec<T> raw = load_upto(r.delta + t0 + i, n - i) + r.bias;
-    store(dt + i, p.delta_softplus ? vsoftplus(raw) : raw);
-  }
-  if (!dsp) return;
-  for (int64_t i = 0; i < n; ++i) dsp[i] = p.delta_softplus ? sigmoid(r.delta[t0 + i] + r.bias) : T(1);
-}
-
-// sigmoid(z) of a vector (z padded with zeros past the sequence: finite).
-template <typename V>
-inline V vsigmoid(V z) {
-  using S = std::remove_reference_t<decltype(z[0])>;
-  return S(1) / (S(1) + vexp(-z));
-}
-
-template <typename T>
-const T* bc_rows(const void* base, const SelectiveScanParams& p, const ScanWork& w, int64_t b, int64_t g) {
-  return static_cast<const T*>(base) + ((b * p.n_groups + g) * p.seqlen) * w.dpad;
-}
-
-// The forward's states over one chunk of a row (Bt, Ct, dt, dtu start at the chunk; steps
-// [0, n)), a block of kLanes states at a time, h carried in and out: y[0, n_full) gets
-// C_t . h_t summed over the blocks. With kKeepDecays every exp(dt_t A) also goes to
-// decay[t * dpad + state] (the recompute backward's row buffer).
-template <typename T, bool kDecayOnly, bool kKeepDecays>
-inline void chunk_states_forward(const T* a, T* h, int64_t dpad, const T* Bt, const T* Ct, const T* dt, const T* dtu,
-                                 int64_t n, int64_t n_full, T* y, T* ch, T* decay) {
-  std::fill(y, y + n_full, T(0));
-  if (n_full > n) std::fill(ch + n * kLanes<T>, ch + n_full * kLanes<T>, T(0));
-  for (int64_t nb = 0; nb < dpad; nb += kLanes<T>) {
-    const Vec<T> av = load(a + nb);
-    Vec<T> hv = load(h + nb);
-    for (int64_t i = 0; i < n; ++i) {
-      const Vec<T> e = exp_dtA<kDecayOnly>(av * dt[i]);
-      if constexpr (kKeepDecays) store(decay + i * dpad + nb, e);
-      hv = e * hv + load(Bt + i * dpad + nb) * dtu[i];
-      store(ch + i * kLanes<T>, load(Ct + i * dpad + nb) * hv);
-    }
-    store(h + nb, hv);
-    for (int64_t i = 0; i < n_full; i += kLanes<T>) store(y + i, load(y + i) + row_sums(ch + i * kLanes<T>));
-  }
-}
 
 // The MambaLRP reverse scan over one chunk of a row (same layout), gh (exp(dt_{t+1} A)
 // g_{t+1}) carried in and out: acc[0, n_full) gets B_t . g_t summed over the blocks. With
@@ -163,54 +32,6 @@ inline void chunk_states_reverse(const T* a, T* gh, int64_t dpad, const T* Bt, c
     }
     store(gh + nb, carry);
     for (int64_t i = 0; i < n_full; i += kLanes<T>) store(acc + i, load(acc + i) + row_sums(bg + i * kLanes<T>));
-  }
-}
-
-template <typename T, bool kDecayOnly>
-void fwd_row(const SelectiveScanParams& p, const ScanWork& w, int64_t b, int64_t d) {
-  const int64_t g = d / p.dim_per_group();
-  const RowPtrs<T> r = row_ptrs<T>(p, b, d);
-  const RowPtrs<T> next = d + 1 < p.dim ? row_ptrs<T>(p, b, d + 1) : RowPtrs<T>{};
-  const T* Bt = bc_rows<T>(w.Bt, p, w, b, g);
-  const T* Ct = bc_rows<T>(w.Ct, p, w, b, g);
-  T* out = static_cast<T*>(p.out) + b * p.out_batch_stride + d * p.out_dim_stride;
-  T* out_y = p.out_y ? static_cast<T*>(p.out_y) + b * p.out_y_batch_stride + d * p.out_y_dim_stride : nullptr;
-
-  alignas(64) T a[kMaxDState];
-  alignas(64) T h[kMaxDState];
-  load_A_row(p, d, w.dpad, a);
-  std::fill(h, h + w.dpad, T(0));
-  alignas(64) T dt[kChunk], dtu[kChunk], y[kChunk];
-  static_assert(kChunk % kLanes<T> == 0, "chunks hold whole blocks of row sums");
-  alignas(64) T ch[kChunk * kLanes<T>];  // C_t * h_t per step (this block of states), reduced later
-
-  for (int64_t t0 = 0; t0 < p.seqlen; t0 += kChunk) {
-    const int64_t n = std::min(kChunk, p.seqlen - t0);
-    const int64_t n_full = (n + kLanes<T> - 1) / kLanes<T> * kLanes<T>;  // whole blocks of row sums
-    prefetch_steps(next.delta, t0, n);
-    prefetch_steps(next.u, t0, n);
-    prefetch_steps(next.z, t0, n);
-    chunk_dt<T>(p, r, t0, n, dt, nullptr);
-    if (r.lrp_dt) std::copy(dt, dt + n, r.lrp_dt + t0);
-    for (int64_t i = 0; i < n; i += kLanes<T>) store(dtu + i, load(dt + i) * load_upto(r.u + t0 + i, n - i));
-    chunk_states_forward<T, kDecayOnly, false>(a, h, w.dpad, Bt + t0 * w.dpad, Ct + t0 * w.dpad, dt, dtu, n, n_full,
-                                               y, ch, nullptr);
-    for (int64_t i = 0; i < n; i += kLanes<T>) {
-      const Vec<T> yv = load(y + i) + load_upto(r.u + t0 + i, n - i) * r.D;
-      if (out_y) store_upto(out_y + t0 + i, yv, n - i);
-      if (r.z) {
-        const Vec<T> zv = load_upto(r.z + t0 + i, n - i), sv = vsigmoid(zv), silu = zv * sv;
-        store_upto(out + t0 + i, yv * silu, n - i);
-        if (r.lrp_gy_scale) store_upto(r.lrp_gy_scale + t0 + i, T(0.5) * silu, n - i);
-        if (r.lrp_dz_scale) store_upto(r.lrp_dz_scale + t0 + i, T(0.5) * yv * sv, n - i);
-      } else {
-        store_upto(out + t0 + i, yv, n - i);
-      }
-    }
-  }
-  if (p.last_state) {
-    T* ls = static_cast<T*>(p.last_state) + (b * p.dim + d) * p.dstate;
-    std::copy(h, h + p.dstate, ls);
   }
 }
 
@@ -256,9 +77,9 @@ struct BwdRow {
 };
 
 template <typename T>
-BwdRow<T> bwd_row_ptrs(const SelectiveScanBwdParams& p, int64_t b, int64_t d) {
+BwdRow<T> bwd_row_ptrs(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t b, int64_t d) {
   BwdRow<T> q;
-  q.r = row_ptrs<T>(p, b, d);
+  q.r = row_ptrs<T>(p, w, b, d);
   q.gout = static_cast<const T*>(p.grad_out) + b * p.grad_out_batch_stride + d * p.grad_out_dim_stride;
   q.out_y = p.out_y ? static_cast<const T*>(p.out_y) + b * p.out_y_batch_stride + d * p.out_y_dim_stride : nullptr;
   q.du = static_cast<T*>(p.du) + b * p.du_batch_stride + d * p.du_dim_stride;
@@ -280,9 +101,9 @@ void init_state_grad(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t
 template <typename T, bool kDecayOnly>
 void bwd_lrp_row(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t b, int64_t d) {
   const int64_t g = d / p.dim_per_group();
-  const BwdRow<T> q = bwd_row_ptrs<T>(p, b, d);
+  const BwdRow<T> q = bwd_row_ptrs<T>(p, w, b, d);
   const bool has_next = d + 1 < p.dim;
-  const BwdRow<T> next = has_next ? bwd_row_ptrs<T>(p, b, d + 1) : BwdRow<T>{};
+  const BwdRow<T> next = has_next ? bwd_row_ptrs<T>(p, w, b, d + 1) : BwdRow<T>{};
   const T* Bt = bc_rows<T>(w.Bt, p, w, b, g);
   const T* Ct = bc_rows<T>(w.Ct, p, w, b, g);
   alignas(64) T a[kMaxDState];
@@ -320,7 +141,7 @@ void bwd_lrp_row(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t b, 
 template <typename T>
 struct RecomputeScratch {
   T *dt, *gy_scale, *dz_scale;  // (seqlen rounded up to kChunk)
-  T* sigmoid_c;                 // sigmoid(c) with SelectiveScanBwdParams::u_through_silu
+  T* sigmoid_c;                 // sigmoid(c) with ScanWork::u_through_silu
   T* decay;                     // (seqlen rounded up to kChunk, dpad)
 };
 
@@ -337,17 +158,17 @@ RecomputeScratch<T> recompute_scratch(int64_t seqlen, int64_t dpad) {
 // MambaLRP backward of one row that runs the row's forward first (no forward outputs or
 // factors needed): the forward leaves dt, the gate factors and the decays exp(dt_t A) in the
 // row scratch, and the reverse scan reads the decays from there instead of computing each
-// exp again. Bitwise the results of fwd_row (with lrp_* factors) then bwd_lrp_row. A row
+// exp again. Bitwise the results of fwd_row (with MambaLRP factors) then bwd_lrp_row. A row
 // reads u and delta only in its forward part, so du and dz may take their places. With
 // u_through_silu the row's u is silu(c) of the c it holds, and du goes out times sigmoid(c).
 template <typename T, bool kDecayOnly>
 void bwd_lrp_recompute_row(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t b, int64_t d,
                            const RecomputeScratch<T>& s) {
   const int64_t g = d / p.dim_per_group(), dpad = w.dpad;
-  const BwdRow<T> q = bwd_row_ptrs<T>(p, b, d);
+  const BwdRow<T> q = bwd_row_ptrs<T>(p, w, b, d);
   const RowPtrs<T>& r = q.r;
   const bool has_next = d + 1 < p.dim;
-  const RowPtrs<T> next = has_next ? row_ptrs<T>(p, b, d + 1) : RowPtrs<T>{};
+  const RowPtrs<T> next = has_next ? row_ptrs<T>(p, w, b, d + 1) : RowPtrs<T>{};
   const T* Bt = bc_rows<T>(w.Bt, p, w, b, g);
   const T* Ct = bc_rows<T>(w.Ct, p, w, b, g);
   alignas(64) T a[kMaxDState];
@@ -366,7 +187,7 @@ void bwd_lrp_recompute_row(const SelectiveScanBwdParams& p, const ScanWork& w, i
     chunk_dt<T>(p, r, t0, n, dt, nullptr);
     for (int64_t i = 0; i < n; i += kLanes<T>) {
       Vec<T> uv = load_upto(r.u + t0 + i, n - i);
-      if (p.u_through_silu) {
+      if (w.u_through_silu) {
         const Vec<T> sv = vsigmoid(uv);
         store(s.sigmoid_c + t0 + i, sv);
         uv = uv * sv;
@@ -408,7 +229,7 @@ void bwd_lrp_recompute_row(const SelectiveScanBwdParams& p, const ScanWork& w, i
                                               acc, bg, s.decay + t0 * dpad);
     for (int64_t i = 0; i < n; i += kLanes<T>) {
       Vec<T> duv = load(s.dt + t0 + i) * load(acc + i) + load(gy + i) * r.D;
-      if (p.u_through_silu) duv = duv * load(s.sigmoid_c + t0 + i);
+      if (w.u_through_silu) duv = duv * load(s.sigmoid_c + t0 + i);
       store_upto(q.du + t0 + i, duv, n - i);
     }
   }
@@ -434,7 +255,7 @@ void bwd_exact_task(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t 
   alignas(64) T dt[kChunk], dsp[kChunk], dtu[kChunk], gy[kChunk], sum_bg[kChunk], sum_gah[kChunk];
 
   for (int64_t d = d_begin; d < d_end; ++d) {
-    const BwdRow<T> q = bwd_row_ptrs<T>(p, b, d);
+    const BwdRow<T> q = bwd_row_ptrs<T>(p, w, b, d);
     load_A_row(p, d, dpad, a);
 
     // Pass 1: the state at the start of every chunk.
@@ -510,51 +331,39 @@ void bwd_exact_task(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t 
 
 }  // namespace
 
-void fwd_range(const SelectiveScanParams& p, const ScanWork& w, int64_t begin, int64_t end) {
-  for (int64_t item = begin; item < end; ++item) {
-    const int64_t b = item / p.dim, d = item % p.dim;
-    const bool f64 = p.input_type == ScanDType::kFloat64;
-    if (w.decay_only) f64 ? fwd_row<double, true>(p, w, b, d) : fwd_row<float, true>(p, w, b, d);
-    else f64 ? fwd_row<double, false>(p, w, b, d) : fwd_row<float, false>(p, w, b, d);
-  }
-}
-
 void bwd_lrp_range(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t begin, int64_t end) {
-  for (int64_t item = begin; item < end; ++item) {
-    const int64_t b = item / p.dim, d = item % p.dim;
-    const bool f64 = p.input_type == ScanDType::kFloat64;
-    if (w.decay_only) f64 ? bwd_lrp_row<double, true>(p, w, b, d) : bwd_lrp_row<float, true>(p, w, b, d);
-    else f64 ? bwd_lrp_row<double, false>(p, w, b, d) : bwd_lrp_row<float, false>(p, w, b, d);
-  }
+  bool_switch(is_f64(p), [&](auto kF64) {
+    bool_switch(w.decay_only, [&](auto kDecayOnly) {
+      using T = ScanFloat<decltype(kF64)::value>;
+      for (int64_t item = begin; item < end; ++item)
+        bwd_lrp_row<T, decltype(kDecayOnly)::value>(p, w, item / p.dim, item % p.dim);
+    });
+  });
 }
 
 void bwd_lrp_recompute_range(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t begin, int64_t end) {
-  const bool f64 = p.input_type == ScanDType::kFloat64;
-  for (int64_t item = begin; item < end; ++item) {
-    const int64_t b = item / p.dim, d = item % p.dim;
-    if (f64) {
-      const auto s = recompute_scratch<double>(p.seqlen, w.dpad);
-      w.decay_only ? bwd_lrp_recompute_row<double, true>(p, w, b, d, s)
-                   : bwd_lrp_recompute_row<double, false>(p, w, b, d, s);
-    } else {
-      const auto s = recompute_scratch<float>(p.seqlen, w.dpad);
-      w.decay_only ? bwd_lrp_recompute_row<float, true>(p, w, b, d, s)
-                   : bwd_lrp_recompute_row<float, false>(p, w, b, d, s);
-    }
-  }
+  bool_switch(is_f64(p), [&](auto kF64) {
+    using T = ScanFloat<decltype(kF64)::value>;
+    const RecomputeScratch<T> s = recompute_scratch<T>(p.seqlen, w.dpad);  // this thread's, for every row
+    bool_switch(w.decay_only, [&](auto kDecayOnly) {
+      for (int64_t item = begin; item < end; ++item)
+        bwd_lrp_recompute_row<T, decltype(kDecayOnly)::value>(p, w, item / p.dim, item % p.dim, s);
+    });
+  });
 }
 
 void bwd_exact_range(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t begin, int64_t end) {
   const int64_t per_group = p.dim_per_group();
   const int64_t part_len = (per_group + w.parts - 1) / w.parts;
-  for (int64_t task = begin; task < end; ++task) {
-    const int64_t part = task % w.parts, bg = task / w.parts;
-    const int64_t b = bg / p.n_groups, g = bg % p.n_groups;
-    const int64_t d_begin = g * per_group + std::min(per_group, part * part_len);
-    const int64_t d_end = g * per_group + std::min(per_group, (part + 1) * part_len);
-    if (p.input_type == ScanDType::kFloat64) bwd_exact_task<double>(p, w, task, b, g, d_begin, d_end);
-    else bwd_exact_task<float>(p, w, task, b, g, d_begin, d_end);
-  }
+  bool_switch(is_f64(p), [&](auto kF64) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t part = task % w.parts, bg = task / w.parts;
+      const int64_t b = bg / p.n_groups, g = bg % p.n_groups;
+      const int64_t d_begin = g * per_group + std::min(per_group, part * part_len);
+      const int64_t d_end = g * per_group + std::min(per_group, (part + 1) * part_len);
+      bwd_exact_task<ScanFloat<decltype(kF64)::value>>(p, w, task, b, g, d_begin, d_end);
+    }
+  });
 }
 
 }  // namespace MAMBA_LRP_CPU_ISA
