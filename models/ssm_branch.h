@@ -37,7 +37,8 @@ struct SsmTrace {
 // With ctx.recompute, every MambaLRP rule on and LRP-0 on conv1d (the default explanation),
 // the branch is one autograd node that keeps only x and z (and x_proj's (B, R + 2N, L)
 // output) for the backward and recomputes the rest there: 2 of the 7 (B, I, L) tensors the
-// composition of ops keeps, for about a tenth more explanation time. Same values.
+// composition of ops keeps, for a backward that takes longer, as it runs the conv, dt_proj
+// and the scan's forward again. Same values.
 at::Tensor ssm_branch_forward(const at::Tensor& x, const at::Tensor& z, const at::Tensor& mask, const SsmBranch& w,
                               const PropagationContext& ctx);
 

@@ -112,8 +112,8 @@ at::Tensor linear_with_rule(const at::Tensor& x, const at::Tensor& weight, const
   }
   if (x.dim() >= 1 && x.numel() == x.size(-1)) {
     // One row (the LM head at the explained position, batch 1): a matrix-vector product.
-    // As a GEMM, OpenBLAS would pack the whole weight first, forward and backward: for the
-    // tied 50280 x 768 head 13 ms each way against 4 ms here.
+    // As a GEMM, OpenBLAS would pack the whole weight first, forward and backward, a copy
+    // of a vocabulary-sized matrix for one row, which the product itself reads only once.
     at::Tensor y = at::mv(weight, x.reshape({-1}));
     if (bias) y = y + *bias;
     std::vector<int64_t> shape = x.sizes().vec();

@@ -183,6 +183,4 @@ void retain_freed_memory() {
   c10::SetCPUAllocator(installed, /*priority=*/1);
 }
 
-LargeBlockStats large_block_stats() { return installed ? installed->stats() : LargeBlockStats{}; }
-
 }  // namespace mamba_lrp

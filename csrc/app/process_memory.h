@@ -21,12 +21,12 @@
 namespace mamba_lrp {
 
 // An explanation allocates and frees activations of the same few sizes layer after layer.
-// Left to glibc, blocks of a few MB and more go back to the kernel when freed and the next
-// layer faults fresh pages in, which the kernel must clear: at L = 4096 (Mamba-130M) the
-// clearing alone took a sixth of the run. After this call libtorch's CPU tensors of
-// BlockReusingCpuAllocator::kLargeBlockBytes and more come from that allocator (below), and
-// glibc keeps what it frees of the smaller ones instead of trimming its heap. Call it first
-// thing in main(); POSIX (mmap) and glibc parts are skipped where absent.
+// Left to glibc, blocks above its mmap threshold go back to the kernel when freed and the
+// next layer faults fresh pages in, which the kernel must clear first: work repeated for
+// every layer, growing with the sequence length. After this call libtorch's CPU tensors
+// of BlockReusingCpuAllocator::kLargeBlockBytes and more come from that allocator (below),
+// and glibc keeps what it frees of the smaller ones instead of trimming its heap. Call it
+// first thing in main(); POSIX (mmap) and glibc parts are skipped where absent.
 void retain_freed_memory();
 
 // Bytes a BlockReusingCpuAllocator holds, and what it did.
@@ -36,9 +36,6 @@ struct LargeBlockStats {
   std::size_t peak_mapped_bytes = 0;  // the most ever mapped at once
   std::size_t maps = 0, reuses = 0, unmaps = 0;
 };
-
-// Of the allocator installed by retain_freed_memory (zeros when there is none).
-LargeBlockStats large_block_stats();
 
 // Large blocks from anonymous page mappings that are kept when freed and handed out again:
 // the smallest kept range that holds a request (split when larger; neighbouring free ranges

@@ -305,6 +305,42 @@ def test_bad_input_files_exit_2(small_model, tmp_path):
     assert p.returncode == 2 and "nowhere" in p.stderr
 
 
+# ---- the usage: mamba-lrp alone, --help, CMD --help -----------------------------------------
+
+COMMANDS = ["explain", "forward", "evaluate", "train"]
+
+
+def _usage_commands(text):
+    """The commands a usage text shows: the words after 'mamba-lrp ' at the start of its lines."""
+    return {m.group(1) for m in re.finditer(r"^(?:usage:)? *mamba-lrp ([a-z]+)\b", text, re.M)}
+
+
+@pytest.mark.parametrize("args", [[], ["--help"], ["-h"], ["help"]])
+def test_usage_names_every_command(args):
+    p = run(*args, check=False)
+    assert p.returncode == 0, (args, p.returncode, p.stderr)
+    assert p.stderr == "" and p.stdout.startswith("usage: mamba-lrp "), (args, p.stdout, p.stderr)
+    assert _usage_commands(p.stdout) == set(COMMANDS), p.stdout  # each answers --help: the next test
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_command_help_prints_that_commands_usage(small_model, command):
+    for args in [[command, "--help"], [command, "-h"], ["help", command],
+                 [command, "--model", small_model, "--ids", "1,2", "--help"]]:
+        p = run(*args, check=False)
+        assert p.returncode == 0, (args, p.returncode, p.stderr)
+        assert p.stderr == "" and p.stdout.startswith(f"usage: mamba-lrp {command} "), (args, p.stdout, p.stderr)
+        assert _usage_commands(p.stdout) == {command}, (args, p.stdout)
+        assert "unknown option" not in p.stdout + p.stderr
+
+
+def test_unknown_command_exit_2():
+    for args in [["frobnicate"], ["frobnicate", "--help"], ["help", "frobnicate"]]:
+        p = run(*args, check=False)
+        assert p.returncode == 2, (args, p.returncode, p.stderr)
+        assert p.stdout == "" and p.stderr == "mamba-lrp: unknown command 'frobnicate'\n", (args, p.stderr)
+
+
 # ---- --text with the model's tokenizer.json, and the HTML page -------------------------------
 
 @pytest.fixture(scope="module")

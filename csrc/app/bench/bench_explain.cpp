@@ -5,7 +5,6 @@
 //   bench_explain_cpp MODEL_DIR L1,L2,... [repeat]
 #include <torch/torch.h>
 
-#include <chrono>
 #include <cstdio>
 #include <sstream>
 #include <string>

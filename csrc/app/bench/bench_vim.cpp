@@ -4,7 +4,6 @@
 //   bench_vim_cpp CONFIG.json B1,B2,... [repeat]
 #include <torch/torch.h>
 
-#include <algorithm>
 #include <dlfcn.h>
 #include <cstdio>
 #include <sstream>

@@ -15,27 +15,76 @@
 namespace mamba_lrp {
 namespace cli {
 
-using mamba_lrp::io::InputError;
+namespace {
 
-const char* const kUsage =
-    "usage: mamba-lrp explain --model DIR (--input FILE | --ids 1,2,3 | --text \"...\")\n"
-    "           [--method NAME] [--target N|argmax] [--position P] [--composite FILE.json]\n"
-    "           [--dtype float32|float64] [--zero-bias] [--json OUT|-] [--html OUT]\n"
-    "       mamba-lrp explain --model VIM_DIR (--input PIXELS.safetensors | --image F.png|F.jpg) [--no-resize]\n"
-    "           [--method NAME] [--target N|argmax] [--composite FILE.json] [--png OUT.png] [--output OUT.safetensors]\n"
-    "       mamba-lrp forward --model DIR (--input FILE | --ids ... | --text ...) [--dtype ...] --output OUT.safetensors\n"
-    "       mamba-lrp evaluate --model DIR --data FILE.safetensors --methods a,b,c [--steps 11]\n"
-    "           [--baseline unk|pad|ID|zero|mean] [--json OUT] [--markdown OUT] [--plot OUT.svg]\n"
+// Each command's synopsis: lines starting "mamba-lrp", continuation lines indented by 4.
+const char* const kExplainSynopsis =
+    "mamba-lrp explain --model DIR (--input FILE | --ids 1,2,3 | --text \"...\")\n"
+    "    [--method NAME] [--target N|argmax] [--position P] [--composite FILE.json]\n"
+    "    [--dtype float32|float64] [--zero-bias] [--recompute auto|on|off] [--json OUT|-] [--html OUT]\n"
+    "mamba-lrp explain --model VIM_DIR (--input PIXELS.safetensors | --image F.png|F.jpg) [--no-resize]\n"
+    "    [--method NAME] [--target N|argmax] [--composite FILE.json] [--dtype float32|float64]\n"
+    "    [--zero-bias] [--recompute auto|on|off] [--json OUT|-] [--png OUT.png] [--output OUT.safetensors]\n";
+const char* const kForwardSynopsis =
+    "mamba-lrp forward --model DIR (--input FILE | --ids ... | --text ...) [--dtype ...] --output OUT.safetensors\n";
+const char* const kEvaluateSynopsis =
+    "mamba-lrp evaluate --model DIR --data FILE.safetensors --methods a,b,c [--steps 11]\n"
+    "    [--baseline unk|pad|ID|zero|mean] [--json OUT] [--markdown OUT] [--plot OUT.svg]\n"
+    "    [--dtype float32|float64] [method options]\n";
+const char* const kTrainSynopsis =
+    "mamba-lrp train (--init CONFIG.json | --model DIR) --data TRAIN.safetensors [--test TEST.safetensors]\n"
+    "    --out DIR [--epochs 3] [--lr 1e-3] [--batch-size 32] [--seed 0] [--tokenizer FILE]\n"
+    "    [--dtype float32|float64] [--dump-grads FILE.safetensors] [--quiet]\n";
+const char* const kHelpSynopsis = "mamba-lrp COMMAND --help    (the usage of one command)\n";
+
+const char* const kMethods =
     "methods: mambalrp (default), gi, lrp-ln, mambalrp-no-silu, mambalrp-no-ssm, mambalrp-no-gate,\n"
     "         smoothgrad, ig, attnroll, mambaattr, random\n"
     "method options: --samples N (smoothgrad, 5) --noise F (smoothgrad, 0.15 of the input range)\n"
     "         --ig-steps N (50) --ig-method gausslegendre|riemann_trapezoid|riemann_left|riemann_right|riemann_middle\n"
-    "         --ig-baseline zero|ID (token embedding) --seed N (0) --batch-size N (32)\n"
-    "memory:  --recompute auto|on|off (MambaLRP: keep only the SSM branch inputs for the backward and\n"
-    "         recompute the rest; auto = on above 2 GiB of kept activations per row)\n";
+    "         --ig-baseline zero|ID (token embedding) --seed N (0) --batch-size N (32)\n";
+const char* const kMemory =
+    "memory:  --recompute auto|on|off (explain, MambaLRP: keep only the SSM branch inputs for the backward\n"
+    "         and recompute the rest; auto = on above 2 GiB of kept activations per row)\n";
+
+// The synopses as one "usage:" block: "usage: " before the first line, its width of spaces
+// before the others.
+std::string usage_block(const std::vector<const char*>& synopses) {
+  std::string out;
+  for (const char* synopsis : synopses) {
+    std::istringstream lines(synopsis);
+    for (std::string line; std::getline(lines, line);) out += (out.empty() ? "usage: " : "       ") + line + "\n";
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string usage(const std::string& command) {
+  if (command.empty())
+    return usage_block({kExplainSynopsis, kForwardSynopsis, kEvaluateSynopsis, kTrainSynopsis, kHelpSynopsis}) +
+           kMethods + kMemory;
+  if (command == "explain") return usage_block({kExplainSynopsis}) + kMethods + kMemory;
+  if (command == "forward")
+    return usage_block({kForwardSynopsis}) + "  Writes the logits (B, L, V) of the model's forward as tensor \"logits\".\n";
+  if (command == "evaluate")
+    return usage_block({kEvaluateSynopsis}) +
+           "  Token flipping (Mamba) or patch flipping (Vision Mamba); the Markdown table on stdout.\n" + kMethods;
+  if (command == "train")
+    return usage_block({kTrainSynopsis}) +
+           "  A Mamba classifier (config with num_labels; data: input_ids, attention_mask, labels) or a\n"
+           "  Vision Mamba (config with model_type \"vim\" and num_classes; data: pixel_values, labels).\n";
+  return "";
+}
+
+bool wants_help(int argc, char** argv) {
+  for (int i = 2; i < argc; ++i)
+    if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") return true;
+  return false;
+}
 
 Args parse_args(int argc, char** argv) {
-  if (argc < 2) throw io::InputError("no command given\n" + std::string(kUsage));
+  if (argc < 2) throw io::InputError("no command given");
   Args a;
   a.command = argv[1];
   const std::map<std::string, std::string*> values = {

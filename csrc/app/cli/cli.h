@@ -44,7 +44,11 @@ int run_train(int argc, char** argv);
 // (explain_lm.cpp); io::InputError on a bad value.
 void set_method_options(const Args& a, mamba_lrp::ExplainOptions& opt);
 
-extern const char* const kUsage;
+// The usage of every command (command empty), or of one: explain, forward, evaluate or
+// train; empty for any other name.
+std::string usage(const std::string& command = "");
+// Whether the arguments after the command ask for its usage: --help or -h anywhere.
+bool wants_help(int argc, char** argv);
 
 }  // namespace cli
 }  // namespace mamba_lrp

@@ -29,13 +29,6 @@ namespace cli {
 
 namespace {
 
-const char* const kTrainUsage =
-    "usage: mamba-lrp train (--init CONFIG.json | --model DIR) --data TRAIN.safetensors [--test TEST.safetensors]\n"
-    "           --out DIR [--epochs 3] [--lr 1e-3] [--batch-size 32] [--seed 0] [--tokenizer FILE]\n"
-    "           [--dtype float32|float64] [--dump-grads FILE.safetensors] [--quiet]\n"
-    "  A Mamba classifier (config with num_labels; data: input_ids, attention_mask, labels) or a\n"
-    "  Vision Mamba (config with model_type \"vim\" and num_classes; data: pixel_values, labels).\n";
-
 struct TrainArgs {
   std::string init, model, data, test, out, tokenizer, dtype = "float32", dump_grads;
   std::string epochs = "3", lr = "1e-3", batch_size = "32", seed = "0";
@@ -56,7 +49,7 @@ TrainArgs parse_train_args(int argc, char** argv) {
       continue;
     }
     auto it = values.find(flag);
-    if (it == values.end()) throw io::InputError("train: unknown option '" + flag + "'\n" + kTrainUsage);
+    if (it == values.end()) throw io::InputError("train: unknown option '" + flag + "'");
     if (i + 1 >= argc) throw io::InputError("train: option " + flag + " needs a value");
     *it->second = argv[++i];
   }
@@ -115,11 +108,6 @@ void write_log(const std::string& out_dir, const std::vector<train::EpochStats>&
 }  // namespace
 
 int run_train(int argc, char** argv) {
-  for (int i = 2; i < argc; ++i)
-    if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
-      std::printf("%s", kTrainUsage);
-      return 0;
-    }
   const TrainArgs a = parse_train_args(argc, argv);
   train::TrainOptions o;
   o.epochs = parse_int(a.epochs, "--epochs");

@@ -5,8 +5,6 @@
 #include <algorithm>
 #include <cmath>
 
-#include "csrc/io/errors.h"
-
 namespace mamba_lrp {
 namespace eval {
 

@@ -24,8 +24,6 @@
 #include <ATen/ATen.h>
 
 #include <functional>
-#include <string>
-#include <vector>
 
 namespace mamba_lrp {
 namespace eval {

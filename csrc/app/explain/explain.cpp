@@ -5,6 +5,7 @@
 #include "csrc/io/errors.h"
 #include "csrc/app/explain/methods.h"
 #include "csrc/app/explain/scoped.h"
+#include "csrc/app/explain/targets.h"
 
 namespace mamba_lrp {
 
@@ -54,12 +55,7 @@ Explanation explain(MambaForCausalLM& model, const at::Tensor& input_ids_in, con
   if (pos < 0 || pos >= L)
     throw io::InputError("position " + std::to_string(options.position) + " is out of range for length " +
                      std::to_string(L));
-  if (!options.targets.empty() && options.targets.size() != 1 && static_cast<int64_t>(options.targets.size()) != batch)
-    throw io::InputError("give one target, or one per row (" + std::to_string(batch) + ")");
-  const int64_t outputs = model->config().num_outputs();
-  for (int64_t t : options.targets)
-    if (t < 0 || t >= outputs)
-      throw io::InputError("target " + std::to_string(t) + " is out of range [0, " + std::to_string(outputs) + ")");
+  check_targets(options.targets, batch, model->config().num_outputs());
 
   const bool recompute = explain_recomputes(model, L, options);
   ScopedPropagation<MambaForCausalLM> scoped_mode(model, mode, baseline ? rules::Composite() : options.composite, recompute);
@@ -78,14 +74,7 @@ Explanation explain(MambaForCausalLM& model, const at::Tensor& input_ids_in, con
   at::Tensor hidden = model->hidden_states(embeds, mask_f);    // (B, L, H)
   at::Tensor at_pos = model->head(hidden.select(1, pos));      // (B, V): the head at the explained position only
 
-  at::Tensor targets;
-  if (options.targets.empty()) {
-    targets = at_pos.detach().argmax(-1);  // (B)
-  } else {
-    std::vector<int64_t> t = options.targets;
-    if (t.size() == 1) t.assign(batch, t[0]);
-    targets = torch::tensor(t, at::kLong);
-  }
+  const at::Tensor targets = pick_targets(at_pos, options.targets);  // (B)
   at::Tensor f = at_pos.gather(1, targets.unsqueeze(1)).squeeze(1);  // (B)
   // Rows are independent, so one backward of the sum explains every row at once.
   const at::Tensor grad = torch::autograd::grad({f.sum()}, {embeds})[0];  // (B, L, H)

@@ -2,7 +2,6 @@
 // propagation mode, relevance read at the embedding output (DESIGN.md §1).
 #pragma once
 #include <ATen/ATen.h>
-#include <c10/util/Optional.h>
 
 #include <string>
 #include <vector>
@@ -25,8 +24,9 @@ struct ExplainOptions {
   rules::Composite composite;  // the LRP methods only; the baselines use true gradients
   // Memory of the MambaLRP backward: "off" keeps what the SSM branches' backward reads (7
   // tensors of length x intermediate_size per layer; fastest); "on" keeps only their inputs
-  // and recomputes the rest (2 tensors; about a third more backward time); "auto" (default):
-  // "on" when "off" would keep more than 2 GiB per batch row. Same relevance either way.
+  // (2 tensors) and recomputes the rest, so the backward also runs the branches' conv,
+  // dt_proj and scan forward again and takes longer; "auto" (default): "on" when "off"
+  // would keep more than 2 GiB per batch row. Same relevance either way.
   std::string recompute = "auto";
 
   // smoothgrad: Gradient x Input averaged over `samples` noisy copies of the embeddings

@@ -8,6 +8,7 @@
 
 #include "csrc/io/errors.h"
 #include "csrc/app/explain/scoped.h"
+#include "csrc/app/explain/targets.h"
 
 namespace mamba_lrp {
 
@@ -59,11 +60,7 @@ VimExplanation explain_vim(VisionMamba& model, const at::Tensor& pixel_values, c
   const at::ScalarType dtype = model->patch_embed->proj->weight.scalar_type();
   const at::Tensor x = check_pixel_values(cfg, pixel_values, dtype);  // (B, C, H, W)
   const int64_t batch = x.size(0);
-  if (!options.targets.empty() && options.targets.size() != 1 && static_cast<int64_t>(options.targets.size()) != batch)
-    throw io::InputError("give one target, or one per row (" + std::to_string(batch) + ")");
-  for (int64_t t : options.targets)
-    if (t < 0 || t >= cfg.num_classes())
-      throw io::InputError("target " + std::to_string(t) + " is out of range [0, " + std::to_string(cfg.num_classes()) + ")");
+  check_targets(options.targets, batch, cfg.num_classes());
 
   const rules::Composite composite = options.composite ? *options.composite : vim_composite_for_method(options.method);
   const bool recompute = recompute_ssm_branches(options.recompute, cfg.num_tokens(), cfg.d_inner(),
@@ -87,14 +84,7 @@ VimExplanation explain_vim(VisionMamba& model, const at::Tensor& pixel_values, c
   }
   at::Tensor logits = model->forward_tokens(e);  // (B, classes)
 
-  at::Tensor targets;
-  if (options.targets.empty()) {
-    targets = logits.detach().argmax(-1);  // (B)
-  } else {
-    std::vector<int64_t> t = options.targets;
-    if (t.size() == 1) t.assign(batch, t[0]);
-    targets = torch::tensor(t, at::kLong);
-  }
+  const at::Tensor targets = pick_targets(logits, options.targets);  // (B)
   at::Tensor f = logits.gather(1, targets.unsqueeze(1)).squeeze(1);  // (B)
   // Rows are independent, so one backward of the sum explains every row at once.
   std::vector<at::Tensor> wrt = {e};

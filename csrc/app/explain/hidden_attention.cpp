@@ -3,7 +3,6 @@
 #include <algorithm>
 
 #include "csrc/io/errors.h"
-#include "csrc/ops/ops.h"
 
 namespace mamba_lrp {
 

@@ -11,8 +11,8 @@
 // in float32; about five such temporaries are alive at once) or, when a single (row,
 // channel) pair is larger, N L^2 values. Besides the block, a layer needs the channel-
 // reduced (B, L, L) result, and the rollout one more (B, L, L): with L = 2048 and N = 16
-// one pair is 64M values (256 MiB). Time is O(B I N L^2) per layer (measured: 2 layers,
-// I = 128, N = 16, L = 200, B = 2 in under 3 s on a 2-core CPU): fine for L up to a few thousand.
+// one pair is 64M values (256 MiB). Time is O(B I N L^2) per layer: quadratic in the length,
+// so meant for L up to a few thousand.
 #pragma once
 #include <ATen/ATen.h>
 

@@ -9,20 +9,13 @@
 
 #include "csrc/io/errors.h"
 #include "csrc/app/explain/hidden_attention.h"
+#include "csrc/app/explain/targets.h"
 
 namespace mamba_lrp {
 
 bool is_baseline_method(const std::string& method) {
   static const std::vector<std::string> names = {"smoothgrad", "ig", "attnroll", "mambaattr", "random"};
   return std::find(names.begin(), names.end(), method) != names.end();
-}
-
-at::Tensor pick_targets(const at::Tensor& logits_at, const std::vector<int64_t>& given) {
-  const int64_t batch = logits_at.size(0);
-  if (given.empty()) return logits_at.detach().argmax(-1);  // (B)
-  std::vector<int64_t> t = given;
-  if (t.size() == 1) t.assign(batch, t[0]);
-  return at::tensor(t, at::kLong).to(logits_at.device());
 }
 
 std::pair<std::vector<double>, std::vector<double>> ig_nodes(const std::string& method, int64_t n) {
@@ -263,11 +256,7 @@ VimExplanation explain_vim_baseline(VisionMamba& model, const at::Tensor& pixel_
   const at::ScalarType dtype = model->patch_embed->proj->weight.scalar_type();
   const at::Tensor x = check_pixel_values(cfg, pixel_values, dtype);  // (B, C, H, W)
   const int64_t batch = x.size(0);
-  if (!given_targets.empty() && given_targets.size() != 1 && static_cast<int64_t>(given_targets.size()) != batch)
-    throw io::InputError("give one target, or one per row (" + std::to_string(batch) + ")");
-  for (int64_t t : given_targets)
-    if (t < 0 || t >= cfg.num_classes())
-      throw io::InputError("target " + std::to_string(t) + " is out of range [0, " + std::to_string(cfg.num_classes()) + ")");
+  check_targets(given_targets, batch, cfg.num_classes());
   if (o.ig_baseline_token >= 0) throw io::InputError("a token id as the IG baseline is for Mamba language models");
   // True gradients: the standard propagation, no composite (restored afterwards).
   struct Restore {

@@ -48,7 +48,4 @@ bool is_vim_baseline_method(const std::string& method);
 VimExplanation explain_vim_baseline(VisionMamba& model, const at::Tensor& pixel_values,
                                     const std::vector<int64_t>& targets, const ExplainOptions& options);
 
-// One target per row: the given ones (one for all, or one per row) or the argmax of logits_at (B, V).
-at::Tensor pick_targets(const at::Tensor& logits_at, const std::vector<int64_t>& given);
-
 }  // namespace mamba_lrp

@@ -6,7 +6,6 @@
 
 #include <chrono>
 #include <cstdio>
-#include <map>
 
 #include "csrc/io/errors.h"
 #include "csrc/io/safetensors.h"

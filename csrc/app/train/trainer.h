@@ -3,7 +3,6 @@
 // ones (selective_scan's "exact" rule), so training is ordinary backpropagation.
 #pragma once
 #include <ATen/core/Tensor.h>
-#include <torch/nn/module.h>
 
 #include <cstdint>
 #include <functional>
