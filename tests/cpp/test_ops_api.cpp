@@ -1,5 +1,6 @@
-// The C++ API (csrc/ops/ops.h) used without Python: selective_scan against a naive loop
-// written here, the MambaLRP backward through torch::autograd, rule ops, and errors.
+// The C++ API (csrc/ops/ops.h) used without Python: selective_scan against the float64
+// loop of scan_reference.h, the MambaLRP backward through torch::autograd, rule ops, and
+// errors.
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
 
@@ -7,66 +8,32 @@
 #include <string>
 
 #include "csrc/ops/ops.h"
+#include "scan_reference.h"
 
-namespace {
+using scan_test::random_case;
+using scan_test::ScanCase;
+using scan_test::ScanOptions;
 
-struct ScanCase {
-  torch::Tensor u, delta, A, B, C, D, z, bias;
-};
-
-ScanCase make_case(int64_t batch, int64_t dim, int64_t seqlen, int64_t dstate, uint64_t seed) {
-  torch::manual_seed(seed);
-  auto o = torch::TensorOptions().dtype(torch::kFloat64);
-  return {torch::randn({batch, dim, seqlen}, o),           torch::randn({batch, dim, seqlen}, o) * 0.5 - 1.0,
-          -torch::exp(torch::randn({dim, dstate}, o) * 0.5), torch::randn({batch, dstate, seqlen}, o),
-          torch::randn({batch, dstate, seqlen}, o),         torch::randn({dim}, o),
-          torch::randn({batch, dim, seqlen}, o),            torch::randn({dim}, o) * 0.3};
-}
-
-double softplus(double x) { return x > 20 ? x : std::log1p(std::exp(x)); }
-
-// Scalar loops straight from the equations, float64.
-torch::Tensor naive_scan(const ScanCase& c) {
-  const int64_t batch = c.u.size(0), dim = c.u.size(1), seqlen = c.u.size(2), dstate = c.A.size(1);
-  auto u = c.u.accessor<double, 3>(), delta = c.delta.accessor<double, 3>(), z = c.z.accessor<double, 3>();
-  auto A = c.A.accessor<double, 2>();
-  auto B = c.B.accessor<double, 3>(), C = c.C.accessor<double, 3>();
-  auto D = c.D.accessor<double, 1>(), bias = c.bias.accessor<double, 1>();
-  torch::Tensor out = torch::zeros_like(c.u);
-  auto o = out.accessor<double, 3>();
-  for (int64_t b = 0; b < batch; ++b)
-    for (int64_t d = 0; d < dim; ++d) {
-      std::vector<double> h(dstate, 0.0);
-      for (int64_t t = 0; t < seqlen; ++t) {
-        const double dt = softplus(delta[b][d][t] + bias[d]);
-        double y = D[d] * u[b][d][t];
-        for (int64_t n = 0; n < dstate; ++n) {
-          h[n] = std::exp(dt * A[d][n]) * h[n] + dt * B[b][n][t] * u[b][d][t];
-          y += C[b][n][t] * h[n];
-        }
-        const double zz = z[b][d][t];
-        o[b][d][t] = y * zz / (1.0 + std::exp(-zz));
-      }
-    }
-  return out;
-}
-
-}  // namespace
-
-TEST_CASE("selective_scan from C++ equals a naive loop", "[ops]") {
+TEST_CASE("selective_scan from C++ equals the float64 reference loop", "[ops]") {
   for (int64_t seqlen : {1, 5, 70}) {
     for (int64_t dstate : {1, 16, 19}) {
-      const ScanCase c = make_case(2, 3, seqlen, dstate, 42 + seqlen + dstate);
-      auto [out, last] = mamba_lrp::ops::selective_scan(c.u, c.delta, c.A, c.B, c.C, c.D, c.z, c.bias, true, true, "exact");
-      REQUIRE(last.has_value());
-      CHECK(last->sizes() == torch::IntArrayRef({2, 3, dstate}));
-      CHECK(torch::allclose(out, naive_scan(c), 1e-12, 1e-12));
+      for (int64_t groups : {0, 1, 3}) {  // B, C 3-d, or 4-d with 1 or 3 groups
+        INFO("seqlen " << seqlen << " dstate " << dstate << " groups " << groups);
+        const ScanCase c = random_case(2, 3, seqlen, dstate, ScanOptions().groups(groups).seed(42 + seqlen + dstate));
+        auto [out, last] =
+            mamba_lrp::ops::selective_scan(c.u, c.delta, c.A, c.B, c.C, c.D, c.z, c.bias, true, true, "exact");
+        REQUIRE(last.has_value());
+        CHECK(last->sizes() == torch::IntArrayRef({2, 3, dstate}));
+        const auto ref = scan_test::reference_scan(c);
+        CHECK(torch::allclose(out, ref.out, 1e-12, 1e-12));
+        CHECK(torch::allclose(*last, ref.last_state, 1e-12, 1e-12));
+      }
     }
   }
 }
 
 TEST_CASE("MambaLRP backward from C++: only u and z get gradient, relevance conserved", "[ops]") {
-  ScanCase c = make_case(1, 4, 33, 8, 7);
+  ScanCase c = random_case(1, 4, 33, 8, ScanOptions().seed(7));
   torch::Tensor u = c.u.clone().requires_grad_(true), z = c.z.clone().requires_grad_(true);
   torch::Tensor A = c.A.clone().requires_grad_(true), delta = c.delta.clone().requires_grad_(true);
   torch::Tensor B = c.B.clone().requires_grad_(true), C = c.C.clone().requires_grad_(true);
@@ -75,6 +42,11 @@ TEST_CASE("MambaLRP backward from C++: only u and z get gradient, relevance cons
   out.sum().backward();
   REQUIRE(u.grad().defined());
   REQUIRE(z.grad().defined());
+  c.D = torch::Tensor();  // as called: no D
+  c.gout = torch::ones_like(c.u);
+  const auto ref = scan_test::reference_scan(c);
+  CHECK(torch::allclose(u.grad(), ref.du, 1e-12, 1e-12));
+  CHECK(torch::allclose(z.grad(), ref.dz, 1e-12, 1e-12));
   CHECK_FALSE(A.grad().defined());
   CHECK_FALSE(delta.grad().defined());
   CHECK_FALSE(B.grad().defined());
@@ -113,7 +85,7 @@ TEST_CASE("linear_gamma from C++ conserves relevance with zero bias", "[ops]") {
 }
 
 TEST_CASE("bad input raises an error naming the argument", "[ops]") {
-  const ScanCase c = make_case(2, 3, 4, 2, 1);
+  const ScanCase c = random_case(2, 3, 4, 2, ScanOptions().seed(1));
   auto message_of = [](auto&& fn) -> std::string {
     try {
       fn();

@@ -9,6 +9,8 @@ import sys
 
 import torch
 
+from scan_reference import make_scan_inputs
+
 
 class TinyMixer(torch.nn.Module):
     def __init__(self, dim: int = 6, dstate: int = 4, seqlen: int = 9, batch: int = 2):
@@ -17,15 +19,17 @@ class TinyMixer(torch.nn.Module):
         r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)
         self.conv_w = torch.nn.Parameter(r(dim, 1, 4))
         self.conv_b = torch.nn.Parameter(r(dim))
-        self.A = torch.nn.Parameter(-torch.exp(r(dim, dstate)))
-        self.D = torch.nn.Parameter(r(dim))
-        self.dt_bias = torch.nn.Parameter(r(dim) * 0.3)
         self.norm_w = torch.nn.Parameter(r(dim))
-        self.register_buffer("x_in", r(batch, dim, seqlen))
-        self.register_buffer("z_in", r(batch, dim, seqlen))
-        self.register_buffer("delta_in", r(batch, dim, seqlen) * 0.5 - 1.0)
-        self.register_buffer("B_in", r(batch, dstate, seqlen))
-        self.register_buffer("C_in", r(batch, dstate, seqlen))
+        # The scan's inputs (the conv's input x_in in the place of u).
+        x = make_scan_inputs(batch, dim, seqlen, dstate, seed=1)
+        self.A = torch.nn.Parameter(x["A"])
+        self.D = torch.nn.Parameter(x["D"])
+        self.dt_bias = torch.nn.Parameter(x["delta_bias"])
+        self.register_buffer("x_in", x["u"])
+        self.register_buffer("z_in", x["z"])
+        self.register_buffer("delta_in", x["delta"])
+        self.register_buffer("B_in", x["B"])
+        self.register_buffer("C_in", x["C"])
         self.register_buffer("expected_out", torch.zeros(1, dtype=torch.float64))
         self.register_buffer("expected_relevance", torch.zeros(1, dtype=torch.float64))
 

@@ -21,7 +21,7 @@ import itertools
 import pytest
 import torch
 
-from scan_reference import selective_scan_ref
+from scan_reference import make_scan_inputs, rel_err, selective_scan_ref
 
 # Every test of the module is skipped without a CUDA device. (A module-level skip marker
 # rather than pytest.skip(allow_module_level=True): with the latter pytest collects no test
@@ -29,24 +29,8 @@ from scan_reference import selective_scan_ref
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
 CUDA = torch.device("cuda")
+F32 = torch.float32  # the inputs are made in float32 on the CPU
 NAMES = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias"]
-
-
-def make_inputs(batch, dim, seqlen, dstate, groups=None, seed=0):
-    """Float32 CPU inputs in Mamba-like ranges (A = -exp(.), softplus(delta + bias) ~ 0.3)."""
-    g = torch.Generator().manual_seed(seed)
-    r = lambda *s: torch.randn(*s, generator=g)
-    bc = (batch, dstate, seqlen) if groups is None else (batch, groups, dstate, seqlen)
-    return dict(
-        u=r(batch, dim, seqlen),
-        delta=0.5 * r(batch, dim, seqlen) - 1.0,
-        A=-torch.exp(0.5 * r(dim, dstate)),
-        B=r(*bc),
-        C=r(*bc),
-        D=r(dim),
-        z=r(batch, dim, seqlen),
-        delta_bias=0.3 * r(dim),
-    )
 
 
 WEIGHTS = ("A", "D", "delta_bias")
@@ -61,13 +45,6 @@ def to(x, dtype=None, device=None, weight_dtype=torch.float32):
         dt = weight_dtype if k in WEIGHTS else (dtype or v.dtype)
         out[k] = v.to(device=device or v.device, dtype=dt)
     return out
-
-
-def rel_err(a, b):
-    a = a.detach().double().cpu()
-    b = b.detach().double().cpu()
-    scale = b.abs().max().item() or 1.0
-    return (a - b).abs().max().item() / scale
 
 
 def grads(ops, x, rule, w, v, softplus=True):
@@ -90,13 +67,21 @@ SHAPES = [
     (2, 16, 300, 16, 1),
     (1, 4, 100, 33, None),
     (1, 3, 37, 256, None),
+    # The shapes the C++ CUDA test ran before it was cut to the API check
+    # (tests/cpp/test_cuda_scan.cpp): B and C 4-d with one group, chunk crossings with 3 and
+    # 2 groups, the largest dstate as 4-d.
+    (2, 16, 200, 16, 1),
+    (1, 6, 1, 1, 1),
+    (2, 12, 77, 5, 3),
+    (1, 8, 130, 40, 2),
+    (1, 4, 40, 256, 1),
 ]
 
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("with_z", [True, False])
 def test_forward_float32_matches_cpu(ops, shape, with_z):
-    x = make_inputs(*shape, seed=1)
+    x = make_scan_inputs(*shape, seed=1, dtype=F32)
     if not with_z:
         x["z"] = None
     out_c, last_c = ops.selective_scan(**x, delta_softplus=True, return_last_state=True)
@@ -109,7 +94,7 @@ def test_forward_float32_matches_cpu(ops, shape, with_z):
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_mambalrp_gradients_match_cpu(ops, shape):
-    x = make_inputs(*shape, seed=2)
+    x = make_scan_inputs(*shape, seed=2, dtype=F32)
     batch, dim, seqlen, dstate, _ = shape
     w, v = torch.randn(batch, dim, seqlen), torch.randn(batch, dim, dstate)
     gc, _, _ = grads(ops, x, "mambalrp", w, v)
@@ -128,7 +113,7 @@ def test_mambalrp_gradients_match_cpu(ops, shape):
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("softplus", [True, False])
 def test_exact_gradients_match_cpu_float64(ops, shape, softplus):
-    x = make_inputs(*shape, seed=3)
+    x = make_scan_inputs(*shape, seed=3, dtype=F32)
     if not softplus:
         x["delta"] = x["delta"].abs() * 0.2  # dt >= 0 without softplus: a stable scan
         x["delta_bias"] = x["delta_bias"].abs()
@@ -146,7 +131,7 @@ def test_exact_gradients_match_cpu_float64(ops, shape, softplus):
 
 def test_exact_gradients_against_naive_reference(ops):
     # Independent of the CPU kernels: autograd through the Python-loop reference, float64.
-    x = make_inputs(2, 6, 90, 12, 2, seed=4)
+    x = make_scan_inputs(2, 6, 90, 12, 2, seed=4, dtype=F32)
     w = torch.randn(2, 6, 90)
     gg, _, _ = grads(ops, to(x, device=CUDA), "exact", w, torch.zeros(2, 6, 12))
     x64 = {k: v.double().requires_grad_(True) for k, v in x.items()}
@@ -156,7 +141,7 @@ def test_exact_gradients_against_naive_reference(ops):
 
 
 def test_mambalrp_against_naive_reference(ops):
-    x = make_inputs(2, 6, 90, 12, 2, seed=5)
+    x = make_scan_inputs(2, 6, 90, 12, 2, seed=5, dtype=F32)
     w = torch.randn(2, 6, 90)
     gg, _, _ = grads(ops, to(x, device=CUDA), "mambalrp", w, torch.zeros(2, 6, 12))
     x64 = {k: v.double().requires_grad_(True) for k, v in x.items()}
@@ -171,7 +156,7 @@ TOL = {torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("rule", ["mambalrp", "exact"])
 def test_half_precision_inputs(ops, dtype, rule):
-    x = make_inputs(2, 16, 300, 16, None, seed=6)
+    x = make_scan_inputs(2, 16, 300, 16, None, seed=6, dtype=F32)
     rounded = to(to(x, dtype=dtype), dtype=torch.float32)  # what the CUDA kernels see, in float32
     w, v = torch.randn(2, 16, 300), torch.randn(2, 16, 16)
     w = w.to(dtype).float()  # the CUDA loss multiplies by w in dtype
@@ -188,9 +173,13 @@ def test_half_precision_inputs(ops, dtype, rule):
         assert rel_err(gg[k], gc[k]) < tol, k
 
 
-def test_mamba130m_layer_shape(ops):
-    # One Mamba-130M layer (dim 1536, dstate 16) at a short length, batch 2.
-    x = make_inputs(2, 1536, 256, 16, None, seed=7)
+@pytest.mark.parametrize("shape", [
+    pytest.param((2, 1536, 256, 16), id="Mamba-130M layer"),  # d_inner 1536, d_state 16; 256 tokens
+    pytest.param((2, 768, 197, 16), id="Vim-S"),  # d_inner 768, d_state 16; 196 patches + class token
+])
+def test_model_shape(ops, shape):
+    # Real model shapes, named as in tests/python/test_selective_scan.py.
+    x = make_scan_inputs(*shape, seed=7, dtype=F32)
     out_c, last_c = ops.selective_scan(**x, delta_softplus=True, return_last_state=True)
     out_g, last_g = ops.selective_scan(**to(x, device=CUDA), delta_softplus=True, return_last_state=True)
     assert rel_err(out_g, out_c) < 1e-5
@@ -198,7 +187,7 @@ def test_mamba130m_layer_shape(ops):
 
 
 def test_noncontiguous_inputs(ops):
-    x = make_inputs(2, 8, 50, 16, None, seed=8)
+    x = make_scan_inputs(2, 8, 50, 16, None, seed=8, dtype=F32)
     g = to(x, device=CUDA)
     # (B, L, D) storage seen as (B, D, L): the last dim is not contiguous -> copied.
     g["u"] = g["u"].transpose(1, 2).contiguous().transpose(1, 2)
@@ -209,7 +198,7 @@ def test_noncontiguous_inputs(ops):
 
 
 def test_errors(ops):
-    x = to(make_inputs(1, 4, 8, 4, None), device=CUDA)
+    x = to(make_scan_inputs(1, 4, 8, 4, None, dtype=F32), device=CUDA)
     mixed = dict(x, delta=x["delta"].cpu())
     with pytest.raises(RuntimeError, match="delta.*one device"):
         ops.selective_scan(**mixed)
@@ -218,7 +207,9 @@ def test_errors(ops):
     with pytest.raises(RuntimeError, match="A must have dtype"):
         ops.selective_scan(**to(x, dtype=torch.float16, weight_dtype=torch.float16))
     with pytest.raises(RuntimeError, match="dstate"):
-        ops.selective_scan(**to(make_inputs(1, 2, 4, 257, None), device=CUDA))
+        ops.selective_scan(**to(make_scan_inputs(1, 2, 4, 257, None, dtype=F32), device=CUDA))
+    with pytest.raises(RuntimeError, match='rule must be "exact" or "mambalrp"'):
+        ops.selective_scan(**x, rule="lrp")
     if torch.cuda.device_count() > 1:
         other = dict(x, A=x["A"].to("cuda:1"))
         with pytest.raises(RuntimeError, match="one device"):
@@ -226,7 +217,7 @@ def test_errors(ops):
 
 
 def test_empty_sequence(ops):
-    x = to(make_inputs(2, 3, 0, 4, None), device=CUDA)
+    x = to(make_scan_inputs(2, 3, 0, 4, None, dtype=F32), device=CUDA)
     out, last = ops.selective_scan(**x, delta_softplus=True, return_last_state=True)
     assert out.shape == (2, 3, 0)
     assert torch.count_nonzero(last).item() == 0
@@ -237,7 +228,7 @@ def test_torchscript_on_cuda(ops):
         def forward(self, u, delta, A, B, C):
             return torch.ops.mamba_lrp.selective_scan(u, delta, A, B, C, None, None, None, True, False, "mambalrp")[0]
 
-    x = to(make_inputs(1, 4, 30, 8, None, seed=9), device=CUDA)
+    x = to(make_scan_inputs(1, 4, 30, 8, None, seed=9, dtype=F32), device=CUDA)
     m = torch.jit.script(M())
     args = (x["u"], x["delta"], x["A"], x["B"], x["C"])
     torch.testing.assert_close(m(*args), M()(*args))
