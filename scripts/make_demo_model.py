@@ -26,7 +26,7 @@ def main():
     out = pathlib.Path(a.out)
     if (out / "model.safetensors").exists() and (out / "tokenizer.json").exists():
         return
-    text = "\n".join(p.read_text(encoding="utf-8") for p in [ROOT / "README.md", *sorted((ROOT / "csrc").glob("*.h"))])
+    text = "\n".join(p.read_text(encoding="utf-8") for p in [ROOT / "README.md", *sorted((ROOT / "csrc").rglob("*.h"))])
     vocab, merges = train_bpe(text, a.vocab - 1)
     eot = len(vocab)
     tokenizer = tokenizer_json(vocab, merges, ["<|endoftext|>"])
