@@ -2,7 +2,7 @@
 // float32 against the float64 loop of scan_reference.h, on inputs initialised as a Mamba
 // layer is (A = -(1..16), dt_bias for dt log-uniform in [1e-3, 1e-1]): the forward (out,
 // the pre-gate y, the last state) and the MambaLRP gradients du, dz through the public op
-// and through the recomputing op the models' backward runs. Tagged [scan_recompute] too, so that ctest runs
+// and through the recompute op the models' backward runs. Tagged [scan_recompute] too, so that ctest runs
 // it under the AVX2 and baseline loops as well. Python has the same cases in
 // tests/python/test_selective_scan.py.
 #include <ATen/ATen.h>
@@ -68,7 +68,7 @@ TEST_CASE("selective_scan at real model shapes: float32 against the float64 refe
       CHECK(rel_err(u.grad(), ref.du) < kFloat32Tol);
       CHECK(rel_err(z.grad(), ref.dz) < kFloat32Tol);
 
-      // The recomputing backward the models run.
+      // The recompute backward the models run.
       auto [du, dz] = mamba_lrp::ops::_selective_scan_lrp_bwd_recompute(
           c.gout, c.u, c.delta, c.A, c.B, c.C, c.D, c.z, c.bias, true, /*overwrite_inputs=*/false,
           /*u_through_silu=*/false);

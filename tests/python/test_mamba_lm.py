@@ -15,7 +15,7 @@ import st_io
 from hf_mamba_reference import MambaLMReference, explain as ref_explain
 
 from cli import BUILD, CLI, ROOT, run  # noqa: F401
-GOLDEN = pathlib.Path(os.environ.get("MAMBA_LRP_GOLDEN", ROOT.parent / "shared" / "golden"))
+GOLDEN = pathlib.Path(os.environ.get("MAMBA_LRP_GOLDEN", ROOT / "tests" / "golden"))
 METHODS = ["mambalrp", "gi", "lrp-ln", "mambalrp-no-silu", "mambalrp-no-ssm", "mambalrp-no-gate"]
 REF_MODE = {"gi": "standard"}
 

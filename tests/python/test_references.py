@@ -29,7 +29,7 @@ from hf_mamba_reference import (MODES, MambaLMReference, apply_rule, explain, li
 from vim_reference import VimReference, explain_vim
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-GOLDEN = pathlib.Path(os.environ.get("MAMBA_LRP_GOLDEN", ROOT.parent / "shared" / "golden"))
+GOLDEN = pathlib.Path(os.environ.get("MAMBA_LRP_GOLDEN", ROOT / "tests" / "golden"))
 
 DTYPES = [torch.float32, torch.float64]
 GAMMA_CONV1D = {"conv1d": {"rule": "gamma", "gamma": 0.25}}

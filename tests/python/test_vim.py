@@ -18,7 +18,7 @@ import explainer_reference as xr
 from vim_reference import VimReference, explain_vim as ref_explain
 
 from cli import BUILD, CLI, ROOT, run  # noqa: F401
-GOLDEN = pathlib.Path(os.environ.get("MAMBA_LRP_GOLDEN", ROOT.parent / "shared" / "golden"))
+GOLDEN = pathlib.Path(os.environ.get("MAMBA_LRP_GOLDEN", ROOT / "tests" / "golden"))
 COMPOSITES = ROOT / "configs" / "composites"
 METHODS = ["mambalrp", "gi", "lrp-ln", "mambalrp-no-silu", "mambalrp-no-ssm", "mambalrp-no-gate"]
 REF_MODE = {"gi": "standard"}
