@@ -10,11 +10,17 @@ written once), divided by the time; the peak is measured here as a device-to-dev
 (bytes read + bytes written per second), so "% peak" is against what this device reaches.
 
   python3 scripts/bench_scan_cuda.py [--lib build-gpu/libmamba_lrp.so] [--dtype float32|bfloat16|float16]
+      [--max-seqlen 8192] [--ref-max-seqlen 8192] [--reps 10]
+
+Before any timing, the kernels are checked against the PyTorch loop (forward, MambaLRP
+du and dz; tolerance below) and the MambaLRP backward is run twice and compared bitwise:
+the run fails (exit status 1, no figures) when either check fails.
 """
 import argparse
 import os
 import pathlib
 import statistics
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -95,6 +101,7 @@ def main():
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--ref-max-seqlen", type=int, default=8192,
                     help="run the PyTorch loop only up to this seqlen (it is slow)")
+    ap.add_argument("--max-seqlen", type=int, default=8192, help="the longest Mamba-130M sequence timed")
     ap.add_argument("--quick", action="store_true", help="fewer shapes (a smoke run)")
     args = ap.parse_args()
 
@@ -109,7 +116,10 @@ def main():
     print(f"device: {prop.name}, {prop.multi_processor_count} SMs; torch {torch.__version__}; inputs {args.dtype}")
     print(f"peak (device-to-device copy, read + write): {peak:.0f} GB/s")
 
-    shapes = [("Mamba-130M", 8, 1536, L, 16) for L in (512, 1024, 2048, 4096, 8192)]
+    if not check_against_reference(ops, dtype):
+        sys.exit(1)
+
+    shapes = [("Mamba-130M", 8, 1536, L, 16) for L in (512, 1024, 2048, 4096, 8192) if L <= args.max_seqlen]
     shapes.append(("Vim-S", 64, 768, 197, 16))
     if args.quick:
         shapes = [shapes[0], shapes[-1]]
@@ -150,17 +160,35 @@ def main():
         del x, out, out_y, gout
         torch.cuda.empty_cache()
 
-    # Correctness guard for the figures above: the kernels against the PyTorch loop.
+
+# Tolerance of the check, max |kernel - loop| / max |loop|: float32 inputs, both accumulate in
+# float32 in different orders (1e-4 leaves room over 300 steps); float16 / bfloat16 inputs,
+# the kernels round out, du, dz to the input dtype (about four roundings of 2^-11 / 2^-8).
+CHECK_TOL = {torch.float32: 1e-4, torch.float16: 4e-3, torch.bfloat16: 3e-2}
+
+
+def check_against_reference(ops, dtype):
+    """The kernels against the PyTorch loop on one shape, and the MambaLRP backward run twice
+    (bitwise equal: it has no atomics). Prints one line; False when a check fails."""
     x = make_inputs(2, 64, 300, 16, dtype)
     out, out_y, _ = ops._selective_scan_fwd(x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"],
                                             x["delta_bias"], True, False)
-    r_out, r_y = ref_forward(x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"])
+    r_out, _ = ref_forward(x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"])
     gout = torch.randn_like(out)
-    du, _, _, _, _, _, dz, _ = ops._selective_scan_bwd(gout, None, x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"],
-                                                       x["z"], x["delta_bias"], out_y, True, "mambalrp")
+    lrp = lambda: ops._selective_scan_bwd(gout, None, x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"],
+                                          x["delta_bias"], out_y, True, "mambalrp")
+    first, second = lrp(), lrp()
+    du, dz, du2, dz2 = first[0], first[6], second[0], second[6]
     r_du, r_dz = ref_lrp_backward(gout, out_y, x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"])
     err = lambda a, b: ((a.float() - b).abs().max() / b.abs().max()).item()
-    print(f"check vs PyTorch loop: out {err(out, r_out):.1e}, du {err(du, r_du):.1e}, dz {err(dz, r_dz):.1e}")
+    errs = {"out": err(out, r_out), "du": err(du, r_du), "dz": err(dz, r_dz)}
+    deterministic = torch.equal(du, du2) and torch.equal(dz, dz2)
+    tol = CHECK_TOL[dtype]
+    ok = all(e < tol for e in errs.values()) and deterministic
+    print("check vs PyTorch loop: " + ", ".join(f"{k} {v:.1e}" for k, v in errs.items()) +
+          f" (tolerance {tol:.0e}); MambaLRP backward bitwise equal on two runs: {deterministic} -> "
+          + ("PASS" if ok else "FAIL"), flush=True)
+    return ok
 
 
 if __name__ == "__main__":

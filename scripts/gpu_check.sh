@@ -1,46 +1,84 @@
 #!/usr/bin/env bash
-# The GPU check, one command on a machine with an NVIDIA GPU, nvcc and a CUDA PyTorch:
-#   1. configures build-gpu/ against the CUDA Torch of `python3` (MAMBA_LRP_CUDA=ON),
-#   2. builds everything,
-#   3. runs every ctest test, CPU and CUDA (label cuda) alike,
-#   4. runs compute-sanitizer (memcheck, then racecheck) on a small case of every kernel,
-#   5. runs the CUDA benchmark (scripts/bench_scan_cuda.py),
-# and writes its logs under $OUT (default ./gpu_out): summary.txt, env.log, configure.log,
-# build.log, ctest.log, sanitizer.log, bench.log. Exit status 0 when every step passed.
+# The GPU check, on a machine with an NVIDIA GPU, nvcc and a CUDA PyTorch (python3), and
+# none of Debian's -dev packages: those come from .gpu_deps/ (scripts/make_gpu_deps.sh,
+# run beforehand on a Debian machine). Two modes, each made to end within one 600 s command
+# on an H100/H200 started fresh (a time budget cuts every step short, logs kept):
 #
-# A bare GPU image may lack the two header-only build dependencies (nlohmann_json and
-# Catch2 2.x). Bring them as Debian packages in .gpu_deps/ of the checkout (ignored by git):
-#   mkdir -p .gpu_deps && (cd .gpu_deps && apt-get download nlohmann-json3-dev catch2)
-# and this script unpacks them into /tmp/gpu_deps and adds that to CMAKE_PREFIX_PATH.
+#   scripts/gpu_check.sh --quick   the library, the tests and the CLI only; the ctest label
+#                                  `cuda` once (the CPU suite is CI's); compute-sanitizer
+#                                  memcheck on a small case of every kernel; a short bench
+#                                  (seqlen <= 2048, the PyTorch loop only up to 1024).
+#   scripts/gpu_check.sh           (full) everything built; memcheck and racecheck; the full
+#                                  scan bench (seqlen <= 8192, loop up to 2048); a MambaLRP
+#                                  explanation of a Mamba-130M-shaped model at L = 2048 timed on
+#                                  the GPU and on the CPU. --with-tests adds the `cuda` label.
 #
-# Environment: OUT (logs), MAMBA_LRP_GPU_BUILD (build dir, default build-gpu),
-# PYTHON (default python3), JOBS (build jobs, default nproc), BENCH_ARGS (extra arguments
-# of the benchmark, e.g. "--dtype bfloat16").
+# Through the device tool (README "GPU check"): run(command="scripts/gpu_check.sh --quick",
+# carry=[".gpu_deps"], timeout_s=600), then the same without --quick.
+#
+# Logs under $OUT (default ./gpu_out), at most 8 files: summary.txt (one line per step,
+# PASS/FAIL/TIMEOUT), env.log, configure.log, build.log, ctest.log, sanitizer.log,
+# bench.log, explain.log. Exit status 0 when every step passed.
+#
+# Environment: OUT, MAMBA_LRP_GPU_BUILD (build dir, default build-gpu), PYTHON (default
+# python3), JOBS (default nproc), GPU_CHECK_BUDGET (seconds for the whole run, default 560),
+# CUDA_ARCH (default: the GPU's, e.g. 90), BENCH_ARGS (extra bench arguments).
 set -uo pipefail
+
+MODE=full
+WITH_TESTS=0
+for arg in "$@"; do
+  case "$arg" in
+    --quick) MODE=quick ;;
+    --with-tests) WITH_TESTS=1 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    *) echo "gpu_check: unknown argument '$arg' (--quick, --with-tests)" >&2; exit 2 ;;
+  esac
+done
+[ "$MODE" = quick ] && WITH_TESTS=1
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 OUT=${OUT:-$ROOT/gpu_out}
 BUILD=${MAMBA_LRP_GPU_BUILD:-$ROOT/build-gpu}
 PYTHON=$(command -v "${PYTHON:-python3}")
 JOBS=${JOBS:-$(nproc)}
+BUDGET=${GPU_CHECK_BUDGET:-560}
 mkdir -p "$OUT"
 : > "$OUT/summary.txt"
 failed=0
 
-# step NAME LOG CMD...: run CMD with its output in $OUT/LOG (appended), record the status.
+# step NAME LOG CAP CMD...: CMD with its output appended to $OUT/LOG, for at most CAP seconds
+# and never past the budget; one line in summary.txt.
 step() {
-  local name=$1 log=$2
-  shift 2
-  echo "== $name" | tee -a "$OUT/$log"
+  local name=$1 log=$2 cap=$3
+  shift 3
+  local left=$((BUDGET - SECONDS - 5))
+  local limit=$((cap < left ? cap : left))
+  echo "== $name ($(date -u +%T), limit ${limit}s)" >> "$OUT/$log"
+  if [ "$limit" -lt 10 ]; then
+    printf '%-20s SKIPPED: no time left in the %ss budget\n' "$name" "$BUDGET" | tee -a "$OUT/summary.txt"
+    failed=1
+    return 1
+  fi
   local t0=$SECONDS
-  "$@" >> "$OUT/$log" 2>&1
+  timeout --kill-after=5 "$limit" "$@" >> "$OUT/$log" 2>&1
   local rc=$?
-  printf '%-22s rc=%-3d %4ds  (%s)\n' "$name" "$rc" "$((SECONDS - t0))" "$log" | tee -a "$OUT/summary.txt"
+  local verdict=PASS
+  [ "$rc" -eq 0 ] || verdict="FAIL rc=$rc"
+  [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ] && verdict="TIMEOUT after ${limit}s"
+  printf '%-20s %-24s %4ds  (%s)\n' "$name" "$verdict" "$((SECONDS - t0))" "$log" | tee -a "$OUT/summary.txt"
   [ "$rc" -eq 0 ] || failed=1
   return "$rc"
 }
 
-# ---- environment ---------------------------------------------------------------------
+finish() {
+  echo
+  echo "gpu_check ($MODE): $([ "$failed" -eq 0 ] && echo PASSED || echo FAILED) in ${SECONDS}s" | tee -a "$OUT/summary.txt"
+  cat "$OUT/summary.txt"
+  exit "$failed"
+}
+
+# ---- environment -----------------------------------------------------------------------
 {
   date -u
   uname -a
@@ -50,56 +88,63 @@ step() {
     "cuda", torch.version.cuda, "available", torch.cuda.is_available(),
     torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")'
   cmake --version | head -1
+  command -v ninja || echo "ninja: not found"
   command -v compute-sanitizer || echo "compute-sanitizer: not found"
+  echo "mode $MODE, budget ${BUDGET}s, jobs $JOBS"
 } > "$OUT/env.log" 2>&1
 
-TORCH_PREFIX=$("$PYTHON" -c 'import torch; print(torch.utils.cmake_prefix_path)') || {
+TORCH_PREFIX=$("$PYTHON" -c 'import torch; print(torch.utils.cmake_prefix_path)' 2>> "$OUT/env.log") || {
   echo "no torch in $PYTHON" | tee -a "$OUT/summary.txt"
-  exit 1
+  failed=1
+  finish
 }
-PREFIX="$TORCH_PREFIX"
-if compgen -G "$ROOT/.gpu_deps/*.deb" > /dev/null; then
-  mkdir -p /tmp/gpu_deps
-  for deb in "$ROOT"/.gpu_deps/*.deb; do
-    if command -v dpkg > /dev/null; then
-      dpkg -x "$deb" /tmp/gpu_deps
-    else  # a .deb is an ar archive holding data.tar.*
-      (d=$(mktemp -d) && cd "$d" && ar x "$deb" && tar -xf data.tar.* -C /tmp/gpu_deps && rm -rf "$d")
-    fi
-  done
-  PREFIX="$PREFIX;/tmp/gpu_deps/usr"
+DEPS_ARGS=()
+if [ -d "$ROOT/.gpu_deps/root/usr/include" ]; then
+  DEPS_ARGS=(-DMAMBA_LRP_DEPS_PREFIX="$ROOT/.gpu_deps/root/usr")
+else
+  echo "no .gpu_deps/root (scripts/make_gpu_deps.sh, carry [\".gpu_deps\"]): using the system's packages" \
+    | tee -a "$OUT/summary.txt"
 fi
+# This GPU's architecture only (a quicker build); CI compiles sm_80 and sm_90.
+ARCH=${CUDA_ARCH:-$("$PYTHON" -c 'import torch; c = torch.cuda.get_device_capability(0); print(f"{c[0]}{c[1]}")' \
+                    2>/dev/null || echo "80;90")}
 
-# Build for this GPU only (faster); CI compiles sm_80 and sm_90 on the CPU machines.
-ARCH=$("$PYTHON" -c 'import torch; c = torch.cuda.get_device_capability(0); print(f"{c[0]}{c[1]}")' 2>/dev/null || echo "80;90")
-
-# ---- configure, build ----------------------------------------------------------------
+# ---- configure, build ------------------------------------------------------------------
 GEN=()
 command -v ninja > /dev/null && GEN=(-G Ninja)
-step configure configure.log cmake -S "$ROOT" -B "$BUILD" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release \
-  -DMAMBA_LRP_CUDA=ON -DCMAKE_PREFIX_PATH="$PREFIX" -DCMAKE_CUDA_ARCHITECTURES="$ARCH" \
-  -DMAMBA_LRP_PYTHON="$PYTHON" || { cat "$OUT/summary.txt"; exit 1; }
-grep -q "CUDA registration=ON" "$OUT/configure.log" || {
+step configure configure.log 120 cmake -S "$ROOT" -B "$BUILD" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release \
+  -DMAMBA_LRP_CUDA=ON -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" "${DEPS_ARGS[@]}" -DCMAKE_CUDA_ARCHITECTURES="$ARCH" \
+  -DMAMBA_LRP_PYTHON="$PYTHON" || finish
+if ! grep -q "CUDA registration=ON" "$OUT/configure.log"; then
   echo "configure: this Torch has no CUDA, the CUDA ops would not be registered" | tee -a "$OUT/summary.txt"
   failed=1
-}
-step build build.log cmake --build "$BUILD" -j "$JOBS" || { cat "$OUT/summary.txt"; exit 1; }
+  finish
+fi
+if [ "$MODE" = quick ]; then
+  TARGETS=(--target mamba_lrp mamba_lrp_tests mamba-lrp)
+else
+  TARGETS=()
+  [ "$WITH_TESTS" = 1 ] || TARGETS=(--target mamba_lrp mamba-lrp bench_explain_cpp)
+fi
+step build build.log 330 cmake --build "$BUILD" "${TARGETS[@]}" -j "$JOBS" || finish
 
-# ---- every test, CPU and CUDA --------------------------------------------------------
-step ctest ctest.log bash -c "cd '$BUILD' && ctest --output-on-failure -j 4 --timeout 1500"
-step ctest-cuda-only ctest.log bash -c "cd '$BUILD' && ctest --output-on-failure -L cuda"
+# ---- the tests labelled cuda -------------------------------------------------------------
+if [ "$WITH_TESTS" = 1 ]; then
+  step ctest-cuda ctest.log 150 bash -c "cd '$BUILD' && ctest -L cuda --output-on-failure --timeout 140"
+fi
 
-# ---- compute-sanitizer on a small case of every kernel --------------------------------
+# ---- compute-sanitizer on a small case of every kernel -----------------------------------
 SMALL="$BUILD/sanitizer_case.py"
 cat > "$SMALL" <<'EOF'
 # Every CUDA kernel once on small shapes: forward (with and without z, last state),
-# MambaLRP and exact backward, float32 / float16 / bfloat16, groups, dstate 16 and 40.
+# MambaLRP and exact backward, float32 / float16 / bfloat16, groups, dstate 16 and 40 (the
+# wide-state layout), and the zero-size inputs (seqlen 0, batch 0, dim 0).
 import sys
 import torch
 torch.ops.load_library(sys.argv[1])
 ops = torch.ops.mamba_lrp
 for dtype in (torch.float32, torch.float16, torch.bfloat16):
-    for (b, d, L, n, g) in ((2, 8, 70, 16, 1), (1, 6, 33, 40, 2)):
+    for (b, d, L, n, g) in ((2, 8, 70, 16, 1), (1, 6, 33, 40, 2), (2, 3, 0, 4, 1), (0, 3, 5, 4, 1), (2, 0, 5, 4, 1)):
         u, delta, z = (torch.randn(b, d, L, device="cuda").to(dtype) for _ in range(3))
         A = -torch.rand(d, n, device="cuda") - 0.5
         B, C = (torch.randn(b, g, n, L, device="cuda").to(dtype) for _ in range(2))
@@ -113,19 +158,33 @@ torch.cuda.synchronize()
 print("sanitizer case done")
 EOF
 if command -v compute-sanitizer > /dev/null; then
-  for tool in memcheck racecheck; do
-    step "sanitizer-$tool" sanitizer.log compute-sanitizer --tool "$tool" --error-exitcode 9 \
+  TOOLS=(memcheck)
+  [ "$MODE" = full ] && TOOLS=(memcheck racecheck)
+  for tool in "${TOOLS[@]}"; do
+    step "sanitizer-$tool" sanitizer.log 120 compute-sanitizer --tool "$tool" --error-exitcode 9 \
       "$PYTHON" "$SMALL" "$BUILD/libmamba_lrp.so"
   done
 else
   echo "compute-sanitizer not found: skipped" | tee -a "$OUT/summary.txt" "$OUT/sanitizer.log"
 fi
 
-# ---- benchmark -----------------------------------------------------------------------
-# shellcheck disable=SC2086
-step bench bench.log "$PYTHON" "$ROOT/scripts/bench_scan_cuda.py" --lib "$BUILD/libmamba_lrp.so" ${BENCH_ARGS:-}
-cat "$OUT/bench.log"
-
-echo
-cat "$OUT/summary.txt"
-exit "$failed"
+# ---- benchmarks ------------------------------------------------------------------------------
+export PYTHONUNBUFFERED=1
+if [ "$MODE" = quick ]; then
+  # shellcheck disable=SC2086
+  step bench bench.log 90 "$PYTHON" "$ROOT/scripts/bench_scan_cuda.py" --lib "$BUILD/libmamba_lrp.so" \
+    --max-seqlen 2048 --ref-max-seqlen 1024 --reps 5 ${BENCH_ARGS:-}
+else
+  # shellcheck disable=SC2086
+  step bench bench.log 180 "$PYTHON" "$ROOT/scripts/bench_scan_cuda.py" --lib "$BUILD/libmamba_lrp.so" \
+    --max-seqlen 8192 --ref-max-seqlen 2048 ${BENCH_ARGS:-}
+  # A MambaLRP explanation of a Mamba-130M-shaped model (random weights) at L = 2048: the
+  # same program on the GPU, then on the CPU (in-process medians; see bench_explain.cpp).
+  MODEL=$BUILD/bench_model_130m
+  step bench-model explain.log 60 "$PYTHON" "$ROOT/scripts/make_bench_model.py" "$MODEL" &&
+    step explain-gpu explain.log 60 "$BUILD/bench_explain_cpp" "$MODEL" 2048 3 cuda &&
+    step explain-cpu explain.log 120 "$BUILD/bench_explain_cpp" "$MODEL" 2048 1 cpu
+fi
+cat "$OUT/bench.log" 2> /dev/null
+[ -f "$OUT/explain.log" ] && cat "$OUT/explain.log"
+finish

@@ -152,6 +152,12 @@ at::Tensor conv2d_epsilon(const at::Tensor& x, const at::Tensor& weight, const O
 
 const char* cpu_scan_isa() { return kernels::cpu::selected_isa(); }
 
+bool has_cuda_kernels() {
+  return c10::Dispatcher::singleton()
+      .findSchemaOrThrow("mamba_lrp::_selective_scan_fwd", "")
+      .hasKernelForDispatchKey(c10::DispatchKey::CUDA);
+}
+
 // ---- internal ops
 
 std::tuple<at::Tensor, OptTensor, OptTensor> _selective_scan_fwd(const at::Tensor& u, const at::Tensor& delta,

@@ -75,6 +75,10 @@ at::Tensor conv2d_epsilon(const at::Tensor& x, const at::Tensor& weight, const O
 // The instruction set the CPU scan runs with ("avx512", "avx2", "baseline").
 const char* cpu_scan_isa();
 
+// Whether this library registered its CUDA kernels (built against a CUDA Torch): without
+// them the scan ops have no kernel for CUDA tensors.
+bool has_cuda_kernels();
+
 // ---- Internal ops (leading underscore, as ATen's): the pieces the models' own autograd
 // nodes run below autograd. No autograd kernel; not a stable API. Each has a CPU kernel and
 // a CUDA kernel or an ATen composite that serves every other device.

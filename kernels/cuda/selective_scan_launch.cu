@@ -26,14 +26,37 @@ void check_supported(const SelectiveScanParams& p) {
   }
 }
 
-bool empty(const SelectiveScanParams& p) { return p.batch == 0 || p.dim == 0; }
+// Nothing to scan: batch, dim or seqlen is 0. A zero-size tensor may have a null data
+// pointer, so the launchers test this before any pointer.
+bool empty(const SelectiveScanParams& p) { return p.batch == 0 || p.dim == 0 || p.seqlen == 0; }
+
+size_t input_element_bytes(ScanDType t) {
+  switch (t) {
+    case ScanDType::kFloat16:
+    case ScanDType::kBFloat16: return 2;
+    case ScanDType::kFloat64: return 8;
+    default: return 4;
+  }
+}
+
+// Zeros `count` elements of `bytes_each` at ptr (queued on stream); nothing when ptr is
+// null or count is 0. `err` carries the first error through a chain of calls.
+void zero_fill(cudaError_t& err, void* ptr, int64_t count, size_t bytes_each, cudaStream_t stream) {
+  if (err != cudaSuccess || !ptr || count <= 0) return;
+  err = cudaMemsetAsync(ptr, 0, static_cast<size_t>(count) * bytes_each, stream);
+}
 
 }  // namespace
 
 cudaError_t selective_scan_fwd(const SelectiveScanParams& p, cudaStream_t stream) {
   check_supported(p);
+  if (empty(p)) {
+    // out and out_y have no element; the last state is zero (nothing entered it).
+    cudaError_t err = cudaSuccess;
+    zero_fill(err, p.last_state, p.batch * p.dim * p.dstate, sizeof(float), stream);
+    return err;
+  }
   if (!p.out) fail("out is required");
-  if (empty(p)) return cudaSuccess;
   switch (p.input_type) {
     case ScanDType::kFloat16: return run_fwd<__half>(p, stream);
     case ScanDType::kBFloat16: return run_fwd<__nv_bfloat16>(p, stream);
@@ -49,20 +72,24 @@ size_t selective_scan_bwd_workspace_bytes(const SelectiveScanBwdParams& p) {
 
 cudaError_t selective_scan_bwd(const SelectiveScanBwdParams& p, void* workspace, cudaStream_t stream) {
   check_supported(p);
+  if (empty(p)) {
+    // du, dz and ddelta have no element. Every gradient that has one is a sum over no
+    // terms: dA (dim, dstate), dD and ddelta_bias (dim), and dB, dC (batch, groups,
+    // dstate, seqlen), which have elements when only dim is 0.
+    cudaError_t err = cudaSuccess;
+    const int64_t bc_count = p.batch * p.n_groups * p.dstate * p.seqlen;
+    zero_fill(err, p.dA, p.dim * p.dstate, sizeof(float), stream);
+    zero_fill(err, p.dD, p.dim, sizeof(float), stream);
+    zero_fill(err, p.ddelta_bias, p.dim, sizeof(float), stream);
+    zero_fill(err, p.dB, bc_count, input_element_bytes(p.input_type), stream);
+    zero_fill(err, p.dC, bc_count, input_element_bytes(p.input_type), stream);
+    return err;
+  }
   if (!p.grad_out || !p.du) fail("grad_out and du are required");
   if (p.z && (!p.out_y || !p.dz)) fail("with z, the pre-gate output out_y and dz are required");
   if (p.rule == ScanRule::kExact) {
     if (!p.dA || !p.dB || !p.dC) fail("the exact rule needs dA, dB and dC");
-    if (!workspace && !empty(p) && bwd_workspace_layout(p).total > 0) fail("the exact rule needs its workspace");
-  }
-  if (empty(p)) {
-    // Nothing to scan; the exact rule's weight gradients are still zeros of shape (dim, ...).
-    if (p.rule != ScanRule::kExact || p.dim == 0) return cudaSuccess;
-    cudaError_t err = cudaMemsetAsync(p.dA, 0, static_cast<size_t>(p.dim) * p.dstate * sizeof(float), stream);
-    if (err == cudaSuccess && p.dD) err = cudaMemsetAsync(p.dD, 0, static_cast<size_t>(p.dim) * sizeof(float), stream);
-    if (err == cudaSuccess && p.ddelta_bias)
-      err = cudaMemsetAsync(p.ddelta_bias, 0, static_cast<size_t>(p.dim) * sizeof(float), stream);
-    return err;
+    if (!workspace && bwd_workspace_layout(p).total > 0) fail("the exact rule needs its workspace");
   }
   switch (p.input_type) {
     case ScanDType::kFloat16: return run_bwd<__half>(p, workspace, stream);

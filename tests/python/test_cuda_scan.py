@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from scan_reference import make_scan_inputs, rel_err, selective_scan_ref
+from zero_size import ZERO_SIZE_SHAPES, check_zero_size
 
 # Every test of the module is skipped without a CUDA device. (A module-level skip marker
 # rather than pytest.skip(allow_module_level=True): with the latter pytest collects no test
@@ -232,3 +233,55 @@ def test_torchscript_on_cuda(ops):
     m = torch.jit.script(M())
     args = (x["u"], x["delta"], x["A"], x["B"], x["C"])
     torch.testing.assert_close(m(*args), M()(*args))
+
+
+@pytest.mark.parametrize("shape", [(2, 4, 7, 16, None), (3, 5, 65, 17, None), (1, 8, 130, 40, 2), (1, 3, 37, 256, None)])
+@pytest.mark.parametrize("rule", ["mambalrp", "exact"])
+def test_backward_without_z(ops, shape, rule):
+    # No gate: the backward kernels' z-less path (no out_y, no dz). MambaLRP against the CPU
+    # float32 op (1e-5, as above), exact against the CPU float64 op (1e-4, as above).
+    x = make_scan_inputs(*shape, seed=10, dtype=F32)
+    x["z"] = None
+    batch, dim, seqlen, dstate, _ = shape
+    w, v = torch.randn(batch, dim, seqlen), torch.randn(batch, dim, dstate)
+    ref = to(x, dtype=torch.float64, weight_dtype=torch.float64) if rule == "exact" else x
+    wr, vr = (w.double(), v.double()) if rule == "exact" else (w, v)
+    gc, _, _ = grads(ops, ref, rule, wr, vr)
+    gg, _, _ = grads(ops, to(x, device=CUDA), rule, w, v)
+    tol = 1e-4 if rule == "exact" else 1e-5
+    keys = NAMES if rule == "exact" else ("u",)
+    for k in keys:
+        if k == "z":
+            continue
+        assert gg[k] is not None, k
+        assert rel_err(gg[k], gc[k]) < tol, k
+    assert gg["z"] is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("rule", ["mambalrp", "exact"])
+@pytest.mark.parametrize("dstate,groups", [(33, None), (40, 2), (64, 1)])
+def test_half_precision_wide_state(ops, dtype, rule, dstate, groups):
+    # dstate >= 33: the wide-state register layout (more than one state per lane), in half
+    # precision. Same reference and tolerances as test_half_precision_inputs.
+    x = make_scan_inputs(2, 8, 150, dstate, groups, seed=11, dtype=F32)
+    rounded = to(to(x, dtype=dtype), dtype=torch.float32)
+    w, v = torch.randn(2, 8, 150).to(dtype).float(), torch.randn(2, 8, dstate)
+    gc, out_c, last_c = grads(ops, rounded, rule, w, v)
+    gg, out_g, last_g = grads(ops, to(x, dtype=dtype, device=CUDA), rule, w, v)
+    tol = TOL[dtype]
+    assert rel_err(out_g, out_c) < tol
+    assert rel_err(last_g, last_c) < 1e-4  # float32 state throughout
+    for k in (("u", "z") if rule == "mambalrp" else NAMES):
+        assert rel_err(gg[k], gc[k]) < tol, k
+
+
+@pytest.mark.parametrize("shape", ZERO_SIZE_SHAPES)
+@pytest.mark.parametrize("with_z", [True, False])
+@pytest.mark.parametrize("rule", ["mambalrp", "exact"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_zero_size_inputs(ops, shape, with_z, rule, dtype):
+    # The CUDA launchers return before any pointer check when nothing is to be scanned, and
+    # zero the outputs that have elements (zero_size.py).
+    check_zero_size(ops, shape, "cuda", with_z, rule, dtype)
+    torch.cuda.synchronize()

@@ -2,7 +2,9 @@
 // keeping every activation (--recompute off) and recomputing the SSM branches (on), for
 // several lengths, in one process. Driven by scripts/bench_explain (which also measures
 // whole-process wall time and peak RSS). Not a test.
-//   bench_explain_cpp MODEL_DIR L1,L2,... [repeat]
+//   bench_explain_cpp MODEL_DIR L1,L2,... [repeat] [device]
+// device: cpu (default) or cuda; each timed call ends with its result copied to the CPU, so
+// a CUDA time includes the wait for the GPU.
 #include <torch/torch.h>
 
 #include <cstdio>
@@ -20,33 +22,35 @@
 int main(int argc, char** argv) {
   mamba_lrp::retain_freed_memory();  // as mamba-lrp does: freed activations are reused, not re-faulted
   if (argc < 3) {
-    std::fprintf(stderr, "usage: bench_explain_cpp MODEL_DIR L1,L2,... [repeat]\n");
+    std::fprintf(stderr, "usage: bench_explain_cpp MODEL_DIR L1,L2,... [repeat] [cpu|cuda]\n");
     return 2;
   }
   const int repeat = argc > 3 ? std::stoi(argv[3]) : 3;
+  const c10::Device device(argc > 4 ? argv[4] : "cpu");
   std::vector<int64_t> lengths;
   std::stringstream ss(argv[2]);
   for (std::string s; std::getline(ss, s, ',');) lengths.push_back(std::stoll(s));
 
   const double t0 = bench::now_s();
   mamba_lrp::MambaForCausalLM model = mamba_lrp::load_mamba_lm(argv[1], at::kFloat);
+  model->to(device);
   const double t_load = bench::now_s() - t0;
-  std::printf("threads %d, CPU scan %s, freed memory retained (as mamba-lrp), load %.3f s\n", at::get_num_threads(),
-              mamba_lrp::ops::cpu_scan_isa(), t_load);
+  std::printf("device %s, threads %d, CPU scan %s, freed memory retained (as mamba-lrp), load %.3f s\n",
+              device.str().c_str(), at::get_num_threads(), mamba_lrp::ops::cpu_scan_isa(), t_load);
   std::printf("%6s %10s %16s %8s %16s %8s\n", "L", "forward s", "expl. (keep) s", "ratio", "expl. (recomp) s",
               "ratio");
   torch::manual_seed(0);
   for (int64_t L : lengths) {
-    const at::Tensor ids = torch::randint(0, model->config().vocab_size(), {1, L}, at::kLong);
+    const at::Tensor ids = torch::randint(0, model->config().vocab_size(), {1, L}, at::kLong).to(device);
     // The forward an explanation needs: the backbone and the head at the last position.
     auto forward = [&] {
       torch::NoGradGuard g;
-      model->head(model->hidden_states(model->embed(ids)).select(1, L - 1));
+      model->head(model->hidden_states(model->embed(ids)).select(1, L - 1)).cpu();
     };
     auto explanation = [&](const char* recompute) {
       mamba_lrp::ExplainOptions opt;
       opt.recompute = recompute;
-      return [&model, &ids, opt] { mamba_lrp::explain(model, ids, {}, opt); };
+      return [&model, &ids, opt] { mamba_lrp::explain(model, ids, {}, opt).cpu(); };
     };
     forward();
     explanation("off")();  // warm-up

@@ -8,9 +8,11 @@
 #include <sstream>
 
 #include <nlohmann/json.hpp>
+#include <torch/cuda.h>
 
 #include "csrc/io/errors.h"
 #include "csrc/io/json_file.h"
+#include "csrc/ops/ops.h"
 
 namespace mamba_lrp {
 namespace cli {
@@ -21,20 +23,23 @@ namespace {
 const char* const kExplainSynopsis =
     "mamba-lrp explain --model DIR (--input FILE | --ids 1,2,3 | --text \"...\")\n"
     "    [--method NAME] [--target N|argmax] [--position P] [--composite FILE.json]\n"
-    "    [--dtype float32|float64] [--zero-bias] [--recompute auto|on|off] [--json OUT|-] [--html OUT]\n"
+    "    [--dtype float32|float64] [--zero-bias] [--recompute auto|on|off] [--device cpu|cuda] [--json OUT|-]\n"
+    "    [--html OUT]\n"
     "mamba-lrp explain --model VIM_DIR (--input PIXELS.safetensors | --image F.png|F.jpg) [--no-resize]\n"
     "    [--method NAME] [--target N|argmax] [--composite FILE.json] [--dtype float32|float64]\n"
-    "    [--zero-bias] [--recompute auto|on|off] [--json OUT|-] [--png OUT.png] [--output OUT.safetensors]\n";
+    "    [--zero-bias] [--recompute auto|on|off] [--device cpu|cuda] [--json OUT|-] [--png OUT.png]\n"
+    "    [--output OUT.safetensors]\n";
 const char* const kForwardSynopsis =
-    "mamba-lrp forward --model DIR (--input FILE | --ids ... | --text ...) [--dtype ...] --output OUT.safetensors\n";
+    "mamba-lrp forward --model DIR (--input FILE | --ids ... | --text ...) [--dtype ...] [--device cpu|cuda]\n"
+    "    --output OUT.safetensors\n";
 const char* const kEvaluateSynopsis =
     "mamba-lrp evaluate --model DIR --data FILE.safetensors --methods a,b,c [--steps 11]\n"
     "    [--baseline unk|pad|ID|zero|mean] [--json OUT] [--markdown OUT] [--plot OUT.svg]\n"
-    "    [--dtype float32|float64] [method options]\n";
+    "    [--dtype float32|float64] [--device cpu|cuda] [method options]\n";
 const char* const kTrainSynopsis =
     "mamba-lrp train (--init CONFIG.json | --model DIR) --data TRAIN.safetensors [--test TEST.safetensors]\n"
     "    --out DIR [--epochs 3] [--lr 1e-3] [--batch-size 32] [--seed 0] [--tokenizer FILE]\n"
-    "    [--dtype float32|float64] [--dump-grads FILE.safetensors] [--quiet]\n";
+    "    [--dtype float32|float64] [--device cpu|cuda] [--dump-grads FILE.safetensors] [--quiet]\n";
 const char* const kHelpSynopsis = "mamba-lrp COMMAND --help    (the usage of one command)\n";
 
 const char* const kMethods =
@@ -94,7 +99,7 @@ Args parse_args(int argc, char** argv) {
       {"--png", &a.png},       {"--image", &a.image},         {"--output", &a.output},
       {"--samples", &a.samples}, {"--noise", &a.noise},       {"--ig-steps", &a.ig_steps},
       {"--ig-method", &a.ig_method}, {"--ig-baseline", &a.ig_baseline}, {"--seed", &a.seed},
-      {"--batch-size", &a.batch_size}, {"--recompute", &a.recompute}};
+      {"--batch-size", &a.batch_size}, {"--recompute", &a.recompute}, {"--device", &a.device}};
   for (int i = 2; i < argc; ++i) {
     const std::string flag = argv[i];
     if (flag == "--zero-bias") {
@@ -124,6 +129,24 @@ int64_t parse_int(const std::string& s, const std::string& what) {
   }
   if (used == 0 || used != s.size()) throw io::InputError(what + " must be an integer, got '" + s + "'");
   return v;
+}
+
+c10::Device parse_device(const std::string& s, const std::string& dtype) {
+  const bool cuda = s == "cuda" || s.rfind("cuda:", 0) == 0;
+  if (s != "cpu" && !cuda) throw io::InputError("--device must be cpu or cuda (or cuda:N), got '" + s + "'");
+  if (!cuda) return c10::Device(c10::kCPU);
+  const int64_t index = s == "cuda" ? 0 : parse_int(s.substr(5), "--device cuda:N");
+  if (!torch::cuda::is_available())
+    throw io::InputError("--device " + s + ": CUDA is not available (no CUDA device here, or a libtorch without CUDA)");
+  if (index < 0 || index >= static_cast<int64_t>(torch::cuda::device_count()))
+    throw io::InputError("--device " + s + ": no such CUDA device (" + std::to_string(torch::cuda::device_count()) +
+                         " found)");
+  if (!ops::has_cuda_kernels())
+    throw io::InputError("--device " + s + ": CUDA is not available to mamba_lrp (the library was built without "
+                         "its CUDA kernels: configure with a CUDA Torch)");
+  if (dtype == "float64")
+    throw io::InputError("--device " + s + " takes --dtype float32 (the CUDA selective scan has no float64 kernel)");
+  return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(index));
 }
 
 double parse_double(const std::string& s, const std::string& what) {

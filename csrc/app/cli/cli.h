@@ -6,13 +6,15 @@
 #include <string>
 #include <vector>
 
+#include <c10/core/Device.h>
+
 namespace mamba_lrp {
 struct ExplainOptions;
 namespace cli {
 
 struct Args {
   std::string command, model, input, ids, text, method = "mambalrp", target = "argmax", composite,
-      dtype = "float32", json, html, png, image, output, recompute = "auto";
+      dtype = "float32", json, html, png, image, output, recompute = "auto", device = "cpu";
   bool has_text = false, zero_bias = false, no_resize = false;
   std::string position;
   // baseline explainers (explain and evaluate): smoothgrad, ig, random, batching
@@ -22,6 +24,10 @@ struct Args {
 // Parses "--flag value" pairs after the command; io::InputError on anything unknown.
 Args parse_args(int argc, char** argv);
 int64_t parse_int(const std::string& s, const std::string& what);
+// --device: "cpu" (the default) or "cuda" / "cuda:N", where the model runs. io::InputError
+// (exit 2) for another name, for CUDA where this machine, this libtorch or this build of
+// the library has none, and for CUDA with --dtype float64 (the CUDA scan has no float64).
+c10::Device parse_device(const std::string& device, const std::string& dtype);
 // A finite number; io::InputError naming `what` otherwise.
 double parse_double(const std::string& s, const std::string& what);
 std::vector<int64_t> parse_id_list(const std::string& s);

@@ -47,7 +47,7 @@ EvalArgs parse_eval_args(int argc, char** argv) {
       {"--markdown", &e.markdown},   {"--plot", &e.plot},           {"--dtype", &a.dtype},
       {"--batch-size", &a.batch_size}, {"--samples", &a.samples},   {"--noise", &a.noise},
       {"--ig-steps", &a.ig_steps},   {"--ig-method", &a.ig_method}, {"--ig-baseline", &a.ig_baseline},
-      {"--seed", &a.seed}};
+      {"--seed", &a.seed},           {"--device", &a.device}};
   for (int i = 2; i < argc; ++i) {
     const std::string flag = argv[i];
     auto it = values.find(flag);
@@ -103,7 +103,7 @@ at::Tensor load_labels(const io::SafetensorsFile& f, const std::string& path, in
 }
 
 std::vector<int64_t> to_ids(const at::Tensor& t) {
-  const at::Tensor c = t.to(at::kLong).contiguous();
+  const at::Tensor c = t.to(at::kCPU, at::kLong).contiguous();
   return std::vector<int64_t>(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
 }
 
@@ -164,6 +164,7 @@ int evaluate_lm(const EvalArgs& e, const std::vector<std::string>& methods, int6
   const std::filesystem::path dir(a.model);
   if (!std::filesystem::is_directory(dir)) throw io::InputError(a.model + ": not a model directory");
   const at::ScalarType dtype = a.dtype == "float64" ? at::kDouble : at::kFloat;
+  const at::Device device = parse_device(a.device, a.dtype);  // the model's; ids, mask, relevance stay on the CPU
   ExplainOptions base_opt;
   set_method_options(a, base_opt);
   for (const auto& m : methods)
@@ -192,6 +193,7 @@ int evaluate_lm(const EvalArgs& e, const std::vector<std::string>& methods, int6
       throw io::InputError(e.data + ": every row must end with a real token (left padding): the last position is explained");
   }
   MambaForCausalLM model = load_mamba_lm(a.model, dtype);
+  model->to(device);
   const int64_t vocab = model->config().vocab_size(), outputs = model->config().num_outputs();
   if (ids.min().item<int64_t>() < 0 || ids.max().item<int64_t>() >= vocab)
     throw io::InputError(e.data + ": a token id is outside the vocabulary [0, " + std::to_string(vocab) + ")");
@@ -201,13 +203,13 @@ int evaluate_lm(const EvalArgs& e, const std::vector<std::string>& methods, int6
   at::Tensor embeds, baseline;
   {
     torch::NoGradGuard g;
-    embeds = model->embed(ids);  // (B, L, H)
+    embeds = model->embed(ids.to(device));  // (B, L, H)
     const at::Tensor table = model->backbone->embeddings->weight;  // (V, H)
     if (e.baseline == "zero") baseline = at::zeros({table.size(1)}, table.options());
     else if (e.baseline == "mean") baseline = table.mean(0);
     else baseline = table[baseline_token(e.baseline, dir, vocab)].clone();
   }
-  const at::Tensor mask_f = mask.defined() ? mask.to(dtype) : at::Tensor();
+  const at::Tensor mask_f = mask.defined() ? mask.to(device, dtype) : at::Tensor();
   const int64_t chunk = base_opt.batch_size;
 
   // Targets: the labels, else the argmax at the last position of the clean input.
@@ -220,7 +222,7 @@ int evaluate_lm(const EvalArgs& e, const std::vector<std::string>& methods, int6
       const at::Tensor mk = mask_f.defined() ? mask_f.narrow(0, b0, n) : at::Tensor();
       parts.push_back(model->head(model->hidden_states(embeds.narrow(0, b0, n), mk).select(1, L - 1)).argmax(-1));
     }
-    targets = labels.defined() ? labels : at::cat(parts);
+    targets = labels.defined() ? labels.to(device) : at::cat(parts);
   }
   const eval::ScoreFn score = [&](const at::Tensor& x, const at::Tensor& rows, const at::Tensor& valid_rows) {
     torch::NoGradGuard g;
@@ -242,7 +244,7 @@ int evaluate_lm(const EvalArgs& e, const std::vector<std::string>& methods, int6
       fs.push_back(ex.logits);
     }
     if (logits) *logits = at::cat(fs);
-    return at::cat(rel);
+    return at::cat(rel).cpu();
   };
 
   eval::Report report = new_report(e, "mamba", "token", B, steps);
@@ -276,6 +278,7 @@ int evaluate_lm(const EvalArgs& e, const std::vector<std::string>& methods, int6
 int evaluate_vim(const EvalArgs& e, const std::vector<std::string>& methods, int64_t steps) {
   const Args& a = e.common;
   const at::ScalarType dtype = a.dtype == "float64" ? at::kDouble : at::kFloat;
+  const at::Device device = parse_device(a.device, a.dtype);  // the model's; ids, mask, relevance stay on the CPU
   ExplainOptions base_opt;
   set_method_options(a, base_opt);
   for (const auto& m : methods)
@@ -291,12 +294,14 @@ int evaluate_vim(const EvalArgs& e, const std::vector<std::string>& methods, int
   if (!at::isFloatingType(info.scalar_type))
     throw io::InputError(e.data + ": tensor 'pixel_values' must be floating point, got " + info.dtype);
   VisionMamba model = load_vision_mamba(a.model, dtype);
+  model->to(device);
   const VimConfig& cfg = model->config();
   if (!model->head) throw io::InputError("the model has no classification head (num_classes is 0): nothing to evaluate");
   const int64_t p = cfg.patch_size(), g = cfg.grid(), C = cfg.in_chans();
   if (cfg.stride() != p || g * p != cfg.img_size())
     throw io::InputError("patch flipping needs non-overlapping patches covering the image (stride = patch_size)");
-  const at::Tensor pixels = check_pixel_values(cfg, f.load("pixel_values"), dtype, e.data + ": pixel_values");  // (B, C, H, W)
+  const at::Tensor pixels =
+      check_pixel_values(cfg, f.load("pixel_values"), dtype, e.data + ": pixel_values").to(device);  // (B, C, H, W)
   const int64_t B = pixels.size(0), P = g * g, F = C * p * p;
   const at::Tensor labels = load_labels(f, e.data, B, cfg.num_classes());
   // Units: patches in row-major grid order, each its C p p pixels.
@@ -316,7 +321,7 @@ int evaluate_vim(const EvalArgs& e, const std::vector<std::string>& methods, int
     torch::NoGradGuard ng;
     std::vector<at::Tensor> parts;
     for (int64_t b0 = 0; b0 < B; b0 += chunk) parts.push_back(model->forward(pixels.narrow(0, b0, std::min(chunk, B - b0))).argmax(-1));
-    targets = labels.defined() ? labels : at::cat(parts);
+    targets = labels.defined() ? labels.to(device) : at::cat(parts);
   }
   const eval::ScoreFn score = [&](const at::Tensor& x, const at::Tensor& rows, const at::Tensor&) {
     torch::NoGradGuard ng;
@@ -333,7 +338,7 @@ int evaluate_vim(const EvalArgs& e, const std::vector<std::string>& methods, int
         const VimExplanation ex = explain_vim_baseline(model, pixels.narrow(0, b0, n), to_ids(targets.narrow(0, b0, n)), opt);
         rel.push_back(ex.patch_relevance.reshape({n, P}));
       }
-      return at::cat(rel);
+      return at::cat(rel).cpu();
     }
     for (int64_t b0 = 0; b0 < B; b0 += chunk) {
       const int64_t n = std::min(chunk, B - b0);
@@ -349,7 +354,7 @@ int evaluate_vim(const EvalArgs& e, const std::vector<std::string>& methods, int
     }
     if (logits) *logits = at::cat(fs);
     if (token_sums) *token_sums = at::cat(sums);
-    return at::cat(rel);
+    return at::cat(rel).cpu();
   };
   eval::Report report = new_report(e, "vim", "patch", B, steps);
   for (const auto& m : methods) {

@@ -99,6 +99,7 @@ int run_explain_lm(const Args& a) {
   if (!a.image.empty()) throw io::InputError("--image needs a Vision Mamba model");
 
   const at::ScalarType dtype = a.dtype == "float64" ? at::kDouble : at::kFloat;
+  const at::Device device = parse_device(a.device, a.dtype);
   mamba_lrp::ExplainOptions opt;
   opt.method = a.method;
   opt.zero_bias = a.zero_bias;
@@ -112,7 +113,8 @@ int run_explain_lm(const Args& a) {
   const at::Tensor& ids = in.ids;
   auto& tokenizer = in.tokenizer;
   mamba_lrp::MambaForCausalLM model = mamba_lrp::load_mamba_lm(a.model, dtype);
-  const mamba_lrp::Explanation e = mamba_lrp::explain(model, ids, in.mask, opt);
+  model->to(device);
+  const mamba_lrp::Explanation e = mamba_lrp::explain(model, ids, in.mask, opt).cpu();
 
   // Outputs.
   const bool classifier = model->config().num_outputs() != model->config().vocab_size();
@@ -170,13 +172,16 @@ int run_forward_lm(const Args& a) {
     throw io::InputError("--dtype must be float32 or float64, got '" + a.dtype + "'");
   const std::filesystem::path dir(a.model);
   if (!std::filesystem::is_directory(dir)) throw io::InputError(a.model + ": not a model directory");
+  const at::Device device = parse_device(a.device, a.dtype);
   LmInputs in = load_lm_inputs(a, dir);
   mamba_lrp::MambaForCausalLM model = mamba_lrp::load_mamba_lm(a.model, a.dtype == "float64" ? at::kDouble : at::kFloat);
+  model->to(device);
   if (in.ids.min().item<int64_t>() < 0 || in.ids.max().item<int64_t>() >= model->config().vocab_size())
     throw io::InputError("a token id is outside the vocabulary [0, " + std::to_string(model->config().vocab_size()) + ")");
   torch::NoGradGuard no_grad;
-  at::Tensor mask = in.mask.defined() ? in.mask.to(a.dtype == "float64" ? at::kDouble : at::kFloat) : at::Tensor();
-  const at::Tensor logits = model->forward(in.ids, mask).contiguous();
+  at::Tensor mask =
+      in.mask.defined() ? in.mask.to(device, a.dtype == "float64" ? at::kDouble : at::kFloat) : at::Tensor();
+  const at::Tensor logits = model->forward(in.ids.to(device), mask).cpu().contiguous();
   mamba_lrp::io::save_safetensors(a.output, {{"logits", logits}});
   return 0;
 }

@@ -88,6 +88,7 @@ int run_explain_vim(const Args& a) {
   if (a.no_resize && a.image.empty()) throw io::InputError("--no-resize applies to --image only");
 
   const at::ScalarType dtype = a.dtype == "float64" ? at::kDouble : at::kFloat;
+  const at::Device device = parse_device(a.device, a.dtype);
   VimExplainOptions opt;
   opt.method = a.method;
   opt.zero_bias = a.zero_bias;
@@ -102,8 +103,9 @@ int run_explain_vim(const Args& a) {
   const at::Tensor pixels = check_pixel_values(cfg, load_vim_inputs(a, cfg), dtype,
                                                a.image.empty() ? a.input + ": pixel_values" : a.image);
   VisionMamba model = load_vision_mamba(a.model, dtype);
+  model->to(device);
   const VimExplanation e =
-      baseline ? explain_vim_baseline(model, pixels, opt.targets, baseline_opt) : explain_vim(model, pixels, opt);
+      (baseline ? explain_vim_baseline(model, pixels, opt.targets, baseline_opt) : explain_vim(model, pixels, opt)).cpu();
 
   const int64_t batch = pixels.size(0);
   nlohmann::json out = {{"model_type", "vim"}, {"method", a.method}, {"explanations", nlohmann::json::array()}};

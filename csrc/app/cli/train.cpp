@@ -30,7 +30,7 @@ namespace cli {
 namespace {
 
 struct TrainArgs {
-  std::string init, model, data, test, out, tokenizer, dtype = "float32", dump_grads;
+  std::string init, model, data, test, out, tokenizer, dtype = "float32", dump_grads, device = "cpu";
   std::string epochs = "3", lr = "1e-3", batch_size = "32", seed = "0";
   bool quiet = false;
 };
@@ -41,7 +41,8 @@ TrainArgs parse_train_args(int argc, char** argv) {
       {"--init", &a.init},         {"--model", &a.model},     {"--data", &a.data},
       {"--test", &a.test},         {"--out", &a.out},         {"--tokenizer", &a.tokenizer},
       {"--dtype", &a.dtype},       {"--epochs", &a.epochs},   {"--lr", &a.lr},
-      {"--batch-size", &a.batch_size}, {"--seed", &a.seed},   {"--dump-grads", &a.dump_grads}};
+      {"--batch-size", &a.batch_size}, {"--seed", &a.seed},   {"--dump-grads", &a.dump_grads},
+      {"--device", &a.device}};
   for (int i = 2; i < argc; ++i) {
     const std::string flag = argv[i];
     if (flag == "--quiet") {
@@ -122,6 +123,7 @@ int run_train(int argc, char** argv) {
   if (o.batch_size < 1) throw io::InputError("--batch-size must be at least 1");
   if (!(o.lr > 0)) throw io::InputError("--lr must be positive");
   const at::ScalarType dtype = a.dtype == "float64" ? at::kDouble : at::kFloat;
+  const at::Device device = parse_device(a.device, a.dtype);
 
   const std::string config_path =
       a.init.empty() ? (std::filesystem::path(a.model) / "config.json").string() : a.init;
@@ -151,8 +153,11 @@ int run_train(int argc, char** argv) {
     config["model_type"] = "vim";
     train_data = train::load_image_data(a.data, c.in_chans(), c.img_size(), c.num_classes(), dtype);
     if (!a.test.empty()) test_data = train::load_image_data(a.test, c.in_chans(), c.img_size(), c.num_classes(), dtype);
+    model->to(device);
     classifier.parameters = trainable(model);
-    classifier.logits = [model](const at::Tensor& pixels, const at::Tensor&) mutable { return model->forward(pixels); };
+    classifier.logits = [model, device](const at::Tensor& pixels, const at::Tensor&) mutable {
+      return model->forward(pixels.to(device));
+    };
   } else {
     MambaForCausalLM model{nullptr};
     if (a.init.empty()) {
@@ -179,9 +184,10 @@ int run_train(int argc, char** argv) {
     config["tie_word_embeddings"] = false;
     train_data = train::load_sequence_data(a.data, c.vocab_size(), c.num_outputs());
     if (!a.test.empty()) test_data = train::load_sequence_data(a.test, c.vocab_size(), c.num_outputs());
+    model->to(device);
     classifier.parameters = trainable(model);
-    classifier.logits = [model](const at::Tensor& ids, const at::Tensor& mask) mutable {
-      at::Tensor h = model->hidden_states(model->embed(ids), mask);  // (B, L, H)
+    classifier.logits = [model, device](const at::Tensor& ids, const at::Tensor& mask) mutable {
+      at::Tensor h = model->hidden_states(model->embed(ids.to(device)), mask.defined() ? mask.to(device) : mask);  // (B, L, H)
       return model->head(h.select(1, h.size(1) - 1));                // (B, classes): the last position
     };
   }

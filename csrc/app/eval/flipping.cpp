@@ -61,7 +61,8 @@ at::Tensor flip_curves(const at::Tensor& x, const at::Tensor& baseline_in, const
                          at::where(cc == kInsertMorf, rd >= mk, ra >= mk)));                 // (n, U)
     const at::Tensor vb = valid.index_select(0, b);                                          // (n, U)
     flipped = flipped & vb;
-    const at::Tensor xb = x.index_select(0, b), bb = baseline.index_select(0, b);           // (n, U, F)
+    const at::Tensor bx = b.to(x.device());                                                  // rows, on x's device
+    const at::Tensor xb = x.index_select(0, bx), bb = baseline.index_select(0, bx);         // (n, U, F)
     at::Tensor mod = at::where(flipped.unsqueeze(2).to(x.device()), bb, xb);
     at::Tensor mod_valid = vb;
     if (pack_insertions) {
@@ -77,7 +78,7 @@ at::Tensor flip_curves(const at::Tensor& x, const at::Tensor& baseline_in, const
       mod = at::where(ins.unsqueeze(2).to(x.device()), packed, mod);
       mod_valid = at::where(ins, packed_valid, vb);
     }
-    scores.narrow(0, i0, n).copy_(score(mod, b.to(x.device()), mod_valid.to(x.device())).to(at::kDouble).cpu());
+    scores.narrow(0, i0, n).copy_(score(mod, bx, mod_valid.to(x.device())).to(at::kDouble).cpu());
     if (progress) progress(i0 + n, total);
   }
   return scores.view({4, B, steps});

@@ -16,6 +16,14 @@ bool is_lm_method(const std::string& method) {
   return std::find(names.begin(), names.end(), method) != names.end() || is_baseline_method(method);
 }
 
+namespace {
+at::Tensor cpu_or_undefined(const at::Tensor& t) { return t.defined() ? t.cpu() : t; }
+}  // namespace
+
+Explanation Explanation::cpu() const {
+  return {cpu_or_undefined(relevance), cpu_or_undefined(logits), cpu_or_undefined(targets), cpu_or_undefined(positions)};
+}
+
 bool explain_recomputes(MambaForCausalLM& model, int64_t length, const ExplainOptions& options) {
   const MambaConfig& c = model->config();
   const bool wanted = recompute_ssm_branches(options.recompute, length, c.intermediate_size(), c.num_hidden_layers(),
@@ -36,7 +44,9 @@ Explanation explain(MambaForCausalLM& model, const at::Tensor& input_ids_in, con
   at::Tensor ids = input_ids_in.dim() == 1 ? input_ids_in.unsqueeze(0) : input_ids_in;  // (B, L)
   if (at::isFloatingType(ids.scalar_type()) || ids.scalar_type() == at::kBool)
     throw io::InputError("input_ids must be integers");
-  ids = ids.to(at::kLong).contiguous();
+  // The inputs go where the model is (model->to(device)); the explanation stays there.
+  const at::Device device = model->head_weight().device();
+  ids = ids.to(device, at::kLong).contiguous();
   const int64_t batch = ids.size(0), L = ids.size(1);
   if (batch < 1 || L < 1) throw io::InputError("input_ids is empty: need at least one row and one token");
   const int64_t vocab = model->config().vocab_size();
@@ -48,7 +58,7 @@ Explanation explain(MambaForCausalLM& model, const at::Tensor& input_ids_in, con
   if (attention_mask.defined()) {
     if (attention_mask.sizes() != ids.sizes())
       throw io::InputError("attention_mask must have the shape of input_ids (batch, length)");
-    mask = attention_mask.to(at::kLong);
+    mask = attention_mask.to(device, at::kLong);
     if (((mask != 0) & (mask != 1)).any().item<bool>()) throw io::InputError("attention_mask must hold only 0 and 1");
   }
   const int64_t pos = options.position < 0 ? L + options.position : options.position;
@@ -85,7 +95,7 @@ Explanation explain(MambaForCausalLM& model, const at::Tensor& input_ids_in, con
   if (mask.defined()) e.relevance = e.relevance * mask.to(e.relevance.scalar_type());
   e.logits = f.detach();
   e.targets = targets;
-  e.positions = at::full({batch}, pos, at::kLong);
+  e.positions = at::full({batch}, pos, at::TensorOptions().dtype(at::kLong).device(device));
   return e;
 }
 

@@ -55,6 +55,8 @@ struct Explanation {
   at::Tensor logits;     // (B): the explained logit f per row
   at::Tensor targets;    // (B) int64
   at::Tensor positions;  // (B) int64, non-negative
+  // The same explanation with every tensor on the CPU (where the outputs are written).
+  Explanation cpu() const;
 };
 
 // The methods explain() accepts (every method name of DESIGN.md §5).
@@ -65,8 +67,9 @@ bool is_lm_method(const std::string& method);
 // process for it (the CLI's allocator setting).
 bool explain_recomputes(MambaForCausalLM& model, int64_t length, const ExplainOptions& options);
 
-// input_ids (B, L) or (L) int64; attention_mask (B, L) of 0/1 or undefined.
-// Bad ids, targets, positions or methods raise io::InputError.
+// input_ids (B, L) or (L) int64; attention_mask (B, L) of 0/1 or undefined, on any device:
+// they are moved to the model's (model->to(device) picks it), where the explanation's
+// tensors are returned. Bad ids, targets, positions or methods raise io::InputError.
 Explanation explain(MambaForCausalLM& model, const at::Tensor& input_ids, const at::Tensor& attention_mask,
                     const ExplainOptions& options);
 

@@ -32,6 +32,14 @@ bool is_vim_method(const std::string& method) {
   return std::find(names.begin(), names.end(), method) != names.end();
 }
 
+VimExplanation VimExplanation::cpu() const {
+  VimExplanation e = *this;
+  for (at::Tensor* t : {&e.token_relevance, &e.patch_relevance, &e.pixel_relevance, &e.constant_relevance, &e.logits,
+                        &e.class_logits, &e.targets})
+    if (t->defined()) *t = t->cpu();
+  return e;
+}
+
 at::Tensor check_pixel_values(const VimConfig& c, const at::Tensor& pixel_values, at::ScalarType dtype,
                               const std::string& what) {
   if (!pixel_values.defined() || (pixel_values.dim() != 3 && pixel_values.dim() != 4))
@@ -57,8 +65,9 @@ VimExplanation explain_vim(VisionMamba& model, const at::Tensor& pixel_values, c
   const rules::Propagation mode = rules::parse_propagation(options.method == "gi" ? "standard" : options.method);
   const VimConfig& cfg = model->config();
   if (!model->head) throw io::InputError("the model has no classification head (num_classes is 0): nothing to explain");
-  const at::ScalarType dtype = model->patch_embed->proj->weight.scalar_type();
-  const at::Tensor x = check_pixel_values(cfg, pixel_values, dtype);  // (B, C, H, W)
+  const at::Tensor& weight = model->patch_embed->proj->weight;  // its dtype and device are the model's
+  const at::ScalarType dtype = weight.scalar_type();
+  const at::Tensor x = check_pixel_values(cfg, pixel_values, dtype).to(weight.device());  // (B, C, H, W)
   const int64_t batch = x.size(0);
   check_targets(options.targets, batch, cfg.num_classes());
 

@@ -45,6 +45,8 @@ struct VimExplanation {
   at::Tensor class_logits;        // (B, classes): the model's output
   at::Tensor targets;             // (B) int64
   int64_t cls_position = -1;      // index of the cls token in the sequence; -1 without one
+  // The same explanation with every tensor on the CPU (where the outputs are written).
+  VimExplanation cpu() const;
 };
 
 bool is_vim_method(const std::string& method);
@@ -55,7 +57,9 @@ bool is_vim_method(const std::string& method);
 at::Tensor check_pixel_values(const VimConfig& config, const at::Tensor& pixel_values, at::ScalarType dtype,
                               const std::string& what = "pixel_values");
 
-// pixel_values (B, C, H, W) or (C, H, W). Bad inputs, targets or methods raise io::InputError.
+// pixel_values (B, C, H, W) or (C, H, W), on any device: moved to the model's
+// (model->to(device)), where the explanation's tensors are returned. Bad inputs, targets or
+// methods raise io::InputError.
 VimExplanation explain_vim(VisionMamba& model, const at::Tensor& pixel_values, const VimExplainOptions& options);
 
 }  // namespace mamba_lrp

@@ -241,7 +241,7 @@ Explanation explain_baseline(MambaForCausalLM& model, const at::Tensor& ids, con
   if (mask.defined()) e.relevance = e.relevance * mask.to(e.relevance.scalar_type());
   e.logits = f;
   e.targets = targets;
-  e.positions = at::full({batch}, pos, at::kLong);
+  e.positions = at::full({batch}, pos, long_opt);
   return e;
 }
 
@@ -253,8 +253,9 @@ VimExplanation explain_vim_baseline(VisionMamba& model, const at::Tensor& pixel_
     throw io::InputError("method '" + o.method + "' is not available for Vision Mamba models");
   const VimConfig& cfg = model->config();
   if (!model->head) throw io::InputError("the model has no classification head (num_classes is 0): nothing to explain");
-  const at::ScalarType dtype = model->patch_embed->proj->weight.scalar_type();
-  const at::Tensor x = check_pixel_values(cfg, pixel_values, dtype);  // (B, C, H, W)
+  const at::Tensor& weight = model->patch_embed->proj->weight;  // its dtype and device are the model's
+  const at::ScalarType dtype = weight.scalar_type();
+  const at::Tensor x = check_pixel_values(cfg, pixel_values, dtype).to(weight.device());  // (B, C, H, W)
   const int64_t batch = x.size(0);
   check_targets(given_targets, batch, cfg.num_classes());
   if (o.ig_baseline_token >= 0) throw io::InputError("a token id as the IG baseline is for Mamba language models");

@@ -94,7 +94,7 @@ double accuracy(const Classifier& model, const Dataset& data, int64_t batch_size
   for (int64_t start = 0; start < data.size(); start += batch_size) {
     const int64_t n = std::min(batch_size, data.size() - start);
     at::Tensor mask = data.mask.defined() ? data.mask.narrow(0, start, n) : at::Tensor();
-    at::Tensor pred = model.logits(data.inputs.narrow(0, start, n), mask).argmax(1);  // (n)
+    at::Tensor pred = model.logits(data.inputs.narrow(0, start, n), mask).argmax(1).cpu();  // (n)
     correct += (pred == data.labels.narrow(0, start, n)).sum().item<int64_t>();
   }
   return static_cast<double>(correct) / static_cast<double>(data.size());
@@ -124,7 +124,7 @@ std::vector<EpochStats> train_classifier(const Classifier& model, const Dataset&
       at::Tensor labels = train.labels.index_select(0, idx);  // (n)
       adam.zero_grad();
       at::Tensor logits = model.logits(inputs, mask);          // (n, classes)
-      at::Tensor loss = at::cross_entropy_loss(logits, labels);
+      at::Tensor loss = at::cross_entropy_loss(logits, labels.to(logits.device()));
       loss.backward();
       if (!o.dump_grads.empty() && !dumped) {
         std::vector<std::pair<std::string, at::Tensor>> grads{{"loss", loss.detach().reshape({1})}};
@@ -136,7 +136,7 @@ std::vector<EpochStats> train_classifier(const Classifier& model, const Dataset&
       }
       adam.step();
       loss_sum += loss.item<double>() * static_cast<double>(n);
-      correct += (logits.detach().argmax(1) == labels).sum().item<int64_t>();
+      correct += (logits.detach().argmax(1).cpu() == labels).sum().item<int64_t>();
     }
     EpochStats s;
     s.epoch = epoch;

@@ -52,7 +52,8 @@ struct EpochStats {
 
 // The model as the trainer sees it: logits (B, classes) from a batch of inputs and mask
 // (mask undefined for images), and the named parameters to optimise (their names are the
-// checkpoint's, used by dump_grads).
+// checkpoint's, used by dump_grads). The data stay on the CPU; `logits` takes a CPU batch to
+// the model's device and returns the logits there.
 struct Classifier {
   std::function<at::Tensor(const at::Tensor& inputs, const at::Tensor& mask)> logits;
   std::vector<std::pair<std::string, at::Tensor>> parameters;
