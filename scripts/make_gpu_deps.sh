@@ -52,9 +52,9 @@ mkdir -p "$DEPS/debs" "$DEPS/root"
 for deb in "$DEPS"/debs/*.deb; do
   dpkg -x "$deb" "$DEPS/root"
 done
-# What the build never reads (documentation, static archives): less to carry.
-rm -rf "$DEPS/root/usr/share/doc" "$DEPS/root/usr/share/man" "$DEPS/root/usr/share/lintian"
-find "$DEPS/root" -name '*.a' -delete
+# What the build never reads (documentation, the .deb files once unpacked): less to carry.
+# Static archives stay: Catch2's CMake package names its libCatch2WithMain.a.
+rm -rf "$DEPS/root/usr/share/doc" "$DEPS/root/usr/share/man" "$DEPS/root/usr/share/lintian" "$DEPS/debs"
 # Absolute links (libz.so -> /lib/x86_64-linux-gnu/libz.so.1.2.13) would point into the GPU
 # machine's own /lib: make them relative, into this tree.
 find "$DEPS/root" -type l -lname '/*' | while read -r link; do

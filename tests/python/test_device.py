@@ -26,6 +26,7 @@ def setup(tmp_path_factory):
     pixels = d / "pixels.safetensors"
     fixtures.write_inputs(pixels, pixel_values=fixtures.random_pixels(2, {"num_classes": 3}, seed=5),
                           labels=torch.tensor([0, 2]))
+    (d / "out").mkdir()
     return {"lm": lm, "clf": clf, "vim": vim, "ids": ids, "pixels": pixels, "out": d / "out"}
 
 
