@@ -74,7 +74,7 @@ step() {
 
 finish() {
   echo
-  echo "gpu_check ($MODE): $([ "$failed" -eq 0 ] && echo PASSED || echo FAILED) in ${SECONDS}s" | tee -a "$OUT/summary.txt"
+  echo "gpu_check ($MODE): $([ "$failed" -eq 0 ] && echo PASSED || echo FAILED) in ${SECONDS}s" >> "$OUT/summary.txt"
   cat "$OUT/summary.txt"
   exit "$failed"
 }
