@@ -4,12 +4,18 @@
 #pragma once
 #include <cstdint>
 #include <cstring>
+#ifdef __F16C__
+#include <immintrin.h>
+#endif
 
 #include "kernels/selective_scan_params.h"
 
 namespace mamba_lrp {
 namespace kernels {
 namespace cpu {
+// Internal linkage: each instruction set's TU keeps its own copy (compiled for that ISA),
+// never one picked by the linker for all.
+namespace {
 
 inline float bits_to_float(uint32_t b) {
   float f;
@@ -66,22 +72,36 @@ inline uint16_t float_to_bf16(float f) {
 
 inline bool is_reduced(ScanDType t) { return t == ScanDType::kFloat16 || t == ScanDType::kBFloat16; }
 
-// n elements of a float16 / bfloat16 row into float32, and back.
+// n elements of a float16 / bfloat16 row into float32, and back. Where the TU is compiled
+// with F16C (the AVX2 and AVX-512 loops), float16 goes through the hardware conversions,
+// 8 at a time (round to nearest even, as above).
 inline void row_to_float(const uint16_t* src, float* dst, int64_t n, ScanDType type) {
   if (type == ScanDType::kFloat16) {
-    for (int64_t i = 0; i < n; ++i) dst[i] = half_to_float(src[i]);
+    int64_t i = 0;
+#ifdef __F16C__
+    for (; i + 8 <= n; i += 8)
+      _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
+#endif
+    for (; i < n; ++i) dst[i] = half_to_float(src[i]);
   } else {
     for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_float(src[i]);
   }
 }
 inline void row_from_float(const float* src, uint16_t* dst, int64_t n, ScanDType type) {
   if (type == ScanDType::kFloat16) {
-    for (int64_t i = 0; i < n; ++i) dst[i] = float_to_half(src[i]);
+    int64_t i = 0;
+#ifdef __F16C__
+    for (; i + 8 <= n; i += 8)
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i),
+                       _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+#endif
+    for (; i < n; ++i) dst[i] = float_to_half(src[i]);
   } else {
     for (int64_t i = 0; i < n; ++i) dst[i] = float_to_bf16(src[i]);
   }
 }
 
+}  // namespace
 }  // namespace cpu
 }  // namespace kernels
 }  // namespace mamba_lrp

@@ -25,9 +25,11 @@ enum class Isa { kBaseline, kAvx2, kAvx512 };
 Isa detect_isa() {
   __builtin_cpu_init();
   Isa best = Isa::kBaseline;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = Isa::kAvx2;
+  // f16c: the float16 conversions of those TUs (every AVX2 CPU has it).
+  const bool fma_f16c = __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  if (__builtin_cpu_supports("avx2") && fma_f16c) best = Isa::kAvx2;
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma"))
+      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") && fma_f16c)
     best = Isa::kAvx512;
   if (const char* forced = std::getenv("MAMBA_LRP_CPU_ISA")) {
     const std::string f(forced);
