@@ -1,7 +1,11 @@
 """Benchmark of the selective-scan op (CPU): forward and MambaLRP backward against a
 pure-PyTorch loop of the same math, in one run. Not a test: it prints figures.
 
-usage: scripts/bench_scan [--threads N] [--seqlens 128,512,...] [--repeat R]
+usage: scripts/bench_scan [--threads N] [--seqlens 128,512,...] [--repeat R] [--forms-only]
+
+Then the input forms mamba_ssm's selective_scan_fn accepts, against float32 with time-varying
+B/C, in the same run: float16 and bfloat16 inputs (computed in float32, converted on the way
+in and out: the target is <= 1.2x the float32 time) and B/C constant in time (dim, dstate).
 """
 import argparse
 import os
@@ -104,12 +108,53 @@ def _time_backward(make_out):
     return time.perf_counter() - t0
 
 
+def bench_forms(ops, batch, dim, seqlen, dstate, repeat):
+    """Forward (no grad) and forward + exact backward of each input form, as ratios to the
+    float32 time-varying form; the forms are timed interleaved, repeat times, medians."""
+    x = make(batch, dim, seqlen, dstate)
+    g = torch.Generator().manual_seed(1)
+    const = dict(x, B=torch.randn(dim, dstate, generator=g), C=torch.randn(dim, dstate, generator=g))
+    reduced = lambda dt: {k: (v.to(dt) if k in ("u", "delta", "z", "B", "C") else v) for k, v in x.items()}
+    forms = [("float32, B/C (batch, N, L)", x), ("float16", reduced(torch.float16)),
+             ("bfloat16", reduced(torch.bfloat16)), ("float32, B/C (dim, N)", const)]
+
+    def fwd(kw):
+        with torch.no_grad():
+            ops.selective_scan(**kw, delta_softplus=True)
+
+    def fwd_bwd(kw):
+        kw = dict(kw, u=kw["u"].clone().requires_grad_(True), delta=kw["delta"].clone().requires_grad_(True),
+                  B=kw["B"].clone().requires_grad_(True), C=kw["C"].clone().requires_grad_(True))
+        out = ops.selective_scan(**kw, delta_softplus=True)[0]
+        out.backward(torch.ones_like(out))
+
+    times = {name: ([], []) for name, _ in forms}
+    for name, kw in forms:  # warm-up
+        fwd(kw)
+        fwd_bwd(kw)
+    for _ in range(repeat):
+        for name, kw in forms:
+            for fn, acc in ((fwd, times[name][0]), (fwd_bwd, times[name][1])):
+                t0 = time.perf_counter()
+                fn(kw)
+                acc.append(time.perf_counter() - t0)
+    base_f, base_b = (statistics.median(t) for t in times[forms[0][0]])
+    print(f"\ninput forms, ({batch}, {dim}, {seqlen}), dstate {dstate}, z, D, softplus(delta + bias); "
+          f"exact rule; medians of {repeat}, interleaved")
+    print(f"{'form':<28} {'fwd ms':>9} {'x fp32':>7} {'fwd+bwd ms':>11} {'x fp32':>7}")
+    for name, _ in forms:
+        tf, tb = (statistics.median(t) for t in times[name])
+        print(f"{name:<28} {tf * 1e3:>9.2f} {tf / base_f:>7.2f} {tb * 1e3:>11.2f} {tb / base_b:>7.2f}", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seqlens", default="128,512,1024,2048,4096")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--ref-repeat", type=int, default=1)
+    ap.add_argument("--forms-only", action="store_true", help="only the input-form table")
+    ap.add_argument("--forms-seqlen", type=int, default=1024)
     args = ap.parse_args()
     lib = os.environ.get("MAMBA_LRP_LIB", str(ROOT / "build" / "libmamba_lrp.so"))
     torch.ops.load_library(lib)
@@ -121,10 +166,13 @@ def main():
           "MambaLRP rule, z gate, D, softplus(delta + bias)")
     print(f"{'shape':<26} {'seqlen':>6} {'fwd ms':>9} {'bwd ms':>9} {'bwd/f':>6} {'fwd G/s':>8} {'bwd G/s':>8} "
           f"{'loop fwd':>10} {'loop bwd':>10} {'fwd gain':>9} {'bwd gain':>9}")
-    for L in [int(s) for s in args.seqlens.split(",")]:
-        bench(ops, "Mamba-130M (1,1536,16)", 1, 1536, L, 16, args.repeat, args.ref_repeat)
-    bench(ops, "Vim-S (1,768,16)", 1, 768, 197, 16, args.repeat, args.ref_repeat)
-    print("G/s = giga state updates per second (batch*dim*dstate*seqlen / time); gain = PyTorch loop time / op time")
+    if not args.forms_only:
+        for L in [int(s) for s in args.seqlens.split(",")]:
+            bench(ops, "Mamba-130M (1,1536,16)", 1, 1536, L, 16, args.repeat, args.ref_repeat)
+        bench(ops, "Vim-S (1,768,16)", 1, 768, 197, 16, args.repeat, args.ref_repeat)
+        print("G/s = giga state updates per second (batch*dim*dstate*seqlen / time); "
+              "gain = PyTorch loop time / op time")
+    bench_forms(ops, 1, 1536, args.forms_seqlen, 16, args.repeat)
 
 
 if __name__ == "__main__":

@@ -17,9 +17,9 @@ namespace ops {
 
 using OptTensor = c10::optional<at::Tensor>;
 
-// The selective scan of Mamba (layout as mamba_ssm's selective_scan_fn):
-//   u, delta, z: (batch, dim, seqlen); A: (dim, dstate);
-//   B, C: (batch, dstate, seqlen) or (batch, groups, dstate, seqlen); D, delta_bias: (dim).
+// The selective scan of Mamba (layout and dtypes as mamba_ssm's selective_scan_fn; README):
+//   u, delta, z: (batch, dim, seqlen); A: (dim, dstate); D, delta_bias: (dim); B, C:
+//   (batch, dstate, seqlen), (batch, groups, dstate, seqlen) or (dim, dstate) (constant).
 // Returns out (batch, dim, seqlen) and, if return_last_state, the state after the last
 // step (batch, dim, dstate).
 // rule "exact": true gradients for u, delta, A, B, C, D, z, delta_bias.

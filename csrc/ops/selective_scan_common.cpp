@@ -13,17 +13,83 @@ at::Tensor last_dim_contiguous(const at::Tensor& t) {
   return (t.dim() == 0 || t.stride(-1) == 1 || t.size(-1) == 1) ? t : t.contiguous();
 }
 
-void check_dtype(ScanBackend backend, const char* name, const at::Tensor& t, at::ScalarType expected) {
-  TORCH_CHECK(t.scalar_type() == expected, "selective_scan: ", name, " must have dtype ", expected, " (the dtype of ",
-              backend == ScanBackend::kCPU ? "u" : "the weights", "), got ", t.scalar_type());
+// The weights A, D, delta_bias: float64 with float64 inputs, float32 otherwise (float16 and
+// bfloat16 inputs are computed in float32 with float32 weights, as mamba_ssm does).
+at::ScalarType weight_dtype(at::ScalarType input_dtype) {
+  return input_dtype == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+void check_weight_dtype(const char* name, const at::Tensor& t, at::ScalarType input_dtype) {
+  const at::ScalarType expected = weight_dtype(input_dtype);
+  TORCH_CHECK(t.scalar_type() == expected, "selective_scan: ", name, " must have dtype ", expected, " (the weights' dtype for ",
+              input_dtype, " inputs), got ", t.scalar_type());
 }
 
 }  // namespace
+
+void check_real_scan_inputs(const at::Tensor& u, const at::Tensor& A, const at::Tensor& B, const at::Tensor& C) {
+  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor&>{"u", u}, {"A", A}, {"B", B}, {"C", C}}) {
+    TORCH_CHECK(!t.is_complex(), "selective_scan: complex ", name, " (", t.scalar_type(),
+                ") is not supported: the scan is real-valued (no S4D-style complex A, B, C); pass real tensors");
+  }
+}
+
+ScanKernelForms scan_inputs_for_kernels(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
+                                        const at::Tensor& B, const at::Tensor& C,
+                                        const c10::optional<at::Tensor>& z) {
+  check_real_scan_inputs(u, A, B, C);
+  ScanKernelForms f{u, delta, B, C, z, u.scalar_type()};
+  const bool b_const = B.dim() == 2, c_const = C.dim() == 2;
+  if (!b_const && !c_const) return f;
+  TORCH_CHECK(u.dim() == 3, "selective_scan: u must have shape (batch, dim, seqlen), got ", u.sizes());
+  const int64_t batch = u.size(0), dim = u.size(1), seqlen = u.size(2);
+  TORCH_CHECK(A.dim() == 2, "selective_scan: A must have shape (dim, dstate), got ", A.sizes());
+  const int64_t dstate = A.size(1);
+  const at::ScalarType w_type = weight_dtype(u.scalar_type());
+  bool promote = false;  // a float32 constant B/C next to float16/bfloat16 inputs
+  for (const auto& [name, t, constant] : {std::tuple<const char*, const at::Tensor&, bool>{"B", B, b_const},
+                                           {"C", C, c_const}}) {
+    if (!constant) continue;
+    TORCH_CHECK(t.size(0) == dim && t.size(1) == dstate, "selective_scan: a constant ", name,
+                " must have shape (dim, dstate) = (", dim, ", ", dstate, ") (from u and A), got ", t.sizes());
+    TORCH_CHECK(t.device() == u.device(), "selective_scan: ", name, " is on ", t.device(), " but u is on ",
+                u.device(), "; all inputs must be on one device");
+    TORCH_CHECK(t.scalar_type() == u.scalar_type() || t.scalar_type() == w_type, "selective_scan: a constant ", name,
+                " must have u's dtype (", u.scalar_type(), ") or the weights' (", w_type, "), got ", t.scalar_type());
+    promote = promote || t.scalar_type() != u.scalar_type();
+  }
+  const at::ScalarType compute = promote ? w_type : u.scalar_type();
+  auto in_compute = [&](const at::Tensor& t) { return t.scalar_type() == compute ? t : t.to(compute); };
+  if (promote) {
+    f.u = in_compute(u);
+    f.delta = in_compute(delta);
+    if (z) f.z = in_compute(*z);
+  }
+  // (dim, dstate) -> (batch, dim, dstate, seqlen): one copy along seqlen (the kernels read
+  // B and C with stride 1 in time), the batch a stride-0 broadcast.
+  auto constant_to_groups = [&](const at::Tensor& t) {
+    return in_compute(t).unsqueeze(-1).expand({dim, dstate, seqlen}).contiguous().unsqueeze(0).expand(
+        {batch, dim, dstate, seqlen});
+  };
+  // A time-varying one next to a constant one: its groups repeated to dim groups (channel d
+  // reads group d / (dim / groups), as the kernels do).
+  auto varying_to_groups = [&](const at::Tensor& t) {
+    if (t.dim() == 3 && t.size(0) == batch) return in_compute(t).unsqueeze(1).expand({batch, dim, t.size(1), t.size(2)});
+    if (t.dim() != 4 || t.size(1) < 1 || dim % t.size(1) != 0 || t.size(0) != batch) return t;  // refused later
+    const int64_t groups = t.size(1);
+    return in_compute(t).unsqueeze(2).expand({batch, groups, dim / groups, t.size(2), t.size(3)}).reshape(
+        {batch, dim, t.size(2), t.size(3)});
+  };
+  f.B = b_const ? constant_to_groups(B) : varying_to_groups(B);
+  f.C = c_const ? constant_to_groups(C) : varying_to_groups(C);
+  return f;
+}
 
 ScanInputs check_scan_inputs(ScanBackend backend, const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
                              const at::Tensor& B, const at::Tensor& C, const c10::optional<at::Tensor>& D,
                              const c10::optional<at::Tensor>& z, const c10::optional<at::Tensor>& delta_bias,
                              bool delta_softplus) {
+  check_real_scan_inputs(u, A, B, C);
   TORCH_CHECK(u.dim() == 3, "selective_scan: u must have shape (batch, dim, seqlen), got ", u.sizes());
   const int64_t batch = u.size(0), dim = u.size(1), seqlen = u.size(2);
   TORCH_CHECK(delta.sizes() == u.sizes(), "selective_scan: delta must have the shape of u ", u.sizes(), ", got ",
@@ -71,12 +137,13 @@ ScanInputs check_scan_inputs(ScanBackend backend, const at::Tensor& u, const at:
   if (z) check_device("z", *z);
   if (delta_bias) check_device("delta_bias", *delta_bias);
 
-  // Dtypes. CPU: float32 or float64 throughout. CUDA: u, delta, z, B, C in float32,
-  // float16 or bfloat16 (one of them); A, D, delta_bias in float32.
+  // Dtypes. u, delta, z, B, C in one dtype: float32, float16 or bfloat16 (both backends;
+  // computed in float32) or float64 (CPU only). A, D, delta_bias in float32, or float64 with
+  // float64 inputs.
   const at::ScalarType in_type = u.scalar_type();
   if (backend == ScanBackend::kCPU) {
-    TORCH_CHECK(in_type == at::kFloat || in_type == at::kDouble,
-                "selective_scan: on the CPU u must be float32 or float64, got ", in_type);
+    TORCH_CHECK(in_type == at::kFloat || in_type == at::kDouble || in_type == at::kHalf || in_type == at::kBFloat16,
+                "selective_scan: on the CPU u must be float32, float64, float16 or bfloat16, got ", in_type);
   } else {
     TORCH_CHECK(in_type == at::kFloat || in_type == at::kHalf || in_type == at::kBFloat16,
                 "selective_scan: on CUDA u must be float32, float16 or bfloat16, got ", in_type);
@@ -89,10 +156,9 @@ ScanInputs check_scan_inputs(ScanBackend backend, const at::Tensor& u, const at:
   check_input_dtype("B", B);
   check_input_dtype("C", C);
   if (z) check_input_dtype("z", *z);
-  const at::ScalarType w_type = backend == ScanBackend::kCPU ? in_type : at::kFloat;
-  check_dtype(backend, "A", A, w_type);
-  if (D) check_dtype(backend, "D", *D, w_type);
-  if (delta_bias) check_dtype(backend, "delta_bias", *delta_bias, w_type);
+  check_weight_dtype("A", A, in_type);
+  if (D) check_weight_dtype("D", *D, in_type);
+  if (delta_bias) check_weight_dtype("delta_bias", *delta_bias, in_type);
 
   ScanInputs in;
   in.u = last_dim_contiguous(u);

@@ -5,6 +5,8 @@
 #include <c10/util/Optional.h>
 #include <c10/util/string_view.h>
 
+#include <utility>
+
 #include "csrc/ops/ops.h"
 #include "kernels/selective_scan_params.h"
 
@@ -22,6 +24,30 @@ struct ScanInputs {
   bool delta_softplus = false;
   int64_t batch = 0, dim = 0, seqlen = 0, dstate = 0, groups = 1;
 };
+
+// Refuses complex A, B or C (mamba_ssm's S4D-style complex weights) with a message that
+// says so: the scan is real-valued on every backend.
+void check_real_scan_inputs(const at::Tensor& u, const at::Tensor& A, const at::Tensor& B, const at::Tensor& C);
+
+// The public op's inputs in a form every backend's kernels accept, from any form
+// selective_scan accepts: besides B, C of shape (batch, dstate, seqlen) and
+// (batch, groups, dstate, seqlen), mamba_ssm's (dim, dstate), constant in time. A constant
+// one becomes (batch, dim, dstate, seqlen) with groups = dim (each channel its own row),
+// copied once along seqlen and broadcast over the batch (stride 0); when only one of them
+// is constant the other is broadcast to dim groups too (both share one group count). A
+// constant B/C may have u's dtype or, with float16/bfloat16 u, float32 (the weights' dtype,
+// as mamba_ssm has it): then u, delta, z and a time-varying B/C are taken to float32 and the
+// output back to u's dtype (out_dtype), so that B/C are not rounded. Written in ATen ops:
+// autograd takes the gradients back to the caller's shapes and dtypes. Inputs of other
+// shapes are passed on as they are (check_scan_inputs then says what is wrong).
+struct ScanKernelForms {
+  at::Tensor u, delta, B, C;
+  c10::optional<at::Tensor> z;
+  at::ScalarType out_dtype;  // the caller's u dtype
+};
+ScanKernelForms scan_inputs_for_kernels(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
+                                        const at::Tensor& B, const at::Tensor& C,
+                                        const c10::optional<at::Tensor>& z);
 
 ScanInputs check_scan_inputs(ScanBackend backend, const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
                              const at::Tensor& B, const at::Tensor& C, const c10::optional<at::Tensor>& D,

@@ -25,11 +25,13 @@ struct LrpFactors {
   int64_t batch_stride = 0, dim_stride = 0;
 };
 
-// Inputs float32 or float64 (input_type == weight_type). Writes out, out_y (if set),
+// Inputs float32 or float64 (input_type == weight_type), or float16 / bfloat16 with float32
+// weights: computed in float32 (each row converted on the way in and out), out and out_y in
+// the input dtype, last_state float32; no factors kept then. Writes out, out_y (if set),
 // last_state (if set), and the factors in `keep` (those set).
 void selective_scan_fwd(const SelectiveScanParams& p, ParallelFor parallel_for, const LrpFactors& keep = {});
 
-// Writes du, dz (if z), and for the exact rule ddelta, dA, dB, dC, dD, ddelta_bias
+// float32 or float64 only. Writes du, dz (if z), and for the exact rule ddelta, dA, dB, dC, dD, ddelta_bias
 // (those whose pointers are set). Needs p.out_y (the pre-gate output) when z is given.
 // With `factors` (MambaLRP rule only; gy_scale and dz_scale with z) it reads those instead;
 // p.z and p.out_y still say whether there is a gate, but are not read (csrc passes the factors).

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cpu/half_convert.h"
 #include "kernels/cpu/selective_scan_work.h"
 
 namespace mamba_lrp {
@@ -24,9 +25,11 @@ enum class Isa { kBaseline, kAvx2, kAvx512 };
 Isa detect_isa() {
   __builtin_cpu_init();
   Isa best = Isa::kBaseline;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = Isa::kAvx2;
+  // f16c: the float16 conversions of those TUs (every AVX2 CPU has it).
+  const bool fma_f16c = __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  if (__builtin_cpu_supports("avx2") && fma_f16c) best = Isa::kAvx2;
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma"))
+      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") && fma_f16c)
     best = Isa::kAvx512;
   if (const char* forced = std::getenv("MAMBA_LRP_CPU_ISA")) {
     const std::string f(forced);
@@ -61,20 +64,32 @@ const IsaLoops& loops() {
   return table[static_cast<int>(isa())];
 }
 
-// (batch, groups, dstate, seqlen) with given strides -> dense (batch, groups, seqlen, dpad).
-template <typename T>
+// (batch, groups, dstate, seqlen) with given strides -> dense (batch, groups, seqlen, dpad),
+// read as S and stored as T through `convert`.
+template <typename T, typename S, typename Convert>
 std::vector<T> transpose_bc(const void* src, int64_t batch_stride, int64_t group_stride, int64_t dstate_stride,
-                            const SelectiveScanParams& p, int64_t dpad) {
+                            const SelectiveScanParams& p, int64_t dpad, Convert convert) {
   std::vector<T> out(static_cast<size_t>(p.batch * p.n_groups * p.seqlen * dpad), T(0));
-  const T* s = static_cast<const T*>(src);
+  const S* s = static_cast<const S*>(src);
   for (int64_t b = 0; b < p.batch; ++b)
     for (int64_t g = 0; g < p.n_groups; ++g) {
       T* o = out.data() + (b * p.n_groups + g) * p.seqlen * dpad;
-      const T* sg = s + b * batch_stride + g * group_stride;
+      const S* sg = s + b * batch_stride + g * group_stride;
       for (int64_t n = 0; n < p.dstate; ++n)
-        for (int64_t t = 0; t < p.seqlen; ++t) o[t * dpad + n] = sg[n * dstate_stride + t];
+        for (int64_t t = 0; t < p.seqlen; ++t) o[t * dpad + n] = convert(sg[n * dstate_stride + t]);
     }
   return out;
+}
+
+// B or C of a call in the loops' layout and type T (float16 / bfloat16 inputs: float32).
+template <typename T>
+std::vector<T> transposed_bc(const void* src, int64_t batch_stride, int64_t group_stride, int64_t dstate_stride,
+                             const SelectiveScanParams& p, int64_t dpad) {
+  if (p.input_type == ScanDType::kFloat16)
+    return transpose_bc<T, uint16_t>(src, batch_stride, group_stride, dstate_stride, p, dpad, half_to_float);
+  if (p.input_type == ScanDType::kBFloat16)
+    return transpose_bc<T, uint16_t>(src, batch_stride, group_stride, dstate_stride, p, dpad, bf16_to_float);
+  return transpose_bc<T, T>(src, batch_stride, group_stride, dstate_stride, p, dpad, [](T v) { return v; });
 }
 
 int64_t padded_dstate(int64_t dstate) { return (dstate + kLaneCount - 1) / kLaneCount * kLaneCount; }
@@ -97,9 +112,16 @@ bool decays_only(const SelectiveScanParams& p) {
   return true;
 }
 
-void check_supported(const SelectiveScanParams& p) {
-  if (p.input_type != p.weight_type || (p.input_type != ScanDType::kFloat32 && p.input_type != ScanDType::kFloat64))
-    throw std::invalid_argument("selective_scan CPU kernel: inputs must all be float32 or all float64");
+// allow_reduced: float16 / bfloat16 inputs with float32 weights (the forward only; the
+// backward's caller converts them to float32).
+void check_supported(const SelectiveScanParams& p, bool allow_reduced = false) {
+  const bool same = p.input_type == p.weight_type &&
+                    (p.input_type == ScanDType::kFloat32 || p.input_type == ScanDType::kFloat64);
+  const bool reduced = allow_reduced && is_reduced(p.input_type) && p.weight_type == ScanDType::kFloat32;
+  if (!same && !reduced)
+    throw std::invalid_argument(allow_reduced ? "selective_scan CPU kernel: inputs must all be float32 or all float64, "
+                                                "or float16/bfloat16 with float32 weights"
+                                              : "selective_scan CPU kernel: inputs must all be float32 or all float64");
   if (p.dstate < 1 || p.dstate > kMaxDState) throw std::invalid_argument("selective_scan CPU kernel: dstate out of range");
   if (p.n_groups < 1 || p.dim % p.n_groups != 0) throw std::invalid_argument("selective_scan CPU kernel: bad group count");
 }
@@ -109,8 +131,8 @@ template <typename T>
 void fwd_impl(const SelectiveScanParams& p, ScanWork w, ParallelFor parallel_for) {
   w.dpad = padded_dstate(p.dstate);
   w.decay_only = decays_only<T>(p);
-  std::vector<T> Bt = transpose_bc<T>(p.B, p.B_batch_stride, p.B_group_stride, p.B_dstate_stride, p, w.dpad);
-  std::vector<T> Ct = transpose_bc<T>(p.C, p.C_batch_stride, p.C_group_stride, p.C_dstate_stride, p, w.dpad);
+  std::vector<T> Bt = transposed_bc<T>(p.B, p.B_batch_stride, p.B_group_stride, p.B_dstate_stride, p, w.dpad);
+  std::vector<T> Ct = transposed_bc<T>(p.C, p.C_batch_stride, p.C_group_stride, p.C_dstate_stride, p, w.dpad);
   w.Bt = Bt.data();
   w.Ct = Ct.data();
   const IsaLoops& run = loops();
@@ -124,8 +146,8 @@ template <typename T>
 void bwd_impl(const SelectiveScanBwdParams& p, ScanWork w, ParallelFor parallel_for, bool recompute) {
   w.dpad = padded_dstate(p.dstate);
   w.decay_only = decays_only<T>(p);
-  std::vector<T> Bt = transpose_bc<T>(p.B, p.B_batch_stride, p.B_group_stride, p.B_dstate_stride, p, w.dpad);
-  std::vector<T> Ct = transpose_bc<T>(p.C, p.C_batch_stride, p.C_group_stride, p.C_dstate_stride, p, w.dpad);
+  std::vector<T> Bt = transposed_bc<T>(p.B, p.B_batch_stride, p.B_group_stride, p.B_dstate_stride, p, w.dpad);
+  std::vector<T> Ct = transposed_bc<T>(p.C, p.C_batch_stride, p.C_group_stride, p.C_dstate_stride, p, w.dpad);
   w.Bt = Bt.data();
   w.Ct = Ct.data();
   const IsaLoops& run = loops();
@@ -198,7 +220,9 @@ void bwd_impl(const SelectiveScanBwdParams& p, ScanWork w, ParallelFor parallel_
 }  // namespace
 
 void selective_scan_fwd(const SelectiveScanParams& p, ParallelFor parallel_for, const LrpFactors& keep) {
-  check_supported(p);
+  check_supported(p, /*allow_reduced=*/true);
+  if (is_reduced(p.input_type) && keep.dt)
+    throw std::invalid_argument("selective_scan CPU kernel: the MambaLRP factors are kept for float32/float64 inputs only");
   ScanWork w;
   w.lrp = keep;
   if (p.input_type == ScanDType::kFloat64) fwd_impl<double>(p, w, parallel_for);

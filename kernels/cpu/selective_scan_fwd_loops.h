@@ -1,8 +1,10 @@
 // The forward scan loops for one instruction set: the chunk's states (also run by the
-// recompute backward, selective_scan_bwd_loops.h) and the forward of one row. Included by
+// recompute backward, selective_scan_bwd_loops.h), the forward of one row, and the rows of
+// float16 / bfloat16 inputs (converted row by row around the float32 row). Included by
 // selective_scan_{isa}.cpp with MAMBA_LRP_CPU_ISA defined; the layout of the loops and
 // what they share: selective_scan_loops_common.h.
 #pragma once
+#include "kernels/cpu/half_convert.h"
 #include "kernels/cpu/selective_scan_loops_common.h"
 
 namespace mamba_lrp {
@@ -84,9 +86,53 @@ void fwd_row(const SelectiveScanParams& p, const ScanWork& w, int64_t b, int64_t
   }
 }
 
+// Rows of float16 / bfloat16 inputs: each row's u, delta, z converted into float32 row
+// buffers, the float32 row run on them (params q: the buffers, with zero batch/dim strides),
+// its out / out_y converted back into the input dtype. A row's data is in cache for both
+// conversions; last_state is float32 and written directly.
+template <bool kDecayOnly>
+void fwd_rows_reduced(const SelectiveScanParams& p, const ScanWork& w, int64_t begin, int64_t end) {
+  std::vector<float> buf(static_cast<size_t>(5 * p.seqlen));
+  float* u = buf.data();
+  float* delta = u + p.seqlen;
+  float* z = delta + p.seqlen;
+  float* out = z + p.seqlen;
+  float* out_y = out + p.seqlen;
+  SelectiveScanParams q = p;
+  q.input_type = ScanDType::kFloat32;
+  auto point_at = [](auto*& ptr, int64_t& batch_stride, int64_t& dim_stride, float* row) {
+    ptr = row;
+    batch_stride = dim_stride = 0;
+  };
+  point_at(q.u, q.u_batch_stride, q.u_dim_stride, u);
+  point_at(q.delta, q.delta_batch_stride, q.delta_dim_stride, delta);
+  if (p.z) point_at(q.z, q.z_batch_stride, q.z_dim_stride, z);
+  point_at(q.out, q.out_batch_stride, q.out_dim_stride, out);
+  if (p.out_y) point_at(q.out_y, q.out_y_batch_stride, q.out_y_dim_stride, out_y);
+  auto in_row = [&](const void* base, int64_t bs, int64_t ds, int64_t b, int64_t d) {
+    return static_cast<const uint16_t*>(base) + b * bs + d * ds;
+  };
+  for (int64_t item = begin; item < end; ++item) {
+    const int64_t b = item / p.dim, d = item % p.dim;
+    row_to_float(in_row(p.u, p.u_batch_stride, p.u_dim_stride, b, d), u, p.seqlen, p.input_type);
+    row_to_float(in_row(p.delta, p.delta_batch_stride, p.delta_dim_stride, b, d), delta, p.seqlen, p.input_type);
+    if (p.z) row_to_float(in_row(p.z, p.z_batch_stride, p.z_dim_stride, b, d), z, p.seqlen, p.input_type);
+    fwd_row<float, kDecayOnly>(q, w, b, d);
+    row_from_float(out, static_cast<uint16_t*>(p.out) + b * p.out_batch_stride + d * p.out_dim_stride, p.seqlen,
+                   p.input_type);
+    if (p.out_y)
+      row_from_float(out_y, static_cast<uint16_t*>(p.out_y) + b * p.out_y_batch_stride + d * p.out_y_dim_stride,
+                     p.seqlen, p.input_type);
+  }
+}
+
 }  // namespace
 
 void fwd_range(const SelectiveScanParams& p, const ScanWork& w, int64_t begin, int64_t end) {
+  if (is_reduced(p.input_type)) {
+    bool_switch(w.decay_only, [&](auto kDecayOnly) { fwd_rows_reduced<decltype(kDecayOnly)::value>(p, w, begin, end); });
+    return;
+  }
   bool_switch(is_f64(p), [&](auto kF64) {
     bool_switch(w.decay_only, [&](auto kDecayOnly) {
       using T = ScanFloat<decltype(kF64)::value>;

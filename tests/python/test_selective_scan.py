@@ -241,7 +241,9 @@ def _bad(x, **changes):
     (lambda x: _bad(x, delta_bias=x["delta_bias"].reshape(1, 4)), ["delta_bias", "(dim)"]),
     (lambda x: _bad(x, B=x["B"].float()), ["B", "dtype of u"]),
     (lambda x: _bad(x, A=x["A"].float()), ["A", "dtype"]),
-    (lambda x: {k: (v.half() if v is not None else None) for k, v in x.items()}, ["u", "float32 or float64"]),
+    # float16 inputs are accepted (test_selective_scan_fn.py), float16 weights are not
+    (lambda x: {k: (v.half() if v is not None else None) for k, v in x.items()}, ["A", "must have dtype Float"]),
+    (lambda x: {k: (v.int() if v is not None else None) for k, v in x.items()}, ["u", "float32, float64, float16"]),
     (lambda x: _bad(x, A=torch.zeros(4, 300, dtype=torch.float64), B=torch.zeros(2, 300, 12, dtype=torch.float64),
                     C=torch.zeros(2, 300, 12, dtype=torch.float64)), ["dstate", "256"]),
 ])

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/cuda.h>
 
+#include "csrc/app/model_type.h"
 #include "csrc/io/errors.h"
 #include "csrc/io/json_file.h"
 #include "csrc/ops/ops.h"
@@ -173,14 +174,7 @@ std::vector<int64_t> parse_id_list(const std::string& s) {
   return ids;
 }
 
-std::string read_model_type(const std::filesystem::path& model) {
-  // --model names a directory, or a checkpoint file with config.json beside it.
-  const std::filesystem::path dir =
-      std::filesystem::is_regular_file(model) ? model.parent_path() : model;
-  const nlohmann::json j = io::read_json_file((dir / "config.json").string(), "a model directory needs config.json");
-  if (j.is_object() && j.contains("model_type") && j["model_type"].is_string()) return j["model_type"];
-  return "mamba";
-}
+std::string read_model_type(const std::filesystem::path& model) { return mamba_lrp::read_model_type(model); }
 
 void write_output(const std::string& dest, const std::string& content) {
   if (dest == "-") {

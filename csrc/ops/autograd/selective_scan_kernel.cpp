@@ -16,8 +16,8 @@ OptTensor opt(const at::Tensor& t) { return t.defined() ? OptTensor(t) : c10::nu
 at::Tensor value_or_undefined(const OptTensor& t) { return t ? *t : at::Tensor(); }
 
 // The MambaLRP backward runs from factors its forward kept (_selective_scan_lrp_fwd), in u's
-// dtype: for float32/float64 inputs. float16/bfloat16 (CUDA) keep the scan's inputs, which the
-// backward reads in float32.
+// dtype: for float32/float64 inputs. float16/bfloat16 (CPU and CUDA) keep the scan's inputs,
+// which the backward reads in float32.
 bool keeps_lrp_factors(const std::string& rule, const at::Tensor& u, bool return_last_state) {
   return parse_scan_rule(rule) == kernels::ScanRule::kMambaLRP && !return_last_state &&
          (u.scalar_type() == at::kFloat || u.scalar_type() == at::kDouble);
@@ -90,9 +90,13 @@ std::tuple<at::Tensor, OptTensor> selective_scan_autograd(const at::Tensor& u, c
                                                           const OptTensor& delta_bias, bool delta_softplus,
                                                           bool return_last_state, c10::string_view rule) {
   parse_scan_rule(rule);  // refuse an unknown rule before any work
-  auto outs = SelectiveScanFunction::apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state,
-                                           std::string(rule));
-  return {outs[0], outs.size() > 1 ? opt(outs[1]) : c10::nullopt};
+  // Constant B / C made time-varying here, above the Function: autograd sums their
+  // gradients back to (dim, dstate) (and takes promoted inputs' back to their dtype).
+  const ScanKernelForms k = scan_inputs_for_kernels(u, delta, A, B, C, z);
+  auto outs = SelectiveScanFunction::apply(k.u, k.delta, A, k.B, k.C, D, k.z, delta_bias, delta_softplus,
+                                           return_last_state, std::string(rule));
+  const at::Tensor out = outs[0].scalar_type() == k.out_dtype ? outs[0] : outs[0].to(k.out_dtype);
+  return {out, outs.size() > 1 ? opt(outs[1]) : c10::nullopt};
 }
 
 // Below autograd (inference mode, or inside another kernel): the forward alone.
@@ -102,8 +106,10 @@ std::tuple<at::Tensor, OptTensor> selective_scan_plain(const at::Tensor& u, cons
                                                        const OptTensor& delta_bias, bool delta_softplus,
                                                        bool return_last_state, c10::string_view rule) {
   parse_scan_rule(rule);
-  auto [out, out_y, last_state] = _selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state);
-  return {out, last_state};
+  const ScanKernelForms k = scan_inputs_for_kernels(u, delta, A, B, C, z);
+  auto [out, out_y, last_state] =
+      _selective_scan_fwd(k.u, k.delta, A, k.B, k.C, D, k.z, delta_bias, delta_softplus, return_last_state);
+  return {out.scalar_type() == k.out_dtype ? out : out.to(k.out_dtype), last_state};
 }
 
 }  // namespace

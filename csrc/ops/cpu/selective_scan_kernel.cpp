@@ -1,8 +1,15 @@
 // CPU kernels of the selective-scan ops (public and internal): validation, output
 // allocation, then the framework-free loops of kernels/cpu. What each op computes:
 // csrc/ops/ops.h.
+//
+// float16 / bfloat16 inputs (u, delta, z, B, C; A, D, delta_bias in float32) are computed in
+// float32, as mamba_ssm does on CUDA, with outputs in the input dtype and last_state, dA, dD,
+// ddelta_bias in float32. The forward kernel converts row by row; the backward converts
+// here, in ATen, around the float32 kernel; the other internal ops take their ATen
+// versions (csrc/ops/composite), which call these two.
 #include <torch/library.h>
 
+#include "csrc/ops/composite/composite.h"
 #include "csrc/ops/cpu/parallel_for.h"
 #include "csrc/ops/selective_scan_common.h"
 #include "kernels/cpu/selective_scan_cpu.h"
@@ -11,13 +18,23 @@ namespace mamba_lrp {
 namespace ops {
 namespace {
 
+bool reduced_precision(const at::Tensor& t) {
+  return t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16;
+}
+at::Tensor to_float(const at::Tensor& t) { return t.to(at::kFloat); }  // (backward only)
+OptTensor to_float(const OptTensor& t) { return t ? OptTensor(t->to(at::kFloat)) : c10::nullopt; }
+OptTensor to_dtype(const OptTensor& t, at::ScalarType dtype) {
+  return t ? OptTensor(t->to(dtype)) : c10::nullopt;
+}
+
 std::tuple<at::Tensor, OptTensor, OptTensor> selective_scan_fwd_cpu(
     const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
     const OptTensor& D, const OptTensor& z, const OptTensor& delta_bias, bool delta_softplus, bool return_last_state) {
   const ScanInputs in = check_scan_inputs(ScanBackend::kCPU, u, delta, A, B, C, D, z, delta_bias, delta_softplus);
   kernels::SelectiveScanParams p;
   fill_scan_params(in, p);
-  ScanForwardOutputs o = allocate_forward_outputs(in, return_last_state, in.u.scalar_type(), p);
+  // The state in the weights' dtype: u's, or float32 for float16 / bfloat16 inputs.
+  ScanForwardOutputs o = allocate_forward_outputs(in, return_last_state, in.A.scalar_type(), p);
   kernels::cpu::selective_scan_fwd(p, aten_parallel_for);
   return {o.out, o.out_y, o.last_state};
 }
@@ -28,6 +45,18 @@ ScanGradients selective_scan_bwd_cpu(const at::Tensor& grad_out, const OptTensor
                                  const OptTensor& out_y, bool delta_softplus, c10::string_view rule_name) {
   const kernels::ScanRule rule = parse_scan_rule(rule_name);
   const ScanInputs in = check_scan_inputs(ScanBackend::kCPU, u, delta, A, B, C, D, z, delta_bias, delta_softplus);
+  if (reduced_precision(in.u)) {
+    // In float32; the gradients of u, delta, B, C, z back in the input dtype (A, D and
+    // delta_bias are float32 already, and so are theirs).
+    const at::ScalarType input_dtype = u.scalar_type();
+    TORCH_CHECK(grad_out.scalar_type() == input_dtype, "selective_scan backward: grad_out must have u's dtype (",
+                input_dtype, "), got ", grad_out.scalar_type());
+    auto [du, ddelta, dA, dB, dC, dD, dz, ddelta_bias] = selective_scan_bwd_cpu(
+        to_float(grad_out), grad_last_state, to_float(in.u), to_float(in.delta), in.A, to_float(B), to_float(C),
+        in.D, to_float(in.z), in.delta_bias, to_float(out_y), delta_softplus, rule_name);
+    return {du.to(input_dtype), to_dtype(ddelta, input_dtype), dA, to_dtype(dB, input_dtype),
+            to_dtype(dC, input_dtype), dD, to_dtype(dz, input_dtype), ddelta_bias};
+  }
   kernels::SelectiveScanBwdParams p;
   fill_scan_params(in, p);
   const ScanBackwardTensors t = prepare_backward(in, rule, grad_out, grad_last_state, out_y, in.u.scalar_type(), p);
@@ -39,6 +68,8 @@ std::tuple<at::Tensor, at::Tensor, OptTensor, OptTensor> selective_scan_lrp_fwd_
     const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
     const OptTensor& D, const OptTensor& z, const OptTensor& delta_bias, bool delta_softplus) {
   const ScanInputs in = check_scan_inputs(ScanBackend::kCPU, u, delta, A, B, C, D, z, delta_bias, delta_softplus);
+  if (reduced_precision(in.u))  // the factors in u's dtype, from the float32 forward
+    return composite::selective_scan_lrp_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus);
   kernels::SelectiveScanParams p;
   fill_scan_params(in, p);
   // No pre-gate y: the factors replace it.
@@ -64,6 +95,8 @@ at::Tensor selective_scan_fwd_over_u_cpu(const at::Tensor& u, const at::Tensor& 
                                             const at::Tensor& B, const at::Tensor& C, const OptTensor& D,
                                             const OptTensor& z, const OptTensor& delta_bias, bool delta_softplus) {
   const ScanInputs in = check_scan_inputs(ScanBackend::kCPU, u, delta, A, B, C, D, z, delta_bias, delta_softplus);
+  if (reduced_precision(in.u))  // not written over u: a new output
+    return composite::selective_scan_fwd_over_u(u, delta, A, B, C, D, z, delta_bias, delta_softplus);
   kernels::SelectiveScanParams p;
   fill_scan_params(in, p);
   at::Tensor out = in.u;
@@ -84,6 +117,9 @@ std::tuple<at::Tensor, OptTensor> selective_scan_lrp_bwd_recompute_cpu(
     const at::Tensor& C, const OptTensor& D, const OptTensor& z, const OptTensor& delta_bias, bool delta_softplus,
     bool overwrite_inputs, bool u_through_silu) {
   const ScanInputs in = check_scan_inputs(ScanBackend::kCPU, u, delta, A, B, C, D, z, delta_bias, delta_softplus);
+  if (reduced_precision(in.u))
+    return composite::selective_scan_lrp_bwd_recompute(grad_out, u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                                       overwrite_inputs, u_through_silu);
   kernels::SelectiveScanBwdParams p;
   fill_scan_params(in, p);
   const bool overwrite = overwrite_inputs && in.u.is_contiguous() && in.delta.is_contiguous();
@@ -106,6 +142,8 @@ std::tuple<at::Tensor, OptTensor> selective_scan_lrp_bwd_cpu(const at::Tensor& g
   TORCH_CHECK(gy_scale.has_value() == dz_scale.has_value(),
               "_selective_scan_lrp_bwd: gy_scale and dz_scale come together (both with z, neither without)");
   // Dense, as the forward made them: one stride pair then serves the three factors.
+  if (reduced_precision(dt))
+    return composite::selective_scan_lrp_bwd(grad_out, dt, gy_scale, dz_scale, A, B, C, D, delta_softplus);
   const at::Tensor dt_dense = dt.contiguous();
   const OptTensor gy_dense = gy_scale ? OptTensor(gy_scale->contiguous()) : c10::nullopt;
   const ScanInputs in =
