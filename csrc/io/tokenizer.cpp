@@ -87,6 +87,14 @@ std::vector<std::string> gpt2_split(const std::string& s) {
 
 [[noreturn]] void tok_fail(const std::string& origin, const std::string& what) { throw InputError(origin + ": " + what); }
 
+// o[key] when o is an object and that entry is a string, "" otherwise (a "type" that is a
+// number, a normalizer that is a list: refused by the caller as unsupported).
+std::string json_string(const nlohmann::json& o, const char* key) {
+  if (!o.is_object()) return "";
+  auto it = o.find(key);
+  return it != o.end() && it->is_string() ? it->get<std::string>() : "";
+}
+
 bool json_bool(const nlohmann::json& o, const char* key, bool dflt) {
   auto it = o.find(key);
   if (it == o.end() || it->is_null()) return dflt;
@@ -116,12 +124,31 @@ std::vector<std::string> gpt2_pretokenize(const std::string& text) {
 BpeTokenizer BpeTokenizer::from_file(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   if (!f) throw InputError(path + ": cannot open the tokenizer file");
+  f.seekg(0, std::ios::end);
+  const std::streamoff size = f.tellg();
+  if (size < 0 || static_cast<uint64_t>(size) > kMaxTokenizerBytes)
+    throw InputError(path + ": tokenizer file of " + std::to_string(size) + " bytes exceeds the limit of " +
+                     std::to_string(kMaxTokenizerBytes));
+  f.seekg(0, std::ios::beg);
   std::ostringstream ss;
   ss << f.rdbuf();
   return from_json_string(ss.str(), path);
 }
 
 BpeTokenizer BpeTokenizer::from_json_string(const std::string& json, const std::string& origin) {
+  // Every field is checked before use; this turns a field of a shape no check foresaw into
+  // the same one-line refusal rather than a JSON library exception.
+  try {
+    return parse_json(json, origin);
+  } catch (const nlohmann::json::exception& e) {
+    tok_fail(origin, std::string("malformed tokenizer: ") + first_line(e.what()));
+  }
+}
+
+BpeTokenizer BpeTokenizer::parse_json(const std::string& json, const std::string& origin) {
+  if (json.size() > kMaxTokenizerBytes)
+    tok_fail(origin, "tokenizer file of " + std::to_string(json.size()) + " bytes exceeds the limit of " +
+                         std::to_string(kMaxTokenizerBytes));
   BpeTokenizer t;
   t.origin_ = origin;
   nlohmann::json j;
@@ -177,6 +204,15 @@ BpeTokenizer BpeTokenizer::from_json_string(const std::string& json, const std::
       t.added_.push_back(at);
     }
   }
+  // Ids index a table: they must be dense enough that the table is no larger than the
+  // entries that fill it (an id of 2^31 would otherwise size a table of 64 GiB).
+  const size_t entries = t.vocab_.size() + t.added_.size();
+  if (entries > kMaxTokenizerEntries)
+    tok_fail(origin, std::to_string(entries) + " vocabulary entries exceed the limit of " +
+                         std::to_string(kMaxTokenizerEntries));
+  if (max_id >= static_cast<int64_t>(entries))
+    tok_fail(origin, "token id " + std::to_string(max_id) + " is not below the number of entries (" +
+                         std::to_string(entries) + "): ids must number the vocabulary from 0");
   t.id_to_token_.assign(static_cast<size_t>(max_id + 1), std::string());
   t.is_added_.assign(static_cast<size_t>(max_id + 1), 0);
   for (const auto& kv : t.vocab_) t.id_to_token_[static_cast<size_t>(kv.second)] = kv.first;
@@ -224,7 +260,7 @@ BpeTokenizer BpeTokenizer::from_json_string(const std::string& json, const std::
   // normalizer: none or NFC (not applied, see tokenizer.h)
   auto ni = j.find("normalizer");
   if (ni != j.end() && !ni->is_null()) {
-    const std::string type = ni->value("type", std::string());
+    const std::string type = json_string(*ni, "type");
     const bool empty_seq = type == "Sequence" && ni->contains("normalizers") && (*ni)["normalizers"].is_array() &&
                            (*ni)["normalizers"].empty();
     if (type != "NFC" && !empty_seq) tok_fail(origin, "normalizer " + ni->dump() + " is not supported (only none or NFC)");
@@ -234,12 +270,11 @@ BpeTokenizer BpeTokenizer::from_json_string(const std::string& json, const std::
   auto pi = j.find("pre_tokenizer");
   const nlohmann::json* bl = nullptr;
   if (pi != j.end() && pi->is_object()) {
-    const std::string type = pi->value("type", std::string());
+    const std::string type = json_string(*pi, "type");
     if (type == "ByteLevel") {
       bl = &*pi;
     } else if (type == "Sequence" && pi->contains("pretokenizers") && (*pi)["pretokenizers"].is_array() &&
-               (*pi)["pretokenizers"].size() == 1 && (*pi)["pretokenizers"][0].is_object() &&
-               (*pi)["pretokenizers"][0].value("type", std::string()) == "ByteLevel") {
+               (*pi)["pretokenizers"].size() == 1 && json_string((*pi)["pretokenizers"][0], "type") == "ByteLevel") {
       bl = &(*pi)["pretokenizers"][0];
     }
   }
@@ -349,6 +384,9 @@ void BpeTokenizer::encode_piece(const std::string& piece, std::vector<int64_t>* 
 }
 
 std::vector<int64_t> BpeTokenizer::encode(const std::string& text) const {
+  if (text.size() > kMaxTextBytes)
+    throw InputError("text of " + std::to_string(text.size()) + " bytes exceeds the limit of " +
+                     std::to_string(kMaxTextBytes) + " bytes");
   check_utf8(text);
   // Pieces of text, or added tokens (id >= 0).
   struct Seg {

@@ -47,6 +47,14 @@ namespace io {
 // `text` is not valid UTF-8.
 std::vector<std::string> gpt2_pretokenize(const std::string& text);
 
+// Limits on what a tokenizer file and a text may hold (README, command line): a
+// tokenizer.json of at most 256 MiB with at most 2^24 entries (vocabulary and added tokens;
+// ids number them from 0, so the id table is no larger than the entries), and texts of at
+// most 1 MiB.
+constexpr size_t kMaxTokenizerBytes = size_t{256} << 20;
+constexpr size_t kMaxTokenizerEntries = size_t{1} << 24;
+constexpr size_t kMaxTextBytes = size_t{1} << 20;
+
 class BpeTokenizer {
  public:
   static BpeTokenizer from_file(const std::string& path);
@@ -78,6 +86,7 @@ class BpeTokenizer {
 
  private:
   BpeTokenizer() = default;
+  static BpeTokenizer parse_json(const std::string& json, const std::string& origin);
   void encode_piece(const std::string& piece, std::vector<int64_t>* out) const;
   std::string raw_bytes(int64_t id) const;
 
