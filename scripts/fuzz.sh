@@ -34,7 +34,7 @@ for t in "${targets[@]}"; do
   mkdir -p "$corpus" "$findings"
   echo "== fuzz_$t: ${seconds}s (log: $build/fuzz/$t.log)"
   if LD_PRELOAD=$runtime ASAN_OPTIONS=detect_leaks=1 "$build/fuzz_$t" -max_total_time="$seconds" -timeout=10 \
-       -rss_limit_mb=2048 -max_len=65536 -artifact_prefix="$findings/" -print_final_stats=1 \
+       -rss_limit_mb=2048 -max_len=16384 -artifact_prefix="$findings/" -print_final_stats=1 \
        "$corpus" "$build/fuzz/seeds/$t" "tests/fuzz/regressions/$t" >"$build/fuzz/$t.log" 2>&1; then
     grep -E "^stat::number_of_executed_units|^Done" "$build/fuzz/$t.log" | tr '\n' ' '; echo
   else

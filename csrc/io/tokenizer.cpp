@@ -204,22 +204,15 @@ BpeTokenizer BpeTokenizer::parse_json(const std::string& json, const std::string
       t.added_.push_back(at);
     }
   }
-  // Ids index a table: they must be dense enough that the table is no larger than the
-  // entries that fill it (an id of 2^31 would otherwise size a table of 64 GiB).
+  // Ids are keys of a map, not indexes of a table: an id of 2^31 costs one entry, not a
+  // table of 64 GiB.
   const size_t entries = t.vocab_.size() + t.added_.size();
   if (entries > kMaxTokenizerEntries)
     tok_fail(origin, std::to_string(entries) + " vocabulary entries exceed the limit of " +
                          std::to_string(kMaxTokenizerEntries));
-  if (max_id >= static_cast<int64_t>(entries))
-    tok_fail(origin, "token id " + std::to_string(max_id) + " is not below the number of entries (" +
-                         std::to_string(entries) + "): ids must number the vocabulary from 0");
-  t.id_to_token_.assign(static_cast<size_t>(max_id + 1), std::string());
-  t.is_added_.assign(static_cast<size_t>(max_id + 1), 0);
-  for (const auto& kv : t.vocab_) t.id_to_token_[static_cast<size_t>(kv.second)] = kv.first;
-  for (const auto& a : t.added_) {
-    t.id_to_token_[static_cast<size_t>(a.id)] = a.content;
-    t.is_added_[static_cast<size_t>(a.id)] = 1;
-  }
+  t.vocab_size_ = max_id + 1;
+  for (const auto& kv : t.vocab_) t.id_to_token_[kv.second] = {kv.first, false};
+  for (const auto& a : t.added_) t.id_to_token_[a.id] = {a.content, true};
   // longest first, so that the first match found at a position is the longest there
   std::stable_sort(t.added_.begin(), t.added_.end(),
                    [](const AddedToken& a, const AddedToken& b) { return a.content.size() > b.content.size(); });
@@ -295,15 +288,16 @@ int64_t BpeTokenizer::token_to_id(const std::string& token) const {
 }
 
 const std::string& BpeTokenizer::token_string(int64_t id) const {
-  if (id < 0 || id >= vocab_size() || (id_to_token_[static_cast<size_t>(id)].empty()))
+  auto it = id_to_token_.find(id);
+  if (it == id_to_token_.end() || it->second.text.empty())
     throw InputError(origin_ + ": token id " + std::to_string(id) + " is not in the vocabulary (size " +
                      std::to_string(vocab_size()) + ")");
-  return id_to_token_[static_cast<size_t>(id)];
+  return it->second.text;
 }
 
 std::string BpeTokenizer::raw_bytes(int64_t id) const {
   const std::string& tok = token_string(id);
-  if (is_added_[static_cast<size_t>(id)]) return tok;
+  if (id_to_token_.at(id).added) return tok;
   const auto& ab = alphabet();
   std::string out;
   for (size_t i = 0; i < tok.size();) {
