@@ -144,6 +144,23 @@ std::string weights_origin(const std::filesystem::path& dir) {
   return dir.string();
 }
 
+// The tensors that hold nearly all of a model's memory, with the shapes `c` implies (as the
+// constructors above make them).
+ExpectedShapes largest_tensors(const MambaConfig& c) {
+  const int64_t H = c.hidden_size(), I = c.intermediate_size(), N = c.state_size(), R = c.time_step_rank();
+  ExpectedShapes out{{"backbone.embeddings.weight", {c.vocab_size(), H}}};
+  for (int64_t i = 0; i < c.num_hidden_layers(); ++i) {
+    const std::string p = "backbone.layers." + std::to_string(i) + ".mixer.";
+    out.push_back({p + "in_proj.weight", {2 * I, H}});
+    out.push_back({p + "conv1d.weight", {I, 1, c.conv_kernel()}});
+    out.push_back({p + "x_proj.weight", {R + 2 * N, I}});
+    out.push_back({p + "dt_proj.weight", {I, R}});
+    out.push_back({p + "A_log", {I, N}});
+    out.push_back({p + "out_proj.weight", {H, I}});
+  }
+  return out;
+}
+
 }  // namespace
 
 MambaForCausalLM load_mamba_lm(const std::string& model_dir, at::ScalarType dtype) {
@@ -176,6 +193,7 @@ MambaForCausalLM load_mamba_lm(const std::string& model_dir, at::ScalarType dtyp
     throw io::InputError(origin + ": missing tensor 'lm_head.weight' (tie_word_embeddings is false)");
   }
 
+  check_shapes_before_building(sd, largest_tensors(config), origin);
   MambaForCausalLM model(config);
   assign_state_dict(*model, sd, dtype, origin);
   model->eval();

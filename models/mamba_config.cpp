@@ -7,29 +7,39 @@
 
 namespace mamba_lrp {
 
+// The ranges every key is checked against as it is read, before any arithmetic uses it
+// (validate() checks the same ranges on a config built in code).
+namespace {
+constexpr int64_t kMaxVocab = int64_t(1) << 24, kMaxHidden = 1 << 16, kMaxState = 256, kMaxLayers = 1024,
+                  kMaxConv = 64, kMaxExpand = 64, kMaxIntermediate = 1 << 18, kMaxRank = 1 << 16,
+                  kMaxPadMultiple = 1 << 16;
+}  // namespace
+
 MambaConfig MambaConfig::from_json(const nlohmann::json& j, const std::string& origin) {
   if (!j.is_object()) throw io::InputError(origin + ": config.json must hold a JSON object");
+  using io::config_int_in;
   MambaConfig c;
+  // Every product below is of bounded keys: expand * hidden_size <= 2^22, vocab + pad < 2^25.
   if (j.contains("d_model") && !j.contains("hidden_size")) {
     // state-spaces format: {"d_model", "n_layer", "vocab_size", "ssm_cfg": {...}, "rms_norm",
     // "residual_in_fp32", "fused_add_norm", "pad_vocab_size_multiple", "tie_embeddings"}
     c.state_spaces_names(true);
-    c.hidden_size(io::config_int(j, "d_model", 768, origin));
-    c.num_hidden_layers(io::config_int(j, "n_layer", 24, origin));
-    int64_t vocab = io::config_int(j, "vocab_size", 50277, origin);
-    const int64_t pad = io::config_int(j, "pad_vocab_size_multiple", 8, origin);
+    c.hidden_size(config_int_in(j, "d_model", 768, 1, kMaxHidden, origin));
+    c.num_hidden_layers(config_int_in(j, "n_layer", 24, 1, kMaxLayers, origin));
+    int64_t vocab = config_int_in(j, "vocab_size", 50277, 1, kMaxVocab, origin);
+    const int64_t pad = config_int_in(j, "pad_vocab_size_multiple", 8, 0, kMaxPadMultiple, origin);
     if (pad > 1 && vocab % pad) vocab += pad - vocab % pad;
     c.vocab_size(vocab);
     const nlohmann::json ssm = j.contains("ssm_cfg") && j["ssm_cfg"].is_object() ? j["ssm_cfg"] : nlohmann::json::object();
-    c.state_size(io::config_int(ssm, "d_state", 16, origin));
-    c.conv_kernel(io::config_int(ssm, "d_conv", 4, origin));
-    c.expand(io::config_int(ssm, "expand", 2, origin));
+    c.state_size(config_int_in(ssm, "d_state", 16, 1, kMaxState, origin));
+    c.conv_kernel(config_int_in(ssm, "d_conv", 4, 1, kMaxConv, origin));
+    c.expand(config_int_in(ssm, "expand", 2, 1, kMaxExpand, origin));
     c.use_bias(io::config_value<bool>(ssm, "bias", false, origin));
     c.use_conv_bias(io::config_value<bool>(ssm, "conv_bias", true, origin));
     c.intermediate_size(c.expand() * c.hidden_size());
     c.time_step_rank((c.hidden_size() + 15) / 16);
     if (ssm.contains("dt_rank") && !(ssm["dt_rank"].is_string() && ssm["dt_rank"] == "auto"))
-      c.time_step_rank(io::config_int(ssm, "dt_rank", c.time_step_rank(), origin));
+      c.time_step_rank(config_int_in(ssm, "dt_rank", c.time_step_rank(), 1, kMaxRank, origin));
     if (j.contains("rms_norm") && !io::config_value<bool>(j, "rms_norm", true, origin))
       throw io::InputError(origin + ": rms_norm = false (LayerNorm) is not supported for Mamba language models");
     c.residual_in_fp32(io::config_value<bool>(j, "residual_in_fp32", true, origin));
@@ -38,17 +48,17 @@ MambaConfig MambaConfig::from_json(const nlohmann::json& j, const std::string& o
   } else {
     if (j.contains("model_type") && j["model_type"] != "mamba")
       throw io::InputError(origin + ": model_type is " + j["model_type"].dump() + ", expected \"mamba\"");
-    c.vocab_size(io::config_int(j, "vocab_size", 50280, origin));
-    c.hidden_size(io::config_int(j, "hidden_size", 768, origin));
-    c.state_size(io::config_int(j, "state_size", 16, origin));
-    c.num_hidden_layers(io::config_int(j, "num_hidden_layers", 32, origin));
+    c.vocab_size(config_int_in(j, "vocab_size", 50280, 1, kMaxVocab, origin));
+    c.hidden_size(config_int_in(j, "hidden_size", 768, 1, kMaxHidden, origin));
+    c.state_size(config_int_in(j, "state_size", 16, 1, kMaxState, origin));
+    c.num_hidden_layers(config_int_in(j, "num_hidden_layers", 32, 1, kMaxLayers, origin));
     c.layer_norm_epsilon(io::config_value<double>(j, "layer_norm_epsilon", 1e-5, origin));
-    c.expand(io::config_int(j, "expand", 2, origin));
-    c.conv_kernel(io::config_int(j, "conv_kernel", 4, origin));
-    c.intermediate_size(io::config_int(j, "intermediate_size", c.expand() * c.hidden_size(), origin));
+    c.expand(config_int_in(j, "expand", 2, 1, kMaxExpand, origin));  // checked even when intermediate_size is given
+    c.conv_kernel(config_int_in(j, "conv_kernel", 4, 1, kMaxConv, origin));
+    c.intermediate_size(config_int_in(j, "intermediate_size", c.expand() * c.hidden_size(), 1, kMaxIntermediate, origin));
     c.time_step_rank((c.hidden_size() + 15) / 16);
     if (j.contains("time_step_rank") && !(j["time_step_rank"].is_string() && j["time_step_rank"] == "auto"))
-      c.time_step_rank(io::config_int(j, "time_step_rank", c.time_step_rank(), origin));
+      c.time_step_rank(config_int_in(j, "time_step_rank", c.time_step_rank(), 1, kMaxRank, origin));
     c.use_bias(io::config_value<bool>(j, "use_bias", false, origin));
     c.use_conv_bias(io::config_value<bool>(j, "use_conv_bias", true, origin));
     c.residual_in_fp32(io::config_value<bool>(j, "residual_in_fp32", true, origin));
@@ -69,13 +79,15 @@ void MambaConfig::validate(const std::string& origin) const {
     if (v < 1 || v > max)
       throw io::InputError(origin + ": " + key + " must be in [1, " + std::to_string(max) + "], got " + std::to_string(v));
   };
-  positive("vocab_size", vocab_size(), int64_t(1) << 24);
-  positive("hidden_size", hidden_size(), 1 << 16);
-  positive("state_size", state_size(), 256);
-  positive("num_hidden_layers", num_hidden_layers(), 1024);
-  positive("conv_kernel", conv_kernel(), 64);
-  positive("intermediate_size", intermediate_size(), 1 << 18);
-  positive("time_step_rank", time_step_rank(), 1 << 16);
+  positive("vocab_size", vocab_size(), kMaxVocab);
+  positive("hidden_size", hidden_size(), kMaxHidden);
+  positive("state_size", state_size(), kMaxState);
+  positive("num_hidden_layers", num_hidden_layers(), kMaxLayers);
+  positive("conv_kernel", conv_kernel(), kMaxConv);
+  positive("expand", expand(), kMaxExpand);
+  positive("intermediate_size", intermediate_size(), kMaxIntermediate);
+  positive("time_step_rank", time_step_rank(), kMaxRank);
+  positive("num_outputs", num_outputs(), kMaxVocab);
   if (!(layer_norm_epsilon() >= 0) || !std::isfinite(layer_norm_epsilon()))
     throw io::InputError(origin + ": layer_norm_epsilon must be finite and >= 0");
   if (hidden_act() != "silu")

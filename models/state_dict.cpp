@@ -28,6 +28,18 @@ void assign_state_dict(torch::nn::Module& module, const io::StateDict& sd, at::S
   for (auto& p : module.parameters()) p.set_requires_grad(false);
 }
 
+void check_shapes_before_building(const io::StateDict& sd, const ExpectedShapes& expected, const std::string& origin,
+                                  const std::string& hint) {
+  const std::string suffix = hint.empty() ? "" : " (" + hint + ")";
+  for (const auto& [name, shape] : expected) {
+    auto it = sd.find(name);
+    if (it == sd.end()) throw io::InputError(origin + ": missing tensor '" + name + "'" + suffix);
+    if (it->second.sizes() != c10::IntArrayRef(shape))
+      throw io::InputError(origin + ": tensor '" + name + "': expected shape " + io::shape_str(c10::IntArrayRef(shape)) +
+                           " (from config.json), got " + io::shape_str(it->second));
+  }
+}
+
 std::vector<at::Tensor> bias_parameters(const torch::nn::Module& module) {
   std::vector<at::Tensor> out;
   for (const auto& item : module.named_parameters(/*recurse=*/true))

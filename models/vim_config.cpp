@@ -9,6 +9,10 @@ namespace mamba_lrp {
 
 namespace {
 
+// The range of each key (validate() checks the same on a config built in code).
+constexpr int64_t kMaxImgSize = 1 << 14, kMaxChannels = 64, kMaxEmbedDim = 1 << 16, kMaxDepth = 4096, kMaxState = 256,
+                  kMaxConv = 64, kMaxExpand = 64, kMaxRank = 1 << 16, kMaxClasses = 1 << 24;
+
 std::vector<double> get_triple(const nlohmann::json& j, const char* key, std::vector<double> fallback,
                                const std::string& origin) {
   if (!j.contains(key) || j[key].is_null()) return fallback;
@@ -33,22 +37,26 @@ VimConfig VimConfig::from_json(const nlohmann::json& j, const std::string& origi
   if (j.contains("model_type") && j["model_type"] != "vim")
     throw io::InputError(origin + ": model_type is " + j["model_type"].dump() + ", expected \"vim\"");
   VimConfig c;
-  c.img_size(io::config_int(j, "img_size", 224, origin));
-  c.patch_size(io::config_int(j, "patch_size", 16, origin));
-  c.stride(io::config_int(j, "stride", c.patch_size(), origin));
-  c.in_chans(io::config_int(j, "in_chans", io::config_int(j, "channels", 3, origin), origin));
-  c.embed_dim(io::config_int(j, "embed_dim", 192, origin));
-  c.depth(io::config_int(j, "depth", 24, origin));
-  c.d_state(io::config_int(j, "d_state", 16, origin));
+  // Every key is range-checked as it is read, before arithmetic or an allocation uses it;
+  // products of checked keys fit in 64 bits (expand * embed_dim <= 2^22).
+  using io::config_int_in;
+  c.img_size(config_int_in(j, "img_size", 224, 1, kMaxImgSize, origin));
+  c.patch_size(config_int_in(j, "patch_size", 16, 1, c.img_size(), origin));
+  c.stride(config_int_in(j, "stride", c.patch_size(), 1, kMaxImgSize, origin));
+  const int64_t channels = config_int_in(j, "channels", 3, 1, kMaxChannels, origin);
+  c.in_chans(config_int_in(j, "in_chans", channels, 1, kMaxChannels, origin));
+  c.embed_dim(config_int_in(j, "embed_dim", 192, 1, kMaxEmbedDim, origin));
+  c.depth(config_int_in(j, "depth", 24, 1, kMaxDepth, origin));
+  c.d_state(config_int_in(j, "d_state", 16, 1, kMaxState, origin));
   const nlohmann::json ssm = j.contains("ssm_cfg") && j["ssm_cfg"].is_object() ? j["ssm_cfg"] : nlohmann::json::object();
-  c.d_conv(io::config_int(j, "d_conv", io::config_int(ssm, "d_conv", 4, origin), origin));
-  c.expand(io::config_int(j, "expand", io::config_int(ssm, "expand", 2, origin), origin));
+  c.d_conv(config_int_in(j, "d_conv", config_int_in(ssm, "d_conv", 4, 1, kMaxConv, origin), 1, kMaxConv, origin));
+  c.expand(config_int_in(j, "expand", config_int_in(ssm, "expand", 2, 1, kMaxExpand, origin), 1, kMaxExpand, origin));
   c.dt_rank((c.embed_dim() + 15) / 16);
   for (const nlohmann::json* src : {&ssm, &j})
     if (src->contains("dt_rank") && !(*src)["dt_rank"].is_null() &&
         !((*src)["dt_rank"].is_string() && (*src)["dt_rank"] == "auto"))
-      c.dt_rank(io::config_int(*src, "dt_rank", c.dt_rank(), origin));
-  c.num_classes(io::config_int(j, "num_classes", 1000, origin));
+      c.dt_rank(config_int_in(*src, "dt_rank", c.dt_rank(), 1, kMaxRank, origin));
+  c.num_classes(config_int_in(j, "num_classes", 1000, 0, kMaxClasses, origin));
   c.norm_epsilon(io::config_value<double>(j, "norm_epsilon", 1e-5, origin));
   c.rms_norm(io::config_value<bool>(j, "rms_norm", true, origin));
   c.residual_in_fp32(io::config_value<bool>(j, "residual_in_fp32", true, origin));
@@ -88,17 +96,17 @@ void VimConfig::validate(const std::string& origin) const {
       throw io::InputError(origin + ": config key \"" + key + "\" must be in [1, " + std::to_string(limit) + "], got " +
                        std::to_string(v));
   };
-  positive(img_size(), "img_size", 1 << 14);
+  positive(img_size(), "img_size", kMaxImgSize);
   positive(patch_size(), "patch_size", img_size());
-  positive(stride(), "stride", 1 << 14);
-  positive(in_chans(), "in_chans", 64);
-  positive(embed_dim(), "embed_dim", 1 << 16);
-  positive(depth(), "depth", 4096);
-  positive(d_state(), "d_state", 256);
-  positive(d_conv(), "d_conv", 64);
-  positive(expand(), "expand", 64);
-  positive(dt_rank(), "dt_rank", 1 << 16);
-  if (num_classes() < 0 || num_classes() > (1 << 24))
+  positive(stride(), "stride", kMaxImgSize);
+  positive(in_chans(), "in_chans", kMaxChannels);
+  positive(embed_dim(), "embed_dim", kMaxEmbedDim);
+  positive(depth(), "depth", kMaxDepth);
+  positive(d_state(), "d_state", kMaxState);
+  positive(d_conv(), "d_conv", kMaxConv);
+  positive(expand(), "expand", kMaxExpand);
+  positive(dt_rank(), "dt_rank", kMaxRank);
+  if (num_classes() < 0 || num_classes() > kMaxClasses)
     throw io::InputError(origin + ": config key \"num_classes\" must be in [0, 16777216], got " +
                      std::to_string(num_classes()));
   if (!(norm_epsilon() > 0) || !std::isfinite(norm_epsilon()))

@@ -195,6 +195,32 @@ std::vector<at::Tensor> VisionMambaImpl::biases() { return bias_parameters(*this
 
 // ---- Loading -------------------------------------------------------------------------------------
 
+namespace {
+
+// The tensors that hold nearly all of a Vim model's memory, with the shapes `c` implies (as
+// the constructors above make them).
+ExpectedShapes largest_tensors(const VimConfig& c) {
+  const int64_t E = c.embed_dim(), I = c.d_inner(), N = c.d_state(), R = c.dt_rank(), K = c.d_conv();
+  ExpectedShapes out{{"patch_embed.proj.weight", {E, c.in_chans(), c.patch_size(), c.patch_size()}}};
+  if (c.if_abs_pos_embed()) out.push_back({"pos_embed", {1, c.num_tokens(), E}});
+  if (c.num_classes() > 0) out.push_back({"head.weight", {c.num_classes(), E}});
+  for (int64_t i = 0; i < c.depth(); ++i) {
+    const std::string p = "layers." + std::to_string(i) + ".mixer.";
+    out.push_back({p + "in_proj.weight", {2 * I, E}});
+    out.push_back({p + "out_proj.weight", {E, I}});
+    for (const std::string b : {"", "_b"}) {
+      if (!b.empty() && !c.bidirectional()) break;
+      out.push_back({p + "conv1d" + b + ".weight", {I, 1, K}});
+      out.push_back({p + "x_proj" + b + ".weight", {R + 2 * N, I}});
+      out.push_back({p + "dt_proj" + b + ".weight", {I, R}});
+      out.push_back({p + (b.empty() ? "A_log" : "A_b_log"), {I, N}});
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
 VisionMamba load_vision_mamba(const std::string& dir_or_file, at::ScalarType dtype) {
   namespace fs = std::filesystem;
   if (dtype != at::kFloat && dtype != at::kDouble) throw io::InputError("model dtype must be float32 or float64");
@@ -234,6 +260,7 @@ VisionMamba load_vision_mamba(const std::string& dir_or_file, at::ScalarType dty
   if (!sd.count("patch_embed.proj.weight"))
     throw io::InputError(origin + ": missing tensor 'patch_embed.proj.weight': not a Vision Mamba checkpoint" +
                      (sd.empty() ? std::string(" (no tensors)") : " (it holds '" + sd.begin()->first + "', ...)"));
+  check_shapes_before_building(sd, largest_tensors(config), origin, "a checkpoint of another model or configuration?");
   VisionMamba model(config);
   assign_state_dict(*model, sd, dtype, origin, "a checkpoint of another model or configuration?");
   model->eval();

@@ -25,7 +25,6 @@ DEPS=${GPU_DEPS:-$ROOT/.gpu_deps}
 PACKAGES=(
   nlohmann-json3-dev                    # JSON (header-only, CMake config nlohmann_json)
   catch2                                # Catch2 2.x (header-only, CMake config Catch2)
-  libstb-dev libstb0                    # stb_image / stb_image_write headers
   libpng-dev libpng16-16                # PNG decoding and writing
   libjpeg62-turbo-dev libjpeg62-turbo   # JPEG decoding
   zlib1g-dev zlib1g                     # zlib, which libpng links
@@ -64,7 +63,7 @@ done
 
 # The prefix must hold what the build looks up; fail here rather than on the GPU machine.
 P=$DEPS/root/usr
-for need in include/nlohmann/json.hpp include/catch2/catch.hpp include/stb/stb_image.h include/png.h \
+for need in include/nlohmann/json.hpp include/catch2/catch.hpp include/png.h \
             include/jpeglib.h include/zlib.h; do
   [ -e "$P/$need" ] || { echo "make_gpu_deps: $P/$need missing after unpacking" >&2; exit 1; }
 done

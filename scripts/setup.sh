@@ -9,7 +9,9 @@ PACKAGES=(
   build-essential cmake ninja-build git
   libtorch-dev python3-torch            # LibTorch 1.13 (C++) and the same torch for /usr/bin/python3
   libopenblas0-pthread                  # libtorch multiplies matrices through the system BLAS: OpenBLAS, not the slow reference one
-  catch2 nlohmann-json3-dev libstb-dev
+  catch2 nlohmann-json3-dev
+  libpng-dev libjpeg62-turbo-dev          # image decoding and PNG writing (csrc/io/image.cpp)
+  clang                                 # optional tools: scripts/fuzz.sh (libFuzzer), scripts/test.sh --sanitize
   python3-numpy python3-pytest python3-pil   # python3-pil: the Vim tests compare image decoding and resizing with PIL
   python3-sklearn                       # scripts/prepare_digits.py: scikit-learn's bundled digits images
 )

@@ -1,7 +1,7 @@
-// Images for Vision Mamba explanations: PNG/JPEG reading (stb_image), timm-style
-// preprocessing (resize the shorter side to img_size / crop_pct with an antialiased
-// bilinear filter, centre crop, per-channel normalisation), and PNG heatmaps (stb_image_write)
-// on a blue-white-red scale symmetric around zero.
+// Images for Vision Mamba explanations: PNG and JPEG reading (libpng, libjpeg-turbo),
+// timm-style preprocessing (resize the shorter side to img_size / crop_pct with an
+// antialiased bilinear filter, centre crop, per-channel normalisation), and PNG heatmaps
+// (libpng) on a blue-white-red scale symmetric around zero.
 #pragma once
 #include <ATen/ATen.h>
 
@@ -19,8 +19,25 @@ struct Image {
   std::vector<uint8_t> data;  // height * width * channels
 };
 
-// Reads a PNG or JPEG file as `channels` (1 or 3) channels. InputError naming the file when
-// it cannot be read, is not a PNG/JPEG, is corrupt, or is larger than 16384 pixels a side.
+// Limits on an input image (README, command line): the file, the sides, the decoded pixels
+// (2^26 pixels: 192 MiB as RGB), and the scans of a progressive JPEG.
+constexpr uint64_t kMaxImageFileBytes = uint64_t(1) << 30;
+constexpr int64_t kMaxImageSide = 16384;
+constexpr int64_t kMaxImagePixels = int64_t(1) << 26;
+constexpr int kMaxJpegScans = 1000;
+
+struct ImageInfo {
+  int64_t width = 0, height = 0;
+};
+
+// The size from the file's header only (no pixel decoded): InputError as read_image's for
+// a file that is not a PNG/JPEG, has a corrupt header or exceeds the limits.
+ImageInfo read_image_info(const std::string& path);
+
+// Reads a PNG or JPEG file as `channels` (1 or 3) channels: RGB (a PNG's alpha dropped, as
+// PIL's convert("RGB")), or grey by ITU-R 601 luma (PIL's convert("L")). InputError naming
+// the file when it cannot be read, is not a PNG/JPEG, is corrupt, is a CMYK JPEG, or
+// exceeds the limits above. The decoded pixels are the only copy made of the image.
 Image read_image(const std::string& path, int64_t channels = 3);
 
 // Image -> pixel_values (C, size, size) float32: with `resize`, the shorter side is scaled to

@@ -25,7 +25,18 @@ void throw_config_type_error(const std::string& origin, const char* key, const s
 int64_t config_int(const nlohmann::json& j, const char* key, int64_t fallback, const std::string& origin) {
   if (j.contains(key) && !j[key].is_null() && !j[key].is_number_integer())
     throw_config_type_error(origin, key, j[key].dump(), "must be an integer");
+  if (j.contains(key) && j[key].is_number_unsigned() && j[key].get<uint64_t>() > uint64_t(INT64_MAX))
+    throw_config_type_error(origin, key, j[key].dump(), "is out of range");
   return config_value<int64_t>(j, key, fallback, origin);
+}
+
+int64_t config_int_in(const nlohmann::json& j, const char* key, int64_t fallback, int64_t lo, int64_t hi,
+                      const std::string& origin) {
+  const int64_t v = config_int(j, key, fallback, origin);
+  if (v < lo || v > hi)
+    throw InputError(origin + ": config key \"" + key + "\" must be in [" + std::to_string(lo) + ", " +
+                     std::to_string(hi) + "], got " + std::to_string(v));
+  return v;
 }
 
 }  // namespace io

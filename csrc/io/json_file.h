@@ -29,5 +29,10 @@ T config_value(const nlohmann::json& j, const char* key, T fallback, const std::
 // An integer key: floats such as 2.5 are refused rather than truncated.
 int64_t config_int(const nlohmann::json& j, const char* key, int64_t fallback, const std::string& origin);
 
+// An integer key within [lo, hi], checked as it is read, before any arithmetic uses it
+// (InputError "ORIGIN: config key "KEY" must be in [lo, hi], got V" otherwise).
+int64_t config_int_in(const nlohmann::json& j, const char* key, int64_t fallback, int64_t lo, int64_t hi,
+                      const std::string& origin);
+
 }  // namespace io
 }  // namespace mamba_lrp

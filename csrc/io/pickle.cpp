@@ -97,6 +97,72 @@ ValuePtr Unpickler::run() {
   stack_.clear();
   marks_.clear();
   memo_.clear();
+  try {
+    ValuePtr root = run_opcodes();
+    if (has_cycle()) bad("a container holds itself (self-referencing pickles are not supported)");
+    mutated_.clear();
+    return root;
+  } catch (...) {
+    break_references();
+    throw;
+  }
+}
+
+bool Unpickler::has_cycle() const {
+  // Depth-first search without recursion from every changed container; a child found on
+  // the current path closes a cycle.
+  enum : char { kOnPath = 1, kDone = 2 };
+  std::unordered_map<const Value*, char> seen;
+  auto child = [](const Value* v, size_t k) -> const Value* {
+    if (k < v->items.size()) return v->items[k].get();
+    k -= v->items.size();
+    if (k < 2 * v->dict.size()) return (k % 2 ? v->dict[k / 2].second : v->dict[k / 2].first).get();
+    k -= 2 * v->dict.size();
+    return k == 0 && v->state ? v->state.get() : nullptr;
+  };
+  auto has_children = [](const Value* v) { return !v->items.empty() || !v->dict.empty() || v->state; };
+  for (const auto& w : mutated_) {
+    const ValuePtr start = w.lock();
+    if (!start || seen.count(start.get())) continue;
+    std::vector<std::pair<const Value*, size_t>> path{{start.get(), 0}};
+    seen[start.get()] = kOnPath;
+    while (!path.empty()) {
+      auto& [v, k] = path.back();
+      const Value* c = child(v, k++);
+      if (!c) {
+        seen[v] = kDone;
+        path.pop_back();
+        continue;
+      }
+      if (!has_children(c)) continue;
+      auto it = seen.find(c);
+      if (it == seen.end()) {
+        seen[c] = kOnPath;
+        path.emplace_back(c, 0);
+      } else if (it->second == kOnPath) {
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
+void Unpickler::break_references() {
+  for (const auto& w : mutated_)
+    if (ValuePtr v = w.lock()) {
+      std::vector<ValuePtr> children;
+      v->items.swap(children);
+      for (auto& kv : v->dict) {
+        children.push_back(std::move(kv.first));
+        children.push_back(std::move(kv.second));
+      }
+      v->dict.clear();
+      if (v->state) children.push_back(std::move(v->state));
+    }  // children released here, after v no longer holds them
+  mutated_.clear();
+}
+
+ValuePtr Unpickler::run_opcodes() {
   while (true) {
     const uint8_t op = u8();
     switch (op) {
@@ -227,7 +293,10 @@ ValuePtr Unpickler::run() {
       case 'b': {                                                      // BUILD
         auto st = pop();
         auto obj = top();
-        if (obj->kind == Value::Object) obj->state = st;
+        if (obj->kind == Value::Object) {
+          obj->state = st;
+          mutated(obj);
+        }
         // dict (OrderedDict's _metadata), tensor (hooks) and others: state ignored
         break;
       }
@@ -317,6 +386,7 @@ ValuePtr Unpickler::get(uint64_t k) const {
 void Unpickler::append(const ValuePtr& target, const std::vector<ValuePtr>& xs) {
   if (target->kind == Value::List) {
     target->items.insert(target->items.end(), xs.begin(), xs.end());
+    mutated(target);
   } else if (target->kind != Value::Object) {  // list subclasses: contents not needed
     bad("APPEND to " + a_kind(target->kind));
   }
@@ -338,6 +408,7 @@ void Unpickler::set_items(const ValuePtr& target, const std::vector<ValuePtr>& k
         }
     if (!replaced) target->dict.emplace_back(kv[k], kv[k + 1]);
   }
+  mutated(target);
 }
 
 int64_t Unpickler::as_int(const ValuePtr& v, const char* what) const {

@@ -70,6 +70,7 @@ class Unpickler {
   const std::map<std::string, std::shared_ptr<Storage>>& storages() const { return storages_; }
 
  private:
+  ValuePtr run_opcodes();
   [[noreturn]] void bad(const std::string& what) const;
   const char* take(uint64_t n);
   uint8_t u8();
@@ -91,6 +92,14 @@ class Unpickler {
 
   int64_t as_int(const ValuePtr& v, const char* what) const;
   std::vector<int64_t> int_tuple(const ValuePtr& v, const char* what) const;
+  // Cycles: only a container changed after it was made (APPEND, SETITEM, BUILD) can close
+  // one, so those are remembered; a pickle whose containers reach themselves is refused and
+  // its references broken, as they are after any error (reference counting alone would
+  // never free a cycle).
+  void mutated(const ValuePtr& v) { mutated_.push_back(v); }
+  bool has_cycle() const;
+  void break_references();
+
   ValuePtr rebuild_tensor(const std::vector<ValuePtr>& a);
   ValuePtr call(const ValuePtr& fn, const ValuePtr& args);
   ValuePtr persistent_load(const ValuePtr& pid);
@@ -103,6 +112,7 @@ class Unpickler {
   std::vector<size_t> marks_;
   std::unordered_map<uint64_t, ValuePtr> memo_;
   std::map<std::string, std::shared_ptr<Storage>> storages_;
+  std::vector<std::weak_ptr<Value>> mutated_;
 };
 
 }  // namespace pickle

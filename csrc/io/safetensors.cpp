@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -59,6 +60,29 @@ bool json_to_u64(const nlohmann::json& j, uint64_t* out) {
     return true;
   }
   return false;
+}
+
+// As the reference implementation does: the tensors, taken in the order of their offsets,
+// tile the data section, each beginning where the previous one ends (no overlap, no gap,
+// nothing left over at the end).
+void check_tiling(const std::map<std::string, TensorInfo>& tensors, uint64_t data_size, const std::string& path) {
+  std::vector<std::pair<const std::string*, const TensorInfo*>> by_offset;
+  for (const auto& kv : tensors) by_offset.emplace_back(&kv.first, &kv.second);
+  std::sort(by_offset.begin(), by_offset.end(), [](const auto& a, const auto& b) {
+    return std::make_pair(a.second->begin, a.second->end) < std::make_pair(b.second->begin, b.second->end);
+  });
+  uint64_t expected = 0;
+  for (const auto& [name, info] : by_offset) {
+    if (info->begin != expected)
+      fail_tensor(path, *name,
+                  "data_offsets [" + std::to_string(info->begin) + ", " + std::to_string(info->end) + "] " +
+                      (info->begin < expected ? "overlap the previous tensor" : "leave a gap after the previous tensor") +
+                      " (expected to begin at " + std::to_string(expected) + ")");
+    expected = info->end;
+  }
+  if (expected != data_size)
+    fail(path, "the tensors cover " + std::to_string(expected) + " bytes of the data section, which holds " +
+                   std::to_string(data_size));
 }
 
 }  // namespace
@@ -185,6 +209,7 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
                       shape_str(c10::IntArrayRef(info.shape)) + " need " + std::to_string(nbytes));
     f.tensors_.emplace(name, std::move(info));
   }
+  check_tiling(f.tensors_, data_size, path);
   return f;
 }
 

@@ -6,7 +6,9 @@
 // The reader maps the file read-only and checks everything against it before any byte of
 // tensor data is touched: header length within the file and at most 100 MB, valid JSON,
 // known dtype, non-negative shape whose element count and byte size do not overflow,
-// byte size == end - begin, begin <= end <= size of the data section. Whatever the file
+// byte size == end - begin, begin <= end <= size of the data section, and (as the reference
+// implementation requires) the tensors in offset order tile the data section exactly: no
+// overlap, no gap, no bytes left over. Whatever the file
 // holds, nothing outside the mapping is read. Every failure is a mamba_lrp::InputError whose
 // message names the file and, where there is one, the tensor.
 #pragma once

@@ -87,6 +87,14 @@ std::vector<std::string> gpt2_split(const std::string& s) {
 
 [[noreturn]] void tok_fail(const std::string& origin, const std::string& what) { throw InputError(origin + ": " + what); }
 
+// o[key] when o is an object and that entry is a string, "" otherwise (a "type" that is a
+// number, a normalizer that is a list: refused by the caller as unsupported).
+std::string json_string(const nlohmann::json& o, const char* key) {
+  if (!o.is_object()) return "";
+  auto it = o.find(key);
+  return it != o.end() && it->is_string() ? it->get<std::string>() : "";
+}
+
 bool json_bool(const nlohmann::json& o, const char* key, bool dflt) {
   auto it = o.find(key);
   if (it == o.end() || it->is_null()) return dflt;
@@ -116,12 +124,31 @@ std::vector<std::string> gpt2_pretokenize(const std::string& text) {
 BpeTokenizer BpeTokenizer::from_file(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   if (!f) throw InputError(path + ": cannot open the tokenizer file");
+  f.seekg(0, std::ios::end);
+  const std::streamoff size = f.tellg();
+  if (size < 0 || static_cast<uint64_t>(size) > kMaxTokenizerBytes)
+    throw InputError(path + ": tokenizer file of " + std::to_string(size) + " bytes exceeds the limit of " +
+                     std::to_string(kMaxTokenizerBytes));
+  f.seekg(0, std::ios::beg);
   std::ostringstream ss;
   ss << f.rdbuf();
   return from_json_string(ss.str(), path);
 }
 
 BpeTokenizer BpeTokenizer::from_json_string(const std::string& json, const std::string& origin) {
+  // Every field is checked before use; this turns a field of a shape no check foresaw into
+  // the same one-line refusal rather than a JSON library exception.
+  try {
+    return parse_json(json, origin);
+  } catch (const nlohmann::json::exception& e) {
+    tok_fail(origin, std::string("malformed tokenizer: ") + first_line(e.what()));
+  }
+}
+
+BpeTokenizer BpeTokenizer::parse_json(const std::string& json, const std::string& origin) {
+  if (json.size() > kMaxTokenizerBytes)
+    tok_fail(origin, "tokenizer file of " + std::to_string(json.size()) + " bytes exceeds the limit of " +
+                         std::to_string(kMaxTokenizerBytes));
   BpeTokenizer t;
   t.origin_ = origin;
   nlohmann::json j;
@@ -177,13 +204,15 @@ BpeTokenizer BpeTokenizer::from_json_string(const std::string& json, const std::
       t.added_.push_back(at);
     }
   }
-  t.id_to_token_.assign(static_cast<size_t>(max_id + 1), std::string());
-  t.is_added_.assign(static_cast<size_t>(max_id + 1), 0);
-  for (const auto& kv : t.vocab_) t.id_to_token_[static_cast<size_t>(kv.second)] = kv.first;
-  for (const auto& a : t.added_) {
-    t.id_to_token_[static_cast<size_t>(a.id)] = a.content;
-    t.is_added_[static_cast<size_t>(a.id)] = 1;
-  }
+  // Ids are keys of a map, not indexes of a table: an id of 2^31 costs one entry, not a
+  // table of 64 GiB.
+  const size_t entries = t.vocab_.size() + t.added_.size();
+  if (entries > kMaxTokenizerEntries)
+    tok_fail(origin, std::to_string(entries) + " vocabulary entries exceed the limit of " +
+                         std::to_string(kMaxTokenizerEntries));
+  t.vocab_size_ = max_id + 1;
+  for (const auto& kv : t.vocab_) t.id_to_token_[kv.second] = {kv.first, false};
+  for (const auto& a : t.added_) t.id_to_token_[a.id] = {a.content, true};
   // longest first, so that the first match found at a position is the longest there
   std::stable_sort(t.added_.begin(), t.added_.end(),
                    [](const AddedToken& a, const AddedToken& b) { return a.content.size() > b.content.size(); });
@@ -224,7 +253,7 @@ BpeTokenizer BpeTokenizer::from_json_string(const std::string& json, const std::
   // normalizer: none or NFC (not applied, see tokenizer.h)
   auto ni = j.find("normalizer");
   if (ni != j.end() && !ni->is_null()) {
-    const std::string type = ni->value("type", std::string());
+    const std::string type = json_string(*ni, "type");
     const bool empty_seq = type == "Sequence" && ni->contains("normalizers") && (*ni)["normalizers"].is_array() &&
                            (*ni)["normalizers"].empty();
     if (type != "NFC" && !empty_seq) tok_fail(origin, "normalizer " + ni->dump() + " is not supported (only none or NFC)");
@@ -234,12 +263,11 @@ BpeTokenizer BpeTokenizer::from_json_string(const std::string& json, const std::
   auto pi = j.find("pre_tokenizer");
   const nlohmann::json* bl = nullptr;
   if (pi != j.end() && pi->is_object()) {
-    const std::string type = pi->value("type", std::string());
+    const std::string type = json_string(*pi, "type");
     if (type == "ByteLevel") {
       bl = &*pi;
     } else if (type == "Sequence" && pi->contains("pretokenizers") && (*pi)["pretokenizers"].is_array() &&
-               (*pi)["pretokenizers"].size() == 1 && (*pi)["pretokenizers"][0].is_object() &&
-               (*pi)["pretokenizers"][0].value("type", std::string()) == "ByteLevel") {
+               (*pi)["pretokenizers"].size() == 1 && json_string((*pi)["pretokenizers"][0], "type") == "ByteLevel") {
       bl = &(*pi)["pretokenizers"][0];
     }
   }
@@ -260,15 +288,16 @@ int64_t BpeTokenizer::token_to_id(const std::string& token) const {
 }
 
 const std::string& BpeTokenizer::token_string(int64_t id) const {
-  if (id < 0 || id >= vocab_size() || (id_to_token_[static_cast<size_t>(id)].empty()))
+  auto it = id_to_token_.find(id);
+  if (it == id_to_token_.end() || it->second.text.empty())
     throw InputError(origin_ + ": token id " + std::to_string(id) + " is not in the vocabulary (size " +
                      std::to_string(vocab_size()) + ")");
-  return id_to_token_[static_cast<size_t>(id)];
+  return it->second.text;
 }
 
 std::string BpeTokenizer::raw_bytes(int64_t id) const {
   const std::string& tok = token_string(id);
-  if (is_added_[static_cast<size_t>(id)]) return tok;
+  if (id_to_token_.at(id).added) return tok;
   const auto& ab = alphabet();
   std::string out;
   for (size_t i = 0; i < tok.size();) {
@@ -349,6 +378,9 @@ void BpeTokenizer::encode_piece(const std::string& piece, std::vector<int64_t>* 
 }
 
 std::vector<int64_t> BpeTokenizer::encode(const std::string& text) const {
+  if (text.size() > kMaxTextBytes)
+    throw InputError("text of " + std::to_string(text.size()) + " bytes exceeds the limit of " +
+                     std::to_string(kMaxTextBytes) + " bytes");
   check_utf8(text);
   // Pieces of text, or added tokens (id >= 0).
   struct Seg {

@@ -47,6 +47,14 @@ namespace io {
 // `text` is not valid UTF-8.
 std::vector<std::string> gpt2_pretokenize(const std::string& text);
 
+// Limits on what a tokenizer file and a text may hold (README, command line): a
+// tokenizer.json of at most 256 MiB with at most 2^24 entries (vocabulary and added
+// tokens; ids up to INT32_MAX, kept in a map, so memory follows the entries, not the
+// largest id), and texts of at most 1 MiB.
+constexpr size_t kMaxTokenizerBytes = size_t{256} << 20;
+constexpr size_t kMaxTokenizerEntries = size_t{1} << 24;
+constexpr size_t kMaxTextBytes = size_t{1} << 20;
+
 class BpeTokenizer {
  public:
   static BpeTokenizer from_file(const std::string& path);
@@ -66,7 +74,7 @@ class BpeTokenizer {
   // The token as the vocabulary spells it (byte-level alphabet, e.g. "Ġthe").
   const std::string& token_string(int64_t id) const;
   // Largest id + 1 over the vocabulary and the added tokens.
-  int64_t vocab_size() const { return static_cast<int64_t>(id_to_token_.size()); }
+  int64_t vocab_size() const { return vocab_size_; }
   // -1 when absent.
   int64_t token_to_id(const std::string& token) const;
 
@@ -78,13 +86,18 @@ class BpeTokenizer {
 
  private:
   BpeTokenizer() = default;
+  static BpeTokenizer parse_json(const std::string& json, const std::string& origin);
   void encode_piece(const std::string& piece, std::vector<int64_t>* out) const;
   std::string raw_bytes(int64_t id) const;
 
   std::string origin_;
   std::unordered_map<std::string, int64_t> vocab_;
-  std::vector<std::string> id_to_token_;
-  std::vector<char> is_added_;  // per id
+  struct Token {
+    std::string text;
+    bool added = false;
+  };
+  std::unordered_map<int64_t, Token> id_to_token_;  // a map: ids may be sparse (up to INT32_MAX)
+  int64_t vocab_size_ = 0;
   std::unordered_map<std::string, int> merge_rank_;  // key: a + '\0' + b
   std::vector<AddedToken> added_;
   bool add_prefix_space_ = false, use_regex_ = true, ignore_merges_ = false;

@@ -39,7 +39,10 @@ std::vector<char> read_prefix(const std::string& path, size_t n) {
 }
 
 // The tensor a TensorRef describes, copied out of its storage after checking that every
-// element it addresses lies inside the storage.
+// element it addresses lies inside the storage, and that it has no more elements than the
+// storage holds from its offset on: a view that repeats elements (stride 0, overlapping
+// strides) could otherwise make the copy far larger than the file (one stored float viewed
+// as [2^30] is 4 GiB).
 at::Tensor materialize(const Value& t, const std::string& path, const std::string& name) {
   const Storage& st = *t.storage;
   if (!st.data.defined()) throw InputError(path + ": tensor '" + name + "': storage '" + st.key + "' has no data");
@@ -53,6 +56,13 @@ at::Tensor materialize(const Value& t, const std::string& path, const std::strin
   for (size_t d = 0; ok && numel > 0 && d < t.sizes.size(); ++d) {
     int64_t step;
     if (__builtin_mul_overflow(t.sizes[d] - 1, t.strides[d], &step) || __builtin_add_overflow(last, step, &last)) ok = false;
+  }
+  if (ok && numel > n - t.offset) {
+    std::ostringstream o;
+    o << path << ": tensor '" << name << "': size " << at::IntArrayRef(t.sizes) << " has " << numel
+      << " elements, more than its storage holds from offset " << t.offset << " (" << n << " elements): "
+      << "views that repeat elements are not supported";
+    throw InputError(o.str());
   }
   if (!ok || (numel > 0 && last >= n)) {
     std::ostringstream o;

@@ -96,14 +96,17 @@ int run_explain_vim(const Args& a) {
   if (a.target != "argmax") opt.targets = {parse_int(a.target, "--target")};
   if (!a.composite.empty()) opt.composite = rules::Composite::from_file(a.composite);
 
-  // The config first: a bad image is reported before the weights are read.
+  // The config first: a bad input is reported before the weights are read. An image's
+  // header only (size within the limits): its pixels are decoded once the model has loaded.
   const std::filesystem::path model_path(a.model);
   const std::filesystem::path dir = std::filesystem::is_directory(model_path) ? model_path : model_path.parent_path();
   const VimConfig cfg = VimConfig::from_file((dir / "config.json").string());
-  const at::Tensor pixels = check_pixel_values(cfg, load_vim_inputs(a, cfg), dtype,
-                                               a.image.empty() ? a.input + ": pixel_values" : a.image);
+  at::Tensor pixels;
+  if (a.image.empty()) pixels = check_pixel_values(cfg, load_vim_inputs(a, cfg), dtype, a.input + ": pixel_values");
+  else io::read_image_info(a.image);
   VisionMamba model = load_vision_mamba(a.model, dtype);
   model->to(device);
+  if (!a.image.empty()) pixels = check_pixel_values(cfg, load_vim_inputs(a, cfg), dtype, a.image);
   const VimExplanation e =
       (baseline ? explain_vim_baseline(model, pixels, opt.targets, baseline_opt) : explain_vim(model, pixels, opt)).cpu();
 
