@@ -33,9 +33,10 @@ int run(int argc, char** argv) {
       std::cout << cli::usage(command);
       return 0;
     }
-    // evaluate and train parse their own options.
+    // evaluate, train and generate parse their own options.
     if (command == "evaluate") return cli::run_evaluate(argc, argv);
     if (command == "train") return cli::run_train(argc, argv);
+    if (command == "generate") return cli::run_generate(argc, argv);
     const cli::Args a = cli::parse_args(argc, argv);
     if (a.command == "explain") {
       if (a.model.empty()) throw mamba_lrp::io::InputError("explain needs --model DIR");
