@@ -44,7 +44,7 @@ void check_steps(bool masked) {
                               .narrow(1, P - 1, G);  // (2, G, V)
   REQUIRE(stepped.scalar_type() == at::kDouble);
   const double err = (stepped - full).abs().max().item<double>() / full.abs().max().item<double>();
-  CHECK(err < 1e-10);
+  REQUIRE(err < 1e-10);
 }
 
 }  // namespace
@@ -60,11 +60,11 @@ TEST_CASE("step mode: a prompt shorter than the conv window", "[generate]") {
   std::vector<SsmState> state;
   const at::Tensor first = m->prefill(seq.narrow(1, 0, 1), {}, state);
   REQUIRE(state.size() == 2);
-  CHECK(state[0].conv_window.sizes() == at::IntArrayRef({1, 32, 3}));
+  REQUIRE(state[0].conv_window.sizes() == at::IntArrayRef({1, 32, 3}));
   const at::Tensor second = m->step(seq.select(1, 1), state), third = m->step(seq.select(1, 2), state);
   torch::NoGradGuard g;
   const at::Tensor full = m->forward(seq);  // (1, 3, V)
-  CHECK(at::allclose(first, full.select(1, 0), 0, 1e-12));
-  CHECK(at::allclose(second, full.select(1, 1), 0, 1e-12));
-  CHECK(at::allclose(third, full.select(1, 2), 0, 1e-12));
+  REQUIRE(at::allclose(first, full.select(1, 0), 0, 1e-12));
+  REQUIRE(at::allclose(second, full.select(1, 1), 0, 1e-12));
+  REQUIRE(at::allclose(third, full.select(1, 2), 0, 1e-12));
 }

@@ -1,5 +1,5 @@
-// The command line: build/mamba-lrp (DESIGN.md §5), commands explain, forward, evaluate and
-// train (cli::usage has their options). `mamba-lrp`, `mamba-lrp --help` and `mamba-lrp help`
+// The command line: build/mamba-lrp (DESIGN.md §5), commands explain, forward, evaluate, train and
+// generate (cli::usage has their options). `mamba-lrp`, `mamba-lrp --help` and `mamba-lrp help`
 // print the usage of every command, `mamba-lrp CMD --help` (or -h) and `mamba-lrp help CMD`
 // that of one, on stdout with exit status 0.
 // Exit status: 0 success, 2 bad input (one line on stderr), 1 internal error.
