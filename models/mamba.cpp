@@ -71,9 +71,12 @@ at::Tensor MambaMixerImpl::forward(const at::Tensor& hidden, const at::Tensor& m
 
 at::Tensor MambaMixerImpl::step(const at::Tensor& hidden, SsmState& state) {
   const int64_t I = config_.intermediate_size();
-  const at::Tensor xz = at::linear(hidden, in_proj->weight, in_proj->opt_bias());   // (B, 2I)
+  // rules::linear_with_rule under LRP-0 is the plain layer, as a matrix-vector product for
+  // one row (batch 1): a GEMM would have OpenBLAS pack the whole weight for every token.
+  const rules::LayerRule plain;
+  const at::Tensor xz = rules::linear_with_rule(hidden, in_proj->weight, in_proj->opt_bias(), plain);  // (B, 2I)
   const at::Tensor y = ssm_branch_step(xz.narrow(1, 0, I), xz.narrow(1, I, I), branch(), state);  // (B, I)
-  return at::linear(y, out_proj->weight, out_proj->opt_bias());                    // (B, H)
+  return rules::linear_with_rule(y, out_proj->weight, out_proj->opt_bias(), plain);  // (B, H)
 }
 
 // ---- Block, backbone, LM ----------------------------------------------------------------------
@@ -152,7 +155,8 @@ at::Tensor MambaForCausalLMImpl::prefill(const at::Tensor& input_ids, const at::
   const at::Tensor embeds = embed(input_ids);                                       // (B, L, H)
   const at::Tensor m = mask.defined() ? mask.to(embeds.scalar_type()) : at::Tensor();
   const at::Tensor hidden = backbone->forward_embeds(embeds, m, PropagationContext{}, &state);  // (B, L, H)
-  return at::linear(hidden.select(1, hidden.size(1) - 1), head_weight());           // (B, V)
+  return rules::linear_with_rule(hidden.select(1, hidden.size(1) - 1), head_weight(), c10::nullopt,
+                                 rules::LayerRule{});                              // (B, V)
 }
 
 at::Tensor MambaForCausalLMImpl::step(const at::Tensor& ids, std::vector<SsmState>& state) {
@@ -161,7 +165,8 @@ at::Tensor MambaForCausalLMImpl::step(const at::Tensor& ids, std::vector<SsmStat
               backbone->layers->size(), " (prefill first)");
   at::Tensor h = embed(ids);                                                        // (B, H)
   for (size_t i = 0; i < state.size(); ++i) h = backbone->layers[i]->as<MambaBlock>()->step(h, state[i]);
-  return at::linear(backbone->norm_f->forward(h, false), head_weight());            // (B, V)
+  return rules::linear_with_rule(backbone->norm_f->forward(h, false), head_weight(), c10::nullopt,
+                                 rules::LayerRule{});                              // (B, V)
 }
 
 std::vector<at::Tensor> MambaForCausalLMImpl::biases() { return bias_parameters(*this); }

@@ -212,10 +212,10 @@ at::Tensor ssm_branch_step(const at::Tensor& x, const at::Tensor& z, const SsmBr
   at::Tensor conv = (window * w.conv_weight.squeeze(1)).sum(-1);                  // (B, I)
   if (w.conv_bias) conv = conv + *w.conv_bias;
   const at::Tensor u = at::silu(conv);                                            // (B, I)
-  const at::Tensor params = at::matmul(u, w.x_proj_weight.t());                   // (B, R + 2N)
+  const rules::LayerRule plain;  // the plain layer; one row (batch 1) as a matrix-vector product
+  const at::Tensor params = rules::linear_with_rule(u, w.x_proj_weight, c10::nullopt, plain);  // (B, R + 2N)
   const at::Tensor B = params.narrow(1, R, N), C = params.narrow(1, R + N, N);    // (B, N)
-  at::Tensor d = at::matmul(params.narrow(1, 0, R), w.dt_proj_weight.t());        // (B, I)
-  if (w.dt_proj_bias) d = d + *w.dt_proj_bias;
+  const at::Tensor d = rules::linear_with_rule(params.narrow(1, 0, R), w.dt_proj_weight, w.dt_proj_bias, plain);  // (B, I)
   const at::Tensor dt = at::relu(d) + at::log1p(at::exp(-d.abs()));               // softplus (B, I)
   const at::Tensor A = -at::exp(w.A_log);                                         // (I, N)
   // h = exp(dt A) h + dt B u ; y = C . h + D u
