@@ -45,7 +45,7 @@ rows: the class logit is read at the last position.
 - **Check**: `reference_logits.safetensors` holds the first {rows} test rows and the logits the
   model gave them right after training; `tests/python/test_pretrained.py` checks the committed
   files against them (and, with MAMBA_LRP_RETRAIN=1, retrains and compares).
-- **Example**: `examples/held_out_spam.txt`, a test-split spam message (p(spam) = {example_p:.3f}).
+- **Example**: `examples/held_out_spam.txt`, a test-split spam message (p(spam) = {example_p:.3f} on its test row, left-padded to 128 tokens as in training).
 
 Explain an email: `build/mamba-lrp explain --model models/pretrained/spam-mamba --text "$(cat FILE)" --html out.html`
 """
