@@ -45,7 +45,12 @@ MambaMixerImpl::MambaMixerImpl(const MambaConfig& c) : config_(c) {
   D = register_parameter("D", torch::ones({I}));
 }
 
-at::Tensor MambaMixerImpl::forward(const at::Tensor& hidden, const at::Tensor& mask, const PropagationContext& ctx) {
+SsmBranch MambaMixerImpl::branch() const {
+  return SsmBranch{conv1d->weight, conv1d->opt_bias(), x_proj->weight, dt_proj->weight, dt_proj->opt_bias(), A_log, D};
+}
+
+at::Tensor MambaMixerImpl::forward(const at::Tensor& hidden, const at::Tensor& mask, const PropagationContext& ctx,
+                                   SsmState* state) {
   const int64_t I = config_.intermediate_size();
   const rules::Composite& comp = ctx.composite;
   // x and z as two products rather than slices of one: the backward then adds two (B, L, H)
@@ -58,15 +63,20 @@ at::Tensor MambaMixerImpl::forward(const at::Tensor& hidden, const at::Tensor& m
         in_proj->bias.defined() ? c10::optional<at::Tensor>(in_proj->bias.narrow(0, begin, I)) : c10::nullopt;
     return linear_to_channels(hidden, w_half, b_half, in_rule);                    // (B, I, L)
   };
-  SsmBranch w{conv1d->weight,
-              conv1d->opt_bias(),
-              x_proj->weight,
-              dt_proj->weight,
-              dt_proj->opt_bias(),
-              A_log,
-              D};
-  const at::Tensor y = ssm_branch_forward(half(0), half(I), mask, w, ctx);  // (B, I, L)
+  const SsmBranch w = branch();
+  const at::Tensor y = state ? ssm_branch_prefill(half(0), half(I), mask, w, *state)
+                             : ssm_branch_forward(half(0), half(I), mask, w, ctx);  // (B, I, L)
   return linear_from_channels(y, out_proj->weight, out_proj->opt_bias(), comp.rule_for("out_proj"));  // (B, L, H)
+}
+
+at::Tensor MambaMixerImpl::step(const at::Tensor& hidden, SsmState& state) {
+  const int64_t I = config_.intermediate_size();
+  // rules::linear_with_rule under LRP-0 is the plain layer, as a matrix-vector product for
+  // one row (batch 1): a GEMM would have OpenBLAS pack the whole weight for every token.
+  const rules::LayerRule plain;
+  const at::Tensor xz = rules::linear_with_rule(hidden, in_proj->weight, in_proj->opt_bias(), plain);  // (B, 2I)
+  const at::Tensor y = ssm_branch_step(xz.narrow(1, 0, I), xz.narrow(1, I, I), branch(), state);  // (B, I)
+  return rules::linear_with_rule(y, out_proj->weight, out_proj->opt_bias(), plain);  // (B, H)
 }
 
 // ---- Block, backbone, LM ----------------------------------------------------------------------
@@ -76,13 +86,20 @@ MambaBlockImpl::MambaBlockImpl(const MambaConfig& c) : residual_in_fp32_(c.resid
   mixer = register_module("mixer", MambaMixer(c));
 }
 
-at::Tensor MambaBlockImpl::forward(const at::Tensor& hidden, const at::Tensor& mask, const PropagationContext& ctx) {
+at::Tensor MambaBlockImpl::forward(const at::Tensor& hidden, const at::Tensor& mask, const PropagationContext& ctx,
+                                   SsmState* state) {
   // The residual stays in at least float32 (residual_in_fp32 matters for half models only;
   // a float64 model keeps float64 throughout).
   at::Tensor residual = hidden;
   if (residual_in_fp32_ && at::elementSize(hidden.scalar_type()) < 4) residual = residual.to(at::kFloat);
-  at::Tensor out = mixer->forward(norm->forward(hidden, ctx.rules.norm), mask, ctx);  // (B, L, H)
+  at::Tensor out = mixer->forward(norm->forward(hidden, ctx.rules.norm), mask, ctx, state);  // (B, L, H)
   return residual + out;
+}
+
+at::Tensor MambaBlockImpl::step(const at::Tensor& hidden, SsmState& state) {
+  at::Tensor residual = hidden;  // (B, H), kept as in forward
+  if (residual_in_fp32_ && at::elementSize(hidden.scalar_type()) < 4) residual = residual.to(at::kFloat);
+  return residual + mixer->step(norm->forward(hidden, false), state);
 }
 
 MambaModelImpl::MambaModelImpl(const MambaConfig& c) {
@@ -93,9 +110,11 @@ MambaModelImpl::MambaModelImpl(const MambaConfig& c) {
 }
 
 at::Tensor MambaModelImpl::forward_embeds(const at::Tensor& embeds, const at::Tensor& mask,
-                                          const PropagationContext& ctx) {
+                                          const PropagationContext& ctx, std::vector<SsmState>* states) {
   at::Tensor h = embeds;  // (B, L, H)
-  for (const auto& layer : *layers) h = layer->as<MambaBlock>()->forward(h, mask, ctx);
+  if (states) states->assign(layers->size(), SsmState{});
+  for (size_t i = 0; i < layers->size(); ++i)
+    h = layers[i]->as<MambaBlock>()->forward(h, mask, ctx, states ? &(*states)[i] : nullptr);
   return norm_f->forward(h, ctx.rules.norm);
 }
 
@@ -128,6 +147,26 @@ at::Tensor MambaForCausalLMImpl::forward_embeds(const at::Tensor& embeds, const 
 
 at::Tensor MambaForCausalLMImpl::forward(const at::Tensor& input_ids, const at::Tensor& mask) {
   return forward_embeds(embed(input_ids), mask);
+}
+
+at::Tensor MambaForCausalLMImpl::prefill(const at::Tensor& input_ids, const at::Tensor& mask,
+                                         std::vector<SsmState>& state) {
+  at::NoGradGuard no_grad;
+  const at::Tensor embeds = embed(input_ids);                                       // (B, L, H)
+  const at::Tensor m = mask.defined() ? mask.to(embeds.scalar_type()) : at::Tensor();
+  const at::Tensor hidden = backbone->forward_embeds(embeds, m, PropagationContext{}, &state);  // (B, L, H)
+  return rules::linear_with_rule(hidden.select(1, hidden.size(1) - 1), head_weight(), c10::nullopt,
+                                 rules::LayerRule{});                              // (B, V)
+}
+
+at::Tensor MambaForCausalLMImpl::step(const at::Tensor& ids, std::vector<SsmState>& state) {
+  at::NoGradGuard no_grad;
+  TORCH_CHECK(state.size() == backbone->layers->size(), "step: the state has ", state.size(), " layers, the model ",
+              backbone->layers->size(), " (prefill first)");
+  at::Tensor h = embed(ids);                                                        // (B, H)
+  for (size_t i = 0; i < state.size(); ++i) h = backbone->layers[i]->as<MambaBlock>()->step(h, state[i]);
+  return rules::linear_with_rule(backbone->norm_f->forward(h, false), head_weight(), c10::nullopt,
+                                 rules::LayerRule{});                              // (B, V)
 }
 
 std::vector<at::Tensor> MambaForCausalLMImpl::biases() { return bias_parameters(*this); }

@@ -37,14 +37,19 @@ TORCH_MODULE(RMSNorm);
 class MambaMixerImpl : public torch::nn::Module {
  public:
   explicit MambaMixerImpl(const MambaConfig& config);
-  // hidden (B, L, H); mask (B, L) of 0/1 or undefined -> (B, L, H)
-  at::Tensor forward(const at::Tensor& hidden, const at::Tensor& mask, const PropagationContext& ctx);
+  // hidden (B, L, H); mask (B, L) of 0/1 or undefined -> (B, L, H). With `state` (generation's
+  // prefill): the plain forward, also returning the recurrent state after the last position.
+  at::Tensor forward(const at::Tensor& hidden, const at::Tensor& mask, const PropagationContext& ctx,
+                     SsmState* state = nullptr);
+  // One token: hidden (B, H) -> (B, H), advancing `state`.
+  at::Tensor step(const at::Tensor& hidden, SsmState& state);
 
   Weights in_proj{nullptr}, x_proj{nullptr}, dt_proj{nullptr}, out_proj{nullptr};  // Linear maps
   Weights conv1d{nullptr};  // (I, 1, K) depthwise
   at::Tensor A_log, D;  // (I, N), (I)
 
  private:
+  SsmBranch branch() const;  // the weights of the branch
   MambaConfig config_;
 };
 TORCH_MODULE(MambaMixer);
@@ -52,7 +57,9 @@ TORCH_MODULE(MambaMixer);
 class MambaBlockImpl : public torch::nn::Module {
  public:
   explicit MambaBlockImpl(const MambaConfig& config);
-  at::Tensor forward(const at::Tensor& hidden, const at::Tensor& mask, const PropagationContext& ctx);  // (B, L, H)
+  at::Tensor forward(const at::Tensor& hidden, const at::Tensor& mask, const PropagationContext& ctx,
+                     SsmState* state = nullptr);  // (B, L, H)
+  at::Tensor step(const at::Tensor& hidden, SsmState& state);  // (B, H)
 
   RMSNorm norm{nullptr};
   MambaMixer mixer{nullptr};
@@ -66,7 +73,9 @@ class MambaModelImpl : public torch::nn::Module {
  public:
   explicit MambaModelImpl(const MambaConfig& config);
   // From the embedding output: embeds (B, L, H) -> final hidden states (B, L, H).
-  at::Tensor forward_embeds(const at::Tensor& embeds, const at::Tensor& mask, const PropagationContext& ctx);
+  // With `states` (generation's prefill): one SsmState per layer after the last position.
+  at::Tensor forward_embeds(const at::Tensor& embeds, const at::Tensor& mask, const PropagationContext& ctx,
+                            std::vector<SsmState>* states = nullptr);
 
   Weights embeddings{nullptr};  // (V, H)
   torch::nn::ModuleList layers{nullptr};
@@ -86,6 +95,14 @@ class MambaForCausalLMImpl : public torch::nn::Module {
   at::Tensor hidden_states(const at::Tensor& embeds, const at::Tensor& mask = {});
   at::Tensor head(const at::Tensor& hidden);
   at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& mask = {});
+
+  // Generation with the recurrent state (nothing recorded for a backward): prefill runs one
+  // forward over input_ids (B, L) (mask (B, L) of 0/1 or undefined) and returns the logits
+  // at the last position (B, V), leaving in `state` one SsmState per layer; step feeds one
+  // token per row, ids (B), and returns its logits (B, V), advancing `state` by one token:
+  // O(1) in the length so far. The logits equal forward()'s at the same positions.
+  at::Tensor prefill(const at::Tensor& input_ids, const at::Tensor& mask, std::vector<SsmState>& state);
+  at::Tensor step(const at::Tensor& ids, std::vector<SsmState>& state);
 
   void set_propagation(rules::Propagation p) { ctx_.rules = rules::rules_of(p); propagation_ = p; }
   rules::Propagation propagation() const { return propagation_; }

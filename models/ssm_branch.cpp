@@ -191,4 +191,38 @@ at::Tensor ssm_branch_forward(const at::Tensor& x, const at::Tensor& z, const at
   return r.gate ? ops::gate_half(y, gate) : y * gate;
 }
 
+at::Tensor ssm_branch_prefill(const at::Tensor& x, const at::Tensor& z, const at::Tensor& mask, const SsmBranch& w,
+                              SsmState& state) {
+  at::NoGradGuard plain_layers;
+  const int64_t K = w.conv_weight.size(2), L = x.size(2);
+  const at::Tensor m3 = mask3(mask, x);
+  const ScanOperands s = scan_operands(x, m3, w, PropagationContext{});
+  // The conv reads the masked x: its last K-1 steps, zeros in front when L < K-1.
+  const at::Tensor xm = m3.defined() ? x * m3 : x;                                 // (B, I, L)
+  state.conv_window = at::constant_pad_nd(xm, {K - 1, 0}).narrow(2, L, K - 1).contiguous();  // (B, I, K-1)
+  auto [y, last] = ops::selective_scan(s.u, s.delta, s.A, s.B, s.C, w.D, z, s.delta_bias, true, true);
+  state.ssm = *last;                                                               // (B, I, N)
+  return y;                                                                        // (B, I, L)
+}
+
+at::Tensor ssm_branch_step(const at::Tensor& x, const at::Tensor& z, const SsmBranch& w, SsmState& state) {
+  at::NoGradGuard plain_layers;
+  const int64_t N = w.A_log.size(1), R = w.dt_proj_weight.size(1);
+  const at::Tensor window = at::cat({state.conv_window, x.unsqueeze(-1)}, -1);    // (B, I, K)
+  at::Tensor conv = (window * w.conv_weight.squeeze(1)).sum(-1);                  // (B, I)
+  if (w.conv_bias) conv = conv + *w.conv_bias;
+  const at::Tensor u = at::silu(conv);                                            // (B, I)
+  const rules::LayerRule plain;  // the plain layer; one row (batch 1) as a matrix-vector product
+  const at::Tensor params = rules::linear_with_rule(u, w.x_proj_weight, c10::nullopt, plain);  // (B, R + 2N)
+  const at::Tensor B = params.narrow(1, R, N), C = params.narrow(1, R + N, N);    // (B, N)
+  const at::Tensor d = rules::linear_with_rule(params.narrow(1, 0, R), w.dt_proj_weight, w.dt_proj_bias, plain);  // (B, I)
+  const at::Tensor dt = at::relu(d) + at::log1p(at::exp(-d.abs()));               // softplus (B, I)
+  const at::Tensor A = -at::exp(w.A_log);                                         // (I, N)
+  // h = exp(dt A) h + dt B u ; y = C . h + D u
+  state.ssm = at::exp(dt.unsqueeze(-1) * A) * state.ssm + (dt * u).unsqueeze(-1) * B.unsqueeze(1);  // (B, I, N)
+  const at::Tensor y = (state.ssm * C.unsqueeze(1)).sum(-1) + w.D * u;             // (B, I)
+  state.conv_window = window.narrow(2, 1, window.size(2) - 1).contiguous();        // (B, I, K-1)
+  return y * at::silu(z);                                                          // (B, I)
+}
+
 }  // namespace mamba_lrp

@@ -42,6 +42,26 @@ struct SsmTrace {
 at::Tensor ssm_branch_forward(const at::Tensor& x, const at::Tensor& z, const at::Tensor& mask, const SsmBranch& w,
                               const PropagationContext& ctx);
 
+// ---- Generation: the branch as a recurrence, O(1) per token -------------------------------
+
+// What one branch carries from step to step when it is run token by token (as Mamba is for
+// generation): the conv's window and the SSM state.
+struct SsmState {
+  at::Tensor conv_window;  // (B, I, K-1) the branch input x at the last K-1 steps (zeros before the start)
+  at::Tensor ssm;          // (B, I, N) the state h after the last step
+};
+
+// The plain forward of ssm_branch_forward (no rules, nothing recorded) that also returns, in
+// `state`, what a step needs to continue after the last position. x, z: (B, I, L); mask as
+// ssm_branch_forward (masked steps leave the state untouched). Returns the gated y (B, I, L).
+at::Tensor ssm_branch_prefill(const at::Tensor& x, const at::Tensor& z, const at::Tensor& mask, const SsmBranch& w,
+                              SsmState& state);
+
+// One step of the recurrence: x, z (B, I) of the new token -> the gated y (B, I); `state`
+// advances by one token. The same arithmetic as the scan kernel's (softplus as
+// max(d, 0) + log1p(exp(-|d|))), so a float64 step equals the float64 forward to rounding.
+at::Tensor ssm_branch_step(const at::Tensor& x, const at::Tensor& z, const SsmBranch& w, SsmState& state);
+
 // Whether ssm_branch_forward takes the recompute path (one autograd node) for this context.
 bool uses_recompute_branch(const PropagationContext& ctx);
 

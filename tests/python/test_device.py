@@ -42,10 +42,12 @@ def commands(s):
                          "--steps", "3", "--json", s["out"] / "eval_vim.json"],
         "train": ["train", "--model", s["clf"], "--data", s["ids"], "--out", s["out"] / "trained", "--epochs", "1",
                   "--quiet"],
+        "generate": ["generate", "--model", s["lm"], "--ids", "1,2,3", "--max-new-tokens", "2", "--explain",
+                     "--json", "-"],
     }
 
 
-COMMANDS = ["explain-lm", "explain-vim", "forward", "evaluate-lm", "evaluate-vim", "train"]
+COMMANDS = ["explain-lm", "explain-vim", "forward", "evaluate-lm", "evaluate-vim", "train", "generate"]
 
 
 @pytest.mark.parametrize("name", COMMANDS)
@@ -64,7 +66,7 @@ def test_device_unknown_name_is_bad_input(setup, name):
     assert "--device must be cpu or cuda" in p.stderr
 
 
-@pytest.mark.parametrize("name", ["explain-lm", "explain-vim"])
+@pytest.mark.parametrize("name", ["explain-lm", "explain-vim", "generate"])
 def test_device_cpu_is_the_default(setup, name):
     # Same program, same inputs: the option must not change a CPU run by a bit.
     default = json.loads(run(*commands(setup)[name]).stdout)
@@ -79,10 +81,10 @@ def test_device_cpu_runs(setup, name):
 
 def test_usage_lists_device():
     text = run("--help").stdout
-    for command in ("explain", "forward", "evaluate", "train"):
+    for command in ("explain", "forward", "evaluate", "train", "generate"):
         synopsis = run(command, "--help").stdout
         assert "--device cpu|cuda" in synopsis, command
-    assert text.count("--device cpu|cuda") >= 4
+    assert text.count("--device cpu|cuda") >= 5
 
 
 def declared_ops():

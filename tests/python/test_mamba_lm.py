@@ -307,7 +307,7 @@ def test_bad_input_files_exit_2(small_model, tmp_path):
 
 # ---- the usage: mamba-lrp alone, --help, CMD --help -----------------------------------------
 
-COMMANDS = ["explain", "forward", "evaluate", "train"]
+COMMANDS = ["explain", "forward", "evaluate", "train", "generate"]
 
 
 def _usage_commands(text):

@@ -41,6 +41,10 @@ const char* const kTrainSynopsis =
     "mamba-lrp train (--init CONFIG.json | --model DIR) --data TRAIN.safetensors [--test TEST.safetensors]\n"
     "    --out DIR [--epochs 3] [--lr 1e-3] [--batch-size 32] [--seed 0] [--tokenizer FILE]\n"
     "    [--dtype float32|float64] [--device cpu|cuda] [--dump-grads FILE.safetensors] [--quiet]\n";
+const char* const kGenerateSynopsis =
+    "mamba-lrp generate --model DIR (--ids 1,2,3 | --text \"...\" | --input FILE) --max-new-tokens N\n"
+    "    [--explain] [--method NAME] [--composite FILE.json] [--zero-bias] [--dtype float32|float64] [--device cpu|cuda]\n"
+    "    [--json OUT|-] [--html OUT] [--logits OUT.safetensors]\n";
 const char* const kHelpSynopsis = "mamba-lrp COMMAND --help    (the usage of one command)\n";
 
 const char* const kMethods =
@@ -68,7 +72,8 @@ std::string usage_block(const std::vector<const char*>& synopses) {
 
 std::string usage(const std::string& command) {
   if (command.empty())
-    return usage_block({kExplainSynopsis, kForwardSynopsis, kEvaluateSynopsis, kTrainSynopsis, kHelpSynopsis}) +
+    return usage_block({kExplainSynopsis, kForwardSynopsis, kEvaluateSynopsis, kTrainSynopsis, kGenerateSynopsis,
+                        kHelpSynopsis}) +
            kMethods + kMemory;
   if (command == "explain") return usage_block({kExplainSynopsis}) + kMethods + kMemory;
   if (command == "forward")
@@ -80,6 +85,13 @@ std::string usage(const std::string& command) {
     return usage_block({kTrainSynopsis}) +
            "  A Mamba classifier (config with num_labels; data: input_ids, attention_mask, labels) or a\n"
            "  Vision Mamba (config with model_type \"vim\" and num_classes; data: pixel_values, labels).\n";
+  if (command == "generate")
+    return usage_block({kGenerateSynopsis}) +
+           "  Greedy decoding (ties to the lowest id) with the recurrent state, up to N new tokens or the config's\n"
+           "  eos_token_id. --explain: every generated token explained where it was predicted, over the context\n"
+           "  before it (JSON \"explanations\", with the relevance-weighted distances distance_median/_p90;\n"
+           "  --html: the matrix heatmap). --logits: the logits each new token was picked from, (G, V).\n" +
+           kMethods;
   return "";
 }
 
@@ -175,6 +187,16 @@ std::vector<int64_t> parse_id_list(const std::string& s) {
 }
 
 std::string read_model_type(const std::filesystem::path& model) { return mamba_lrp::read_model_type(model); }
+
+std::string class_name(const std::filesystem::path& model, int64_t id) {
+  const std::filesystem::path dir = std::filesystem::is_regular_file(model) ? model.parent_path() : model;
+  const nlohmann::json j = io::read_json_file((dir / "config.json").string(), "a model directory needs config.json");
+  const std::string key = std::to_string(id);
+  if (j.is_object() && j.contains("id2label") && j["id2label"].is_object() && j["id2label"].contains(key) &&
+      j["id2label"][key].is_string())
+    return j["id2label"][key].get<std::string>() + " (" + key + ")";
+  return "class " + key;
+}
 
 void write_output(const std::string& dest, const std::string& content) {
   if (dest == "-") {

@@ -3,10 +3,14 @@
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
+
+#include "csrc/io/tokenizer.h"
 
 namespace mamba_lrp {
 struct ExplainOptions;
@@ -33,8 +37,18 @@ double parse_double(const std::string& s, const std::string& what);
 std::vector<int64_t> parse_id_list(const std::string& s);
 // "mamba" or "vim" (the model directory's config.json model_type; "mamba" when absent).
 std::string read_model_type(const std::filesystem::path& dir);
+// The config's id2label ({"0": "ham", ...}) as "label (id)" for id, or "class id" without one.
+std::string class_name(const std::filesystem::path& model_dir, int64_t id);
 // Writes to a file, or to stdout for "-".
 void write_output(const std::string& dest, const std::string& content);
+
+// The token ids of a Mamba language model's input, from --input (safetensors with
+// input_ids and an optional attention_mask), --ids or --text (explain_lm.cpp).
+struct LmInputs {
+  at::Tensor ids, mask;  // (B, L) int64; mask undefined when none
+  std::unique_ptr<mamba_lrp::io::BpeTokenizer> tokenizer;  // the model's, when it has one
+};
+LmInputs load_lm_inputs(const Args& a, const std::filesystem::path& model_dir);
 
 // explain / forward for Mamba language models (explain_lm.cpp)
 int run_explain_lm(const Args& a);
@@ -45,6 +59,8 @@ int run_explain_vim(const Args& a);
 int run_evaluate(int argc, char** argv);
 // train: a Mamba classifier or Vim with Adam and cross-entropy (train.cpp)
 int run_train(int argc, char** argv);
+// generate: greedy decoding with a Mamba language model, --explain for every new token (generate.cpp)
+int run_generate(int argc, char** argv);
 
 // --samples, --noise, --ig-steps, --ig-method, --ig-baseline, --seed, --batch-size into opt
 // (explain_lm.cpp); io::InputError on a bad value.

@@ -19,14 +19,6 @@
 
 namespace mamba_lrp {
 namespace cli {
-namespace {
-
-struct LmInputs {
-  at::Tensor ids, mask;  // (B, L) int64; mask undefined when none
-  std::unique_ptr<mamba_lrp::io::BpeTokenizer> tokenizer;  // the model's, when it has one
-};
-
-// --input (safetensors with input_ids and optional attention_mask), --ids or --text.
 LmInputs load_lm_inputs(const Args& a, const std::filesystem::path& dir) {
   LmInputs in;
   const auto tok_path = dir / "tokenizer.json";
@@ -58,8 +50,6 @@ LmInputs load_lm_inputs(const Args& a, const std::filesystem::path& dir) {
 
   return in;
 }
-
-}  // namespace
 
 void set_method_options(const Args& a, mamba_lrp::ExplainOptions& opt) {
   if (!a.samples.empty()) opt.samples = parse_int(a.samples, "--samples");
@@ -147,11 +137,25 @@ int run_explain_lm(const Args& a) {
   if (!a.html.empty())
     write_output(a.html, mamba_lrp::text_heatmap_html("MambaLRP explanation: " + a.model, a.method, rows));
   if (a.json != "-") {
-    // A short human summary: per row the target, f, sum R and the most relevant tokens.
+    // A short human summary: per row the target (a classifier's: its label and probability),
+    // f, sum R and the most relevant tokens.
+    at::Tensor probabilities;  // (B, classes)
+    if (classifier) {
+      torch::NoGradGuard no_grad;
+      const at::Tensor m = in.mask.defined() ? in.mask.to(dtype) : at::Tensor();
+      probabilities = at::softmax(model->forward(ids, m).select(1, e.positions[0].item<int64_t>()), -1).to(at::kDouble);
+    }
     for (size_t b = 0; b < rows.size(); ++b) {
       const auto& row = rows[b];
-      std::printf("row %zu: target %s, logit f = %.6g, sum R = %.6g (method %s)\n", b, row.target_label.c_str(),
-                  row.logit, row.relevance_sum, a.method.c_str());
+      if (classifier) {
+        const int64_t target = e.targets[b].item<int64_t>();
+        std::printf("row %zu: %s, p = %.4f, logit f = %.6g, sum R = %.6g (method %s)\n", b,
+                    class_name(dir, target).c_str(), probabilities[b][target].item<double>(), row.logit,
+                    row.relevance_sum, a.method.c_str());
+      } else {
+        std::printf("row %zu: target %s, logit f = %.6g, sum R = %.6g (method %s)\n", b, row.target_label.c_str(),
+                    row.logit, row.relevance_sum, a.method.c_str());
+      }
       std::vector<size_t> order(row.relevance.size());
       for (size_t i = 0; i < order.size(); ++i) order[i] = i;
       std::sort(order.begin(), order.end(), [&](size_t x, size_t y) { return row.relevance[x] > row.relevance[y]; });

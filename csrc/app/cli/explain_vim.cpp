@@ -149,9 +149,10 @@ int run_explain_vim(const Args& a) {
   if (a.json != "-") {
     for (int64_t b = 0; b < batch; ++b) {
       const auto& j = out["explanations"][b];
-      std::printf("row %lld: class %lld, logit f = %.6g, sum R(tokens) = %.6g", static_cast<long long>(b),
-                  static_cast<long long>(j["target"].get<int64_t>()), j["logit"].get<double>(),
-                  j["relevance_sum"].get<double>());
+      const int64_t target = j["target"].get<int64_t>();
+      const double p = at::softmax(e.class_logits[b].to(at::kDouble), -1)[target].item<double>();
+      std::printf("row %lld: %s, p = %.4f, logit f = %.6g, sum R(tokens) = %.6g", static_cast<long long>(b),
+                  class_name(dir, target).c_str(), p, j["logit"].get<double>(), j["relevance_sum"].get<double>());
       if (j.contains("pixel_relevance_sum")) std::printf(", sum R(pixels) = %.6g", j["pixel_relevance_sum"].get<double>());
       std::printf(" (method %s)\n", a.method.c_str());
     }

@@ -1,5 +1,5 @@
-// The command line: build/mamba-lrp (DESIGN.md §5), commands explain, forward, evaluate and
-// train (cli::usage has their options). `mamba-lrp`, `mamba-lrp --help` and `mamba-lrp help`
+// The command line: build/mamba-lrp (DESIGN.md §5), commands explain, forward, evaluate, train and
+// generate (cli::usage has their options). `mamba-lrp`, `mamba-lrp --help` and `mamba-lrp help`
 // print the usage of every command, `mamba-lrp CMD --help` (or -h) and `mamba-lrp help CMD`
 // that of one, on stdout with exit status 0.
 // Exit status: 0 success, 2 bad input (one line on stderr), 1 internal error.
@@ -33,9 +33,10 @@ int run(int argc, char** argv) {
       std::cout << cli::usage(command);
       return 0;
     }
-    // evaluate and train parse their own options.
+    // evaluate, train and generate parse their own options.
     if (command == "evaluate") return cli::run_evaluate(argc, argv);
     if (command == "train") return cli::run_train(argc, argv);
+    if (command == "generate") return cli::run_generate(argc, argv);
     const cli::Args a = cli::parse_args(argc, argv);
     if (a.command == "explain") {
       if (a.model.empty()) throw mamba_lrp::io::InputError("explain needs --model DIR");

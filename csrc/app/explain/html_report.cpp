@@ -23,10 +23,6 @@ std::string html_escape(const std::string& s) {
   return out;
 }
 
-namespace {
-
-// Relevance in [-1, 1] (after dividing by the row's max |R|) to a background colour:
-// white at 0, red (255, 0, 0) at +1, blue (0, 0, 255) at -1.
 std::string shade(double v) {
   v = std::max(-1.0, std::min(1.0, v));
   const int fade = static_cast<int>(std::lround(255.0 * (1.0 - std::abs(v))));
@@ -35,6 +31,8 @@ std::string shade(double v) {
   else std::snprintf(buf, sizeof buf, "rgb(%d,%d,255)", fade, fade);
   return buf;
 }
+
+namespace {
 
 std::string fmt(double x) {
   char buf[32];

@@ -17,6 +17,10 @@ struct TextHeatmapRow {
 std::string text_heatmap_html(const std::string& title, const std::string& method,
                               const std::vector<TextHeatmapRow>& rows);
 
+// Relevance in [-1, 1] (after dividing by the row's max |R|) to a CSS background colour:
+// white at 0, red (255, 0, 0) at +1, blue (0, 0, 255) at -1.
+std::string shade(double v);
+
 // Escapes &, <, >, " and ' for HTML text and attributes.
 std::string html_escape(const std::string& s);
 
