@@ -1,8 +1,9 @@
 // The C++ API (csrc/ops/ops.h) used without Python: selective_scan against the float64
 // loop of scan_reference.h, the MambaLRP backward through torch::autograd, rule ops, and
 // errors.
-#include <catch2/catch.hpp>
 #include <torch/torch.h>
+// After torch: c10's logging defines its own CHECK, which must not replace Catch's.
+#include <catch2/catch.hpp>
 
 #include <cmath>
 #include <string>

@@ -1,9 +1,10 @@
 // A TorchScript module that calls torch.ops.mamba_lrp.* (written by
 // tests/python/make_torchscript_fixture.py) loaded and run from C++: forward and the
 // MambaLRP relevance must equal what eager Python computed.
-#include <catch2/catch.hpp>
 #include <torch/script.h>
 #include <torch/torch.h>
+// After torch: c10's logging defines its own CHECK, which must not replace Catch's.
+#include <catch2/catch.hpp>
 
 #include <cstdlib>
 #include <fstream>
