@@ -16,7 +16,8 @@ if [[ ${1:-} != --sanitize && ${1:-} != --sanitize-io ]]; then
   cmake --build build -j "$(nproc)"
   label_args=(-LE cuda)
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then label_args=(); fi
-  ctest --test-dir build --output-on-failure "${label_args[@]}" "$@"
+  # Both CPUs: the tests are independent processes (each makes its own temporary folder).
+  ctest --test-dir build --output-on-failure --parallel "$(nproc)" "${label_args[@]}" "$@"
   exit
 fi
 scope=${1#--sanitize}
