@@ -46,6 +46,39 @@ std::size_t page_rounded(std::size_t n) {
 
 BlockReusingCpuAllocator* installed = nullptr;
 
+#if defined(__GLIBC__)
+constexpr int kMmapThresholdBytes = 1 << 30;  // glibc maps blocks of this size and more on their own
+#endif
+
+#if defined(MAMBA_LRP_HAS_MMAP)
+// Transparent huge pages: one fault (and one page-table entry) per 2 MiB instead of 512.
+constexpr std::size_t kHugePageBytes = std::size_t(2) << 20;
+
+// `size` bytes of fresh anonymous memory (nullptr when none), starting at a huge-page
+// boundary when the range spans one, and advised for huge pages where the kernel offers
+// them (Linux's MADV_HUGEPAGE; transparent_hugepage "madvise" or "always"). Exactly `size`
+// bytes stay mapped: the reserve around the aligned start is unmapped again.
+void* map_huge_page_aligned(std::size_t size) {
+  const int prot = PROT_READ | PROT_WRITE, flags = MAP_PRIVATE | MAP_ANONYMOUS;
+  if (size < kHugePageBytes) {
+    void* m = mmap(nullptr, size, prot, flags, -1, 0);
+    return m == MAP_FAILED ? nullptr : m;
+  }
+  void* reserve = mmap(nullptr, size + kHugePageBytes, prot, flags, -1, 0);
+  if (reserve == MAP_FAILED) return nullptr;
+  char* begin = static_cast<char*>(reserve);
+  char* aligned = reinterpret_cast<char*>((reinterpret_cast<std::uintptr_t>(begin) + kHugePageBytes - 1) /
+                                          kHugePageBytes * kHugePageBytes);
+  if (aligned > begin) munmap(begin, static_cast<std::size_t>(aligned - begin));
+  char* end = begin + size + kHugePageBytes;
+  if (end > aligned + size) munmap(aligned + size, static_cast<std::size_t>(end - (aligned + size)));
+#if defined(MADV_HUGEPAGE)
+  madvise(aligned, size, MADV_HUGEPAGE);  // advice: ignored where huge pages are off
+#endif
+  return aligned;
+}
+#endif
+
 }  // namespace
 
 #if defined(MAMBA_LRP_HAS_MMAP)
@@ -91,8 +124,8 @@ void* BlockReusingCpuAllocator::take(std::size_t size) const {
   } else {
     std::size_t unmapped = 0;
     while (unmapped < size && !free_.empty()) unmapped += unmap_oldest();
-    void* m = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    TORCH_CHECK(m != MAP_FAILED, "out of memory: cannot map ", size, " bytes for a CPU tensor (",
+    void* m = map_huge_page_aligned(size);
+    TORCH_CHECK(m != nullptr, "out of memory: cannot map ", size, " bytes for a CPU tensor (",
                 stats_.in_use_bytes, " bytes in use)");
     base = static_cast<char*>(m);
     ++stats_.maps;
@@ -172,9 +205,31 @@ LargeBlockStats BlockReusingCpuAllocator::stats() const {
   return stats_;
 }
 
+void advise_huge_pages_for_heap() {
+#if defined(__GLIBC__) && defined(MAMBA_LRP_HAS_MMAP) && defined(MADV_HUGEPAGE)
+  // glibc pads a heap extension by M_TOP_PAD: one allocation from the heap (not mapped on its
+  // own: M_MMAP_THRESHOLD, as retain_freed_memory sets it) grows the heap by
+  // kHeapHugePageBytes at once; freed, the bytes stay in the heap (M_TRIM_THRESHOLD), and the
+  // part of them past the next huge-page boundary is advised for huge pages. Later growth
+  // is padded by glibc's default again, in normal pages.
+  constexpr std::size_t kHeapHugePageBytes = std::size_t(512) << 20;
+  mallopt(M_MMAP_THRESHOLD, kMmapThresholdBytes);
+  mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
+  mallopt(M_TOP_PAD, static_cast<int>(kHeapHugePageBytes));
+  void* grow = std::malloc(kHugePageBytes);
+  if (grow == nullptr) return;
+  const auto first = reinterpret_cast<std::uintptr_t>(grow);
+  std::free(grow);
+  mallopt(M_TOP_PAD, 128 * 1024);  // glibc's default (DEFAULT_TOP_PAD)
+  char* const top = static_cast<char*>(sbrk(0));
+  char* const from = reinterpret_cast<char*>((first + kHugePageBytes) / kHugePageBytes * kHugePageBytes);
+  if (top != reinterpret_cast<char*>(-1) && top > from) madvise(from, static_cast<std::size_t>(top - from), MADV_HUGEPAGE);
+#endif
+}
+
 void retain_freed_memory() {
 #if defined(__GLIBC__)
-  mallopt(M_MMAP_THRESHOLD, 1 << 30);  // small blocks come from the heap, and go back to it
+  mallopt(M_MMAP_THRESHOLD, kMmapThresholdBytes);  // small blocks come from the heap, and go back to it
   mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());  // never shrink the heap
 #endif
   if (installed) return;

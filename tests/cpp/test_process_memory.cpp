@@ -5,9 +5,14 @@
 #include <c10/core/CPUAllocator.h>
 #include <c10/util/Exception.h>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
 #include <random>
 #include <thread>
 #include <vector>
@@ -27,7 +32,55 @@ std::size_t charged(std::size_t n) {
   return (n + 64 + page - 1) / page * page;
 }
 
+// The kernel's flags of the mapping that holds address p (/proc/self/smaps "VmFlags"), or ""
+// when none does: "hg" is there once the range was advised for huge pages (MADV_HUGEPAGE).
+std::string vm_flags_of(const void* p) {
+  std::ifstream smaps("/proc/self/smaps");
+  const auto a = reinterpret_cast<std::uintptr_t>(p);
+  bool inside = false;
+  for (std::string line; std::getline(smaps, line);) {
+    std::uintptr_t lo = 0, hi = 0;
+    char dash = 0;
+    std::istringstream head(line);
+    if (head >> std::hex >> lo >> dash >> hi && dash == '-') {
+      inside = lo <= a && a < hi;
+      continue;
+    }
+    if (inside && line.rfind("VmFlags:", 0) == 0) return line;
+  }
+  return "";
+}
+
+bool kernel_has_transparent_huge_pages() { return std::ifstream("/sys/kernel/mm/transparent_hugepage/enabled").good(); }
+
+constexpr std::uintptr_t kHugePage = 2 * MiB;
+
 }  // namespace
+
+TEST_CASE("a fresh block of 2 MiB or more starts on a huge-page boundary, advised for huge pages", "[memory]") {
+  BlockReusingCpuAllocator a;
+  c10::DataPtr p = a.allocate(5 * MiB);
+  // The 64-byte header sits at the start of the mapping.
+  CHECK((reinterpret_cast<std::uintptr_t>(p.get()) - 64) % kHugePage == 0);
+  std::memset(p.get(), 3, 5 * MiB);
+  CHECK(a.stats().in_use_bytes == charged(5 * MiB));  // exactly what it charges stays mapped
+  if (!kernel_has_transparent_huge_pages()) {
+    WARN("this kernel has no transparent huge pages: the advice is not checked");
+    return;
+  }
+  CHECK(vm_flags_of(p.get()).find(" hg") != std::string::npos);
+  CHECK(vm_flags_of(static_cast<char*>(p.get()) + 5 * MiB - 1).find(" hg") != std::string::npos);
+}
+
+TEST_CASE("the heap is advised for huge pages up to its top", "[memory]") {
+  mamba_lrp::advise_huge_pages_for_heap();
+  const char* top = static_cast<const char*>(sbrk(0));
+  if (!kernel_has_transparent_huge_pages()) {
+    WARN("this kernel has no transparent huge pages: nothing to check");
+    return;
+  }
+  CHECK(vm_flags_of(top - 1).find(" hg") != std::string::npos);
+}
 
 TEST_CASE("large blocks of one size are reused, small ones are not ours", "[memory]") {
   BlockReusingCpuAllocator a;
