@@ -29,7 +29,9 @@ namespace mamba_lrp {
 // first thing in main(); POSIX (mmap) and glibc parts are skipped where absent.
 void retain_freed_memory();
 
-// Gives the heap transparent huge pages for its first 64 MiB, where the kernel offers them
+// Gives the heap transparent huge pages for its first 512 MiB (address space only until
+// touched; c10 takes tensors under 1 MiB from it, which at L = 128 are most activations),
+// where the kernel offers them
 // (Linux: MADV_HUGEPAGE, transparent_hugepage "madvise" or "always"): one fault per 2 MiB
 // instead of 512. Meant to run before the libraries' static initialisers, which fill about
 // 40 MiB of heap in Debian's libtorch (the executable's DT_PREINIT_ARRAY, see

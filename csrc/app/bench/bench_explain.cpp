@@ -14,6 +14,7 @@
 
 #include "csrc/app/explain/explain.h"
 #include "csrc/ops/ops.h"
+#include "csrc/app/blas_threads.h"
 #include "csrc/app/process_memory.h"
 #include "models/mamba.h"
 #include "csrc/app/bench/bench_timing.h"
@@ -21,6 +22,7 @@
 
 int main(int argc, char** argv) {
   mamba_lrp::retain_freed_memory();  // as mamba-lrp does: freed activations are reused, not re-faulted
+  const int blas_threads = mamba_lrp::match_blas_threads_to_intra_op();  // as mamba-lrp does
   if (argc < 3) {
     std::fprintf(stderr, "usage: bench_explain_cpp MODEL_DIR L1,L2,... [repeat] [cpu|cuda]\n");
     return 2;
@@ -35,8 +37,10 @@ int main(int argc, char** argv) {
   mamba_lrp::MambaForCausalLM model = mamba_lrp::load_mamba_lm(argv[1], at::kFloat);
   model->to(device);
   const double t_load = bench::now_s() - t0;
-  std::printf("device %s, threads %d, CPU scan %s, freed memory retained (as mamba-lrp), load %.3f s\n",
-              device.str().c_str(), at::get_num_threads(), mamba_lrp::ops::cpu_scan_isa(), t_load);
+  std::printf("device %s, threads %d, OpenBLAS threads %s, CPU scan %s, freed memory retained (as mamba-lrp), load %.3f s\n",
+              device.str().c_str(), at::get_num_threads(),
+              blas_threads ? std::to_string(blas_threads).c_str() : "as the environment says",
+              mamba_lrp::ops::cpu_scan_isa(), t_load);
   std::printf("%6s %10s %16s %8s %16s %8s\n", "L", "forward s", "expl. (keep) s", "ratio", "expl. (recomp) s",
               "ratio");
   torch::manual_seed(0);

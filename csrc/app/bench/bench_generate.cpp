@@ -17,12 +17,14 @@
 #include "csrc/app/bench/bench_timing.h"
 #include "csrc/app/explain/explain.h"
 #include "csrc/app/generate/generate.h"
+#include "csrc/app/blas_threads.h"
 #include "csrc/app/process_memory.h"
 #include "csrc/ops/ops.h"
 #include "models/mamba.h"
 
 int main(int argc, char** argv) {
   mamba_lrp::retain_freed_memory();
+  mamba_lrp::match_blas_threads_to_intra_op();  // as mamba-lrp does
   if (argc < 4) {
     std::fprintf(stderr, "usage: bench_generate_cpp MODEL_DIR PROMPT_LEN NEW_TOKENS [SEPARATE] [all|generation]\n");
     return 2;

@@ -12,6 +12,7 @@
 
 #include "csrc/app/explain/explain_vim.h"
 #include "csrc/ops/ops.h"
+#include "csrc/app/blas_threads.h"
 #include "csrc/app/process_memory.h"
 #include "models/vision_mamba.h"
 #include "csrc/app/bench/bench_timing.h"
@@ -27,6 +28,7 @@ int openblas_threads() {
 
 int main(int argc, char** argv) {
   mamba_lrp::retain_freed_memory();  // as mamba-lrp does: freed activations are reused, not re-faulted
+  mamba_lrp::match_blas_threads_to_intra_op();  // as mamba-lrp does
   if (argc < 3) {
     std::fprintf(stderr, "usage: bench_vim_cpp CONFIG.json B1,B2,... [repeat]\n");
     return 2;

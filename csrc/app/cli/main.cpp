@@ -12,6 +12,7 @@
 
 #include "csrc/app/cli/cli.h"
 #include "csrc/io/errors.h"
+#include "csrc/app/blas_threads.h"
 #include "csrc/app/process_memory.h"
 
 namespace cli = mamba_lrp::cli;
@@ -71,6 +72,7 @@ __attribute__((section(".preinit_array"), used)) static void (*preinit_entry)(in
 
 int main(int argc, char** argv) {
   mamba_lrp::retain_freed_memory();
+  mamba_lrp::match_blas_threads_to_intra_op();
   const int status = run(argc, argv);
   // Every output file was written and closed inside run(); what is left is the teardown of
   // libtorch's static operator registry and of the heap, which an exiting process does not
