@@ -223,7 +223,11 @@ void advise_huge_pages_for_heap() {
   mallopt(M_TOP_PAD, 128 * 1024);  // glibc's default (DEFAULT_TOP_PAD)
   char* const top = static_cast<char*>(sbrk(0));
   char* const from = reinterpret_cast<char*>((first + kHugePageBytes) / kHugePageBytes * kHugePageBytes);
-  if (top != reinterpret_cast<char*>(-1) && top > from) madvise(from, static_cast<std::size_t>(top - from), MADV_HUGEPAGE);
+  // Only a range of the heap itself: where brk failed, glibc mapped the block elsewhere and the
+  // span to the break could cover other mappings.
+  if (top != reinterpret_cast<char*>(-1) && top > from &&
+      static_cast<std::size_t>(top - from) <= kHeapHugePageBytes + 2 * kHugePageBytes)
+    madvise(from, static_cast<std::size_t>(top - from), MADV_HUGEPAGE);
 #endif
 }
 
