@@ -1,8 +1,9 @@
 // The backward scan loops for one instruction set, one row (or task) at a time: MambaLRP
 // (bwd_lrp_row, from the inputs or the forward's factors), MambaLRP recompute (the row's
-// forward first, then its reverse scan) and exact (bwd_exact_task). Included by
-// selective_scan_{isa}.cpp with MAMBA_LRP_CPU_ISA defined; the layout of the loops and
-// what they share: selective_scan_loops_common.h.
+// forward first, then its reverse scan) and exact (bwd_exact_row); float16 / bfloat16 rows
+// through float32 row buffers (ReducedBwdRows). Included by selective_scan_{isa}.cpp with
+// MAMBA_LRP_CPU_ISA defined; the layout of the loops and what they share:
+// selective_scan_loops_common.h.
 #pragma once
 #include "kernels/cpu/selective_scan_fwd_loops.h"
 #include "kernels/cpu/selective_scan_loops_common.h"
@@ -235,11 +236,21 @@ void bwd_lrp_recompute_row(const SelectiveScanBwdParams& p, const ScanWork& w, i
   }
 }
 
-// Exact backward of the rows d in [d_begin, d_end) of one (batch, group); B, C gradient
-// partials go to this task's own buffers, so no two tasks write the same memory.
+// The exact backward's per-task B, C gradient partials (ScanWork::dBt, dCt), zeroed
+// before the task's first row.
 template <typename T>
-void bwd_exact_task(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t task, int64_t b, int64_t g,
-                    int64_t d_begin, int64_t d_end) {
+void zero_exact_partials(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t task) {
+  T* dBt = static_cast<T*>(w.dBt) + task * p.seqlen * w.dpad;
+  T* dCt = static_cast<T*>(w.dCt) + task * p.seqlen * w.dpad;
+  std::fill(dBt, dBt + p.seqlen * w.dpad, T(0));
+  std::fill(dCt, dCt + p.seqlen * w.dpad, T(0));
+}
+
+// Exact backward of row (b, d) of task (batch, group g, part): the B, C gradient partials
+// are added to this task's own buffers, so no two tasks write the same memory.
+template <typename T>
+void bwd_exact_row(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t task, int64_t b, int64_t g,
+                   int64_t d) {
   const int64_t dpad = w.dpad;
   const int64_t chunks = (p.seqlen + kChunk - 1) / kChunk;
   const T* Bt = bc_rows<T>(w.Bt, p, w, b, g);
@@ -248,90 +259,148 @@ void bwd_exact_task(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t 
   T* hs = static_cast<T*>(w.chunk_states) + task * (kChunk + 1) * dpad;
   T* dBt = static_cast<T*>(w.dBt) + task * p.seqlen * dpad;
   T* dCt = static_cast<T*>(w.dCt) + task * p.seqlen * dpad;
-  std::fill(dBt, dBt + p.seqlen * dpad, T(0));
-  std::fill(dCt, dCt + p.seqlen * dpad, T(0));
 
   alignas(64) T a[kMaxDState], h[kMaxDState], gh[kMaxDState], dA_acc[kMaxDState];
   alignas(64) T dt[kChunk], dsp[kChunk], dtu[kChunk], gy[kChunk], sum_bg[kChunk], sum_gah[kChunk];
+  const BwdRow<T> q = bwd_row_ptrs<T>(p, w, b, d);
+  load_A_row(p, d, dpad, a);
 
-  for (int64_t d = d_begin; d < d_end; ++d) {
-    const BwdRow<T> q = bwd_row_ptrs<T>(p, w, b, d);
-    load_A_row(p, d, dpad, a);
-
-    // Pass 1: the state at the start of every chunk.
-    std::fill(h, h + dpad, T(0));
-    for (int64_t c = 0; c < chunks; ++c) {
-      const int64_t t0 = c * kChunk, n = std::min(kChunk, p.seqlen - t0);
-      std::copy(h, h + dpad, ckpt + c * dpad);
-      if (c == chunks - 1) break;
-      chunk_dt<T>(p, q.r, t0, n, dt, nullptr);
-      for (int64_t nb = 0; nb < dpad; nb += kLanes<T>) {
-        const Vec<T> av = load(a + nb);
-        Vec<T> hv = load(h + nb);
-        for (int64_t i = 0; i < n; ++i)
-          hv = vexp(av * dt[i]) * hv + load(Bt + (t0 + i) * dpad + nb) * (dt[i] * q.r.u[t0 + i]);
-        store(h + nb, hv);
-      }
+  // Pass 1: the state at the start of every chunk.
+  std::fill(h, h + dpad, T(0));
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t t0 = c * kChunk, n = std::min(kChunk, p.seqlen - t0);
+    std::copy(h, h + dpad, ckpt + c * dpad);
+    if (c == chunks - 1) break;
+    chunk_dt<T>(p, q.r, t0, n, dt, nullptr);
+    for (int64_t nb = 0; nb < dpad; nb += kLanes<T>) {
+      const Vec<T> av = load(a + nb);
+      Vec<T> hv = load(h + nb);
+      for (int64_t i = 0; i < n; ++i)
+        hv = vexp(av * dt[i]) * hv + load(Bt + (t0 + i) * dpad + nb) * (dt[i] * q.r.u[t0 + i]);
+      store(h + nb, hv);
     }
-
-    // Pass 2: chunks in reverse; recompute their states, then the reverse scan.
-    init_state_grad(p, w, b, d, gh);
-    std::fill(dA_acc, dA_acc + dpad, T(0));
-    T dD = 0, dbias = 0;
-    for (int64_t c = chunks - 1; c >= 0; --c) {
-      const int64_t t0 = c * kChunk, n = std::min(kChunk, p.seqlen - t0);
-      chunk_dt<T>(p, q.r, t0, n, dt, dsp);
-      chunk_gate_grads(p, q.r, q.gout, q.out_y, q.dz, t0, n, gy);
-      for (int64_t i = 0; i < n; ++i) {
-        dtu[i] = dt[i] * q.r.u[t0 + i];
-        sum_bg[i] = sum_gah[i] = T(0);
-      }
-      for (int64_t nb = 0; nb < dpad; nb += kLanes<T>) {
-        const Vec<T> av = load(a + nb);
-        // hs[i] = state before step t0+i; hs[i+1] = after it.
-        Vec<T> hv = load(ckpt + c * dpad + nb);
-        store(hs + nb, hv);
-        for (int64_t i = 0; i < n; ++i) {
-          hv = vexp(av * dt[i]) * hv + load(Bt + (t0 + i) * dpad + nb) * dtu[i];
-          store(hs + (i + 1) * dpad + nb, hv);
-        }
-        Vec<T> carry = load(gh + nb);
-        Vec<T> dAv = load(dA_acc + nb);
-        for (int64_t i = n - 1; i >= 0; --i) {
-          const int64_t t = t0 + i;
-          const Vec<T> Bv = load(Bt + t * dpad + nb);
-          const Vec<T> gt = carry + load(Ct + t * dpad + nb) * gy[i];
-          store(dCt + t * dpad + nb, load(dCt + t * dpad + nb) + load(hs + (i + 1) * dpad + nb) * gy[i]);
-          store(dBt + t * dpad + nb, load(dBt + t * dpad + nb) + gt * dtu[i]);
-          sum_bg[i] += hsum(Bv * gt);
-          const Vec<T> e = vexp(av * dt[i]);
-          const Vec<T> geh = gt * e * load(hs + i * dpad + nb);  // g_t exp(dt A) h_{t-1}
-          sum_gah[i] += hsum(geh * av);
-          dAv += geh * dt[i];
-          carry = e * gt;
-        }
-        store(gh + nb, carry);
-        store(dA_acc + nb, dAv);
-      }
-      for (int64_t i = 0; i < n; ++i) {
-        const T u = q.r.u[t0 + i];
-        q.du[t0 + i] = dt[i] * sum_bg[i] + q.r.D * gy[i];
-        const T ddt = sum_gah[i] + u * sum_bg[i];
-        const T ddelta = ddt * dsp[i];
-        if (q.ddelta) q.ddelta[t0 + i] = ddelta;
-        dbias += ddelta;
-        dD += gy[i] * u;
-      }
-    }
-    if (w.dA) std::copy(dA_acc, dA_acc + dpad, static_cast<T*>(w.dA) + (b * p.dim + d) * dpad);
-    if (w.dD) static_cast<T*>(w.dD)[b * p.dim + d] = dD;
-    if (w.ddelta_bias) static_cast<T*>(w.ddelta_bias)[b * p.dim + d] = dbias;
   }
+
+  // Pass 2: chunks in reverse; recompute their states, then the reverse scan.
+  init_state_grad(p, w, b, d, gh);
+  std::fill(dA_acc, dA_acc + dpad, T(0));
+  T dD = 0, dbias = 0;
+  for (int64_t c = chunks - 1; c >= 0; --c) {
+    const int64_t t0 = c * kChunk, n = std::min(kChunk, p.seqlen - t0);
+    chunk_dt<T>(p, q.r, t0, n, dt, dsp);
+    chunk_gate_grads(p, q.r, q.gout, q.out_y, q.dz, t0, n, gy);
+    for (int64_t i = 0; i < n; ++i) {
+      dtu[i] = dt[i] * q.r.u[t0 + i];
+      sum_bg[i] = sum_gah[i] = T(0);
+    }
+    for (int64_t nb = 0; nb < dpad; nb += kLanes<T>) {
+      const Vec<T> av = load(a + nb);
+      // hs[i] = state before step t0+i; hs[i+1] = after it.
+      Vec<T> hv = load(ckpt + c * dpad + nb);
+      store(hs + nb, hv);
+      for (int64_t i = 0; i < n; ++i) {
+        hv = vexp(av * dt[i]) * hv + load(Bt + (t0 + i) * dpad + nb) * dtu[i];
+        store(hs + (i + 1) * dpad + nb, hv);
+      }
+      Vec<T> carry = load(gh + nb);
+      Vec<T> dAv = load(dA_acc + nb);
+      for (int64_t i = n - 1; i >= 0; --i) {
+        const int64_t t = t0 + i;
+        const Vec<T> Bv = load(Bt + t * dpad + nb);
+        const Vec<T> gt = carry + load(Ct + t * dpad + nb) * gy[i];
+        store(dCt + t * dpad + nb, load(dCt + t * dpad + nb) + load(hs + (i + 1) * dpad + nb) * gy[i]);
+        store(dBt + t * dpad + nb, load(dBt + t * dpad + nb) + gt * dtu[i]);
+        sum_bg[i] += hsum(Bv * gt);
+        const Vec<T> e = vexp(av * dt[i]);
+        const Vec<T> geh = gt * e * load(hs + i * dpad + nb);  // g_t exp(dt A) h_{t-1}
+        sum_gah[i] += hsum(geh * av);
+        dAv += geh * dt[i];
+        carry = e * gt;
+      }
+      store(gh + nb, carry);
+      store(dA_acc + nb, dAv);
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      const T u = q.r.u[t0 + i];
+      q.du[t0 + i] = dt[i] * sum_bg[i] + q.r.D * gy[i];
+      const T ddt = sum_gah[i] + u * sum_bg[i];
+      const T ddelta = ddt * dsp[i];
+      if (q.ddelta) q.ddelta[t0 + i] = ddelta;
+      dbias += ddelta;
+      dD += gy[i] * u;
+    }
+  }
+  if (w.dA) std::copy(dA_acc, dA_acc + dpad, static_cast<T*>(w.dA) + (b * p.dim + d) * dpad);
+  if (w.dD) static_cast<T*>(w.dD)[b * p.dim + d] = dD;
+  if (w.ddelta_bias) static_cast<T*>(w.ddelta_bias)[b * p.dim + d] = dbias;
 }
+
+// Backward rows of float16 / bfloat16 inputs, as fwd_rows_reduced: the row's inputs that
+// the rule reads (u, delta, z, the pre-gate y, the output gradient) converted into float32
+// row buffers, the float32 row run on them (params q), its du, ddelta, dz converted back.
+// B / C (transposed once, in float32), their gradient partials, dA, dD, ddelta_bias and the
+// state gradient are float32 throughout.
+struct ReducedBwdRows {
+  const SelectiveScanBwdParams& p;
+  SelectiveScanBwdParams q;
+  std::vector<float> buf;
+  float *u, *delta, *z, *out_y, *gout, *du, *dz, *ddelta;
+
+  explicit ReducedBwdRows(const SelectiveScanBwdParams& params)
+      : p(params), q(params), buf(static_cast<size_t>(8 * params.seqlen)) {
+    float* next = buf.data();
+    for (float** row : {&u, &delta, &z, &out_y, &gout, &du, &dz, &ddelta}) {
+      *row = next;
+      next += p.seqlen;
+    }
+    q.input_type = ScanDType::kFloat32;
+    point_at_row(q.u, q.u_batch_stride, q.u_dim_stride, u);
+    point_at_row(q.delta, q.delta_batch_stride, q.delta_dim_stride, delta);
+    if (p.z) point_at_row(q.z, q.z_batch_stride, q.z_dim_stride, z);
+    if (p.out_y) point_at_row(q.out_y, q.out_y_batch_stride, q.out_y_dim_stride, out_y);
+    point_at_row(q.grad_out, q.grad_out_batch_stride, q.grad_out_dim_stride, gout);
+    point_at_row(q.du, q.du_batch_stride, q.du_dim_stride, du);
+    if (p.dz) point_at_row(q.dz, q.dz_batch_stride, q.dz_dim_stride, dz);
+    if (p.ddelta) point_at_row(q.ddelta, q.ddelta_batch_stride, q.ddelta_dim_stride, ddelta);
+  }
+
+  // Row (b, d)'s inputs into the buffers. The MambaLRP rule never reads u.
+  void load(int64_t b, int64_t d) {
+    auto in = [&](const void* base, int64_t bs, int64_t ds, float* row) {
+      if (base) row_to_float(reduced_row(base, bs, ds, b, d), row, p.seqlen, p.input_type);
+    };
+    if (p.rule == ScanRule::kExact) in(p.u, p.u_batch_stride, p.u_dim_stride, u);
+    in(p.delta, p.delta_batch_stride, p.delta_dim_stride, delta);
+    in(p.z, p.z_batch_stride, p.z_dim_stride, z);
+    in(p.out_y, p.out_y_batch_stride, p.out_y_dim_stride, out_y);
+    in(p.grad_out, p.grad_out_batch_stride, p.grad_out_dim_stride, gout);
+  }
+  // Row (b, d)'s gradients out of the buffers.
+  void store(int64_t b, int64_t d) {
+    auto out = [&](void* base, int64_t bs, int64_t ds, const float* row) {
+      if (base) row_from_float(row, reduced_row(base, bs, ds, b, d), p.seqlen, p.input_type);
+    };
+    out(p.du, p.du_batch_stride, p.du_dim_stride, du);
+    out(p.dz, p.dz_batch_stride, p.dz_dim_stride, dz);
+    out(p.ddelta, p.ddelta_batch_stride, p.ddelta_dim_stride, ddelta);
+  }
+};
 
 }  // namespace
 
 void bwd_lrp_range(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t begin, int64_t end) {
+  if (is_reduced(p.input_type)) {
+    ReducedBwdRows rows(p);
+    bool_switch(w.decay_only, [&](auto kDecayOnly) {
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t b = item / p.dim, d = item % p.dim;
+        rows.load(b, d);
+        bwd_lrp_row<float, decltype(kDecayOnly)::value>(rows.q, w, b, d);
+        rows.store(b, d);
+      }
+    });
+    return;
+  }
   bool_switch(is_f64(p), [&](auto kF64) {
     bool_switch(w.decay_only, [&](auto kDecayOnly) {
       using T = ScanFloat<decltype(kF64)::value>;
@@ -355,14 +424,31 @@ void bwd_lrp_recompute_range(const SelectiveScanBwdParams& p, const ScanWork& w,
 void bwd_exact_range(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t begin, int64_t end) {
   const int64_t per_group = p.dim_per_group();
   const int64_t part_len = (per_group + w.parts - 1) / w.parts;
-  bool_switch(is_f64(p), [&](auto kF64) {
+  // Task (batch, group, part) -> its rows [d_begin, d_end), and each row run by `row`.
+  auto for_each_task = [&](auto zero_partials, auto row) {
     for (int64_t task = begin; task < end; ++task) {
       const int64_t part = task % w.parts, bg = task / w.parts;
       const int64_t b = bg / p.n_groups, g = bg % p.n_groups;
       const int64_t d_begin = g * per_group + std::min(per_group, part * part_len);
       const int64_t d_end = g * per_group + std::min(per_group, (part + 1) * part_len);
-      bwd_exact_task<ScanFloat<decltype(kF64)::value>>(p, w, task, b, g, d_begin, d_end);
+      zero_partials(task);
+      for (int64_t d = d_begin; d < d_end; ++d) row(task, b, g, d);
     }
+  };
+  if (is_reduced(p.input_type)) {
+    ReducedBwdRows rows(p);
+    for_each_task([&](int64_t task) { zero_exact_partials<float>(p, w, task); },
+                  [&](int64_t task, int64_t b, int64_t g, int64_t d) {
+                    rows.load(b, d);
+                    bwd_exact_row<float>(rows.q, w, task, b, g, d);
+                    rows.store(b, d);
+                  });
+    return;
+  }
+  bool_switch(is_f64(p), [&](auto kF64) {
+    using T = ScanFloat<decltype(kF64)::value>;
+    for_each_task([&](int64_t task) { zero_exact_partials<T>(p, w, task); },
+                  [&](int64_t task, int64_t b, int64_t g, int64_t d) { bwd_exact_row<T>(p, w, task, b, g, d); });
   });
 }
 

@@ -31,13 +31,15 @@ struct LrpFactors {
 // last_state (if set), and the factors in `keep` (those set).
 void selective_scan_fwd(const SelectiveScanParams& p, ParallelFor parallel_for, const LrpFactors& keep = {});
 
-// float32 or float64 only. Writes du, dz (if z), and for the exact rule ddelta, dA, dB, dC, dD, ddelta_bias
+// Inputs as for the forward (float16 / bfloat16: converted row by row; grad_last_state float32;
+// du, dz, ddelta, dB, dC in the input dtype, dA, dD, ddelta_bias float32; no factors then).
+// Writes du, dz (if z), and for the exact rule ddelta, dA, dB, dC, dD, ddelta_bias
 // (those whose pointers are set). Needs p.out_y (the pre-gate output) when z is given.
 // With `factors` (MambaLRP rule only; gy_scale and dz_scale with z) it reads those instead;
 // p.z and p.out_y still say whether there is a gate, but are not read (csrc passes the factors).
 void selective_scan_bwd(const SelectiveScanBwdParams& p, ParallelFor parallel_for, const LrpFactors& factors = {});
 
-// The MambaLRP backward (du, dz if z) from the scan's inputs alone: each row's forward runs
+// The MambaLRP backward (du, dz if z) from the scan's inputs alone (float32 or float64): each row's forward runs
 // again first (no out_y, no factors read), and its decays exp(dt A) are computed once
 // for both directions. For a backward that does not keep the forward's outputs. p.du and
 // p.dz may be p.u and p.delta (dense, same strides): a row reads those before it writes.

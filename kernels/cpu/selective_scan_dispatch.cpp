@@ -112,8 +112,8 @@ bool decays_only(const SelectiveScanParams& p) {
   return true;
 }
 
-// allow_reduced: float16 / bfloat16 inputs with float32 weights (the forward only; the
-// backward's caller converts them to float32).
+// allow_reduced: float16 / bfloat16 inputs with float32 weights (the forward and the
+// backward; the recompute backward's caller converts them to float32).
 void check_supported(const SelectiveScanParams& p, bool allow_reduced = false) {
   const bool same = p.input_type == p.weight_type &&
                     (p.input_type == ScanDType::kFloat32 || p.input_type == ScanDType::kFloat64);
@@ -181,17 +181,22 @@ void bwd_impl(const SelectiveScanBwdParams& p, ScanWork w, ParallelFor parallel_
   w.ddelta_bias = dbias.data();
   run_parallel(parallel_for, tasks, 1, [&](int64_t begin, int64_t end) { run.bwd_exact(p, w, begin, end); });
 
-  // Reduce the partials in a fixed order.
+  // Reduce the partials in a fixed order; dB, dC in the input dtype (float16 / bfloat16
+  // inputs: summed in float32, then rounded once).
   auto reduce_bc = [&](const std::vector<T>& part, void* dst) {
     if (!dst) return;
-    T* out = static_cast<T*>(dst);  // dense (batch, groups, dstate, seqlen)
-    for (int64_t bg = 0; bg < p.batch * p.n_groups; ++bg)
-      for (int64_t n = 0; n < p.dstate; ++n)
-        for (int64_t t = 0; t < p.seqlen; ++t) {
-          T s = 0;
-          for (int64_t k = 0; k < w.parts; ++k) s += part[((bg * w.parts + k) * p.seqlen + t) * w.dpad + n];
-          out[(bg * p.dstate + n) * p.seqlen + t] = s;
-        }
+    auto reduce = [&](auto* out, auto convert) {  // dense (batch, groups, dstate, seqlen)
+      for (int64_t bg = 0; bg < p.batch * p.n_groups; ++bg)
+        for (int64_t n = 0; n < p.dstate; ++n)
+          for (int64_t t = 0; t < p.seqlen; ++t) {
+            T s = 0;
+            for (int64_t k = 0; k < w.parts; ++k) s += part[((bg * w.parts + k) * p.seqlen + t) * w.dpad + n];
+            out[(bg * p.dstate + n) * p.seqlen + t] = convert(s);
+          }
+    };
+    if (p.input_type == ScanDType::kFloat16) reduce(static_cast<uint16_t*>(dst), float_to_half);
+    else if (p.input_type == ScanDType::kBFloat16) reduce(static_cast<uint16_t*>(dst), float_to_bf16);
+    else reduce(static_cast<T*>(dst), [](T v) { return v; });
   };
   reduce_bc(dBt, p.dB);
   reduce_bc(dCt, p.dC);
@@ -230,7 +235,9 @@ void selective_scan_fwd(const SelectiveScanParams& p, ParallelFor parallel_for, 
 }
 
 void selective_scan_bwd(const SelectiveScanBwdParams& p, ParallelFor parallel_for, const LrpFactors& factors) {
-  check_supported(p);
+  check_supported(p, /*allow_reduced=*/true);
+  if (is_reduced(p.input_type) && factors.dt)
+    throw std::invalid_argument("selective_scan CPU backward: the MambaLRP factors are read for float32/float64 inputs only");
   if (p.z && !p.out_y) throw std::invalid_argument("selective_scan CPU backward: the pre-gate output is needed when z is given");
   if (factors.dt && p.rule != ScanRule::kMambaLRP)
     throw std::invalid_argument("selective_scan CPU backward: the forward's factors serve the MambaLRP rule only");

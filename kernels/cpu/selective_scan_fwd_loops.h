@@ -86,10 +86,25 @@ void fwd_row(const SelectiveScanParams& p, const ScanWork& w, int64_t b, int64_t
   }
 }
 
+// float16 / bfloat16 rows go through float32 row buffers: the params of the float32 row
+// functions point at a buffer, with zero batch / dim strides, in place of a tensor, so that
+// whatever row they are given they read and write the buffer.
+template <typename Ptr>
+inline void point_at_row(Ptr& ptr, int64_t& batch_stride, int64_t& dim_stride, float* row) {
+  ptr = row;
+  batch_stride = dim_stride = 0;
+}
+inline const uint16_t* reduced_row(const void* base, int64_t batch_stride, int64_t dim_stride, int64_t b, int64_t d) {
+  return static_cast<const uint16_t*>(base) + b * batch_stride + d * dim_stride;
+}
+inline uint16_t* reduced_row(void* base, int64_t batch_stride, int64_t dim_stride, int64_t b, int64_t d) {
+  return static_cast<uint16_t*>(base) + b * batch_stride + d * dim_stride;
+}
+
 // Rows of float16 / bfloat16 inputs: each row's u, delta, z converted into float32 row
-// buffers, the float32 row run on them (params q: the buffers, with zero batch/dim strides),
-// its out / out_y converted back into the input dtype. A row's data is in cache for both
-// conversions; last_state is float32 and written directly.
+// buffers, the float32 row run on them, its out / out_y converted back into the input
+// dtype. A row's data is in cache for both conversions; last_state is float32 and written
+// directly.
 template <bool kDecayOnly>
 void fwd_rows_reduced(const SelectiveScanParams& p, const ScanWork& w, int64_t begin, int64_t end) {
   std::vector<float> buf(static_cast<size_t>(5 * p.seqlen));
@@ -100,29 +115,21 @@ void fwd_rows_reduced(const SelectiveScanParams& p, const ScanWork& w, int64_t b
   float* out_y = out + p.seqlen;
   SelectiveScanParams q = p;
   q.input_type = ScanDType::kFloat32;
-  auto point_at = [](auto*& ptr, int64_t& batch_stride, int64_t& dim_stride, float* row) {
-    ptr = row;
-    batch_stride = dim_stride = 0;
-  };
-  point_at(q.u, q.u_batch_stride, q.u_dim_stride, u);
-  point_at(q.delta, q.delta_batch_stride, q.delta_dim_stride, delta);
-  if (p.z) point_at(q.z, q.z_batch_stride, q.z_dim_stride, z);
-  point_at(q.out, q.out_batch_stride, q.out_dim_stride, out);
-  if (p.out_y) point_at(q.out_y, q.out_y_batch_stride, q.out_y_dim_stride, out_y);
-  auto in_row = [&](const void* base, int64_t bs, int64_t ds, int64_t b, int64_t d) {
-    return static_cast<const uint16_t*>(base) + b * bs + d * ds;
-  };
+  point_at_row(q.u, q.u_batch_stride, q.u_dim_stride, u);
+  point_at_row(q.delta, q.delta_batch_stride, q.delta_dim_stride, delta);
+  if (p.z) point_at_row(q.z, q.z_batch_stride, q.z_dim_stride, z);
+  point_at_row(q.out, q.out_batch_stride, q.out_dim_stride, out);
+  if (p.out_y) point_at_row(q.out_y, q.out_y_batch_stride, q.out_y_dim_stride, out_y);
   for (int64_t item = begin; item < end; ++item) {
     const int64_t b = item / p.dim, d = item % p.dim;
-    row_to_float(in_row(p.u, p.u_batch_stride, p.u_dim_stride, b, d), u, p.seqlen, p.input_type);
-    row_to_float(in_row(p.delta, p.delta_batch_stride, p.delta_dim_stride, b, d), delta, p.seqlen, p.input_type);
-    if (p.z) row_to_float(in_row(p.z, p.z_batch_stride, p.z_dim_stride, b, d), z, p.seqlen, p.input_type);
+    row_to_float(reduced_row(p.u, p.u_batch_stride, p.u_dim_stride, b, d), u, p.seqlen, p.input_type);
+    row_to_float(reduced_row(p.delta, p.delta_batch_stride, p.delta_dim_stride, b, d), delta, p.seqlen, p.input_type);
+    if (p.z) row_to_float(reduced_row(p.z, p.z_batch_stride, p.z_dim_stride, b, d), z, p.seqlen, p.input_type);
     fwd_row<float, kDecayOnly>(q, w, b, d);
-    row_from_float(out, static_cast<uint16_t*>(p.out) + b * p.out_batch_stride + d * p.out_dim_stride, p.seqlen,
-                   p.input_type);
+    row_from_float(out, reduced_row(p.out, p.out_batch_stride, p.out_dim_stride, b, d), p.seqlen, p.input_type);
     if (p.out_y)
-      row_from_float(out_y, static_cast<uint16_t*>(p.out_y) + b * p.out_y_batch_stride + d * p.out_y_dim_stride,
-                     p.seqlen, p.input_type);
+      row_from_float(out_y, reduced_row(p.out_y, p.out_y_batch_stride, p.out_y_dim_stride, b, d), p.seqlen,
+                     p.input_type);
   }
 }
 

@@ -188,6 +188,43 @@ def test_mambalrp_rule_gradients(itype, form, has_D, has_z, return_last_state):
     run_and_compare(300, itype, form, has_D, has_z, True, True, rule="mambalrp", return_last_state=return_last_state)
 
 
+def spread_rows(t):
+    """t as a view with gaps between its rows (dim 1 of a tensor twice as wide, every other
+    row): same values, strides no dense layout has; the last dimension stays contiguous."""
+    wide = torch.zeros(t.shape[0], 2 * t.shape[1], *t.shape[2:], dtype=t.dtype)
+    wide[:, ::2] = t
+    return wide[:, ::2]
+
+
+@pytest.mark.parametrize("rule", ["exact", "mambalrp"])
+@pytest.mark.parametrize("has_z", [False, True])
+@pytest.mark.parametrize("itype", ITYPES, ids=str)
+def test_strided_inputs_and_last_state_gradient(itype, has_z, rule):
+    """u, delta, z, B, C as strided views (the kernels read and, for float16/bfloat16, convert
+    each row through its strides), and a loss through the last state as well as the output
+    (the backward starts from a state gradient): out, last state and the rule's gradients
+    against the reference on the same values."""
+    x = port_inputs(200, itype, True, True, 1, True, has_z, True, seed=3)
+    grads_wanted = [k for k, v in x.items() if v is not None and (rule == "exact" or k in ("u", "z"))]
+    ours_in = {k: (v.clone().requires_grad_(k in grads_wanted) if v is not None else None) for k, v in x.items()}
+    views = {k: (spread_rows(v) if k in ("u", "delta", "z", "B", "C") and v is not None else v)
+             for k, v in ours_in.items()}
+    assert not views["u"].is_contiguous() and not views["B"].is_contiguous()
+    ref_in = {k: (v.double().requires_grad_(k in grads_wanted) if v is not None else None) for k, v in x.items()}
+    out, last = selective_scan_fn(**views, delta_softplus=True, return_last_state=True, rule=rule)
+    ref, ref_last = port_scan_ref(**ref_in, delta_softplus=True, return_last_state=True, mambalrp=rule == "mambalrp")
+    tol = TOL[itype]
+    assert rel_err(out, ref) <= tol and rel_err(last, ref_last) <= tol
+    gen = torch.Generator().manual_seed(11)
+    g = torch.randn(out.shape, generator=gen, dtype=torch.float64).to(itype)
+    g_last = torch.randn(last.shape, generator=gen, dtype=torch.float64).to(last.dtype)
+    torch.autograd.backward([out, last], [g, g_last])
+    torch.autograd.backward([ref, ref_last], [g.double(), g_last.double()])
+    for k in grads_wanted:
+        assert ours_in[k].grad.dtype == x[k].dtype, k
+        assert rel_err(ours_in[k].grad, ref_in[k].grad) <= tol, (k, rel_err(ours_in[k].grad, ref_in[k].grad))
+
+
 def test_return_convention_and_defaults():
     x = port_inputs(64, torch.float32, True, True, 1, True, True, True)
     out = selective_scan_fn(x["u"], x["delta"], x["A"], x["B"], x["C"])

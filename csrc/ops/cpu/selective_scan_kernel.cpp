@@ -4,9 +4,8 @@
 //
 // float16 / bfloat16 inputs (u, delta, z, B, C; A, D, delta_bias in float32) are computed in
 // float32, as mamba_ssm does on CUDA, with outputs in the input dtype and last_state, dA, dD,
-// ddelta_bias in float32. The forward kernel converts row by row; the backward converts
-// here, in ATen, around the float32 kernel; the other internal ops take their ATen
-// versions (csrc/ops/composite), which call these two.
+// ddelta_bias in float32. The forward and backward kernels convert row by row; the other
+// internal ops take their ATen versions (csrc/ops/composite), which call these two.
 #include <torch/library.h>
 
 #include "csrc/ops/composite/composite.h"
@@ -20,11 +19,6 @@ namespace {
 
 bool reduced_precision(const at::Tensor& t) {
   return t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16;
-}
-at::Tensor to_float(const at::Tensor& t) { return t.to(at::kFloat); }  // (backward only)
-OptTensor to_float(const OptTensor& t) { return t ? OptTensor(t->to(at::kFloat)) : c10::nullopt; }
-OptTensor to_dtype(const OptTensor& t, at::ScalarType dtype) {
-  return t ? OptTensor(t->to(dtype)) : c10::nullopt;
 }
 
 std::tuple<at::Tensor, OptTensor, OptTensor> selective_scan_fwd_cpu(
@@ -45,21 +39,10 @@ ScanGradients selective_scan_bwd_cpu(const at::Tensor& grad_out, const OptTensor
                                  const OptTensor& out_y, bool delta_softplus, c10::string_view rule_name) {
   const kernels::ScanRule rule = parse_scan_rule(rule_name);
   const ScanInputs in = check_scan_inputs(ScanBackend::kCPU, u, delta, A, B, C, D, z, delta_bias, delta_softplus);
-  if (reduced_precision(in.u)) {
-    // In float32; the gradients of u, delta, B, C, z back in the input dtype (A, D and
-    // delta_bias are float32 already, and so are theirs).
-    const at::ScalarType input_dtype = u.scalar_type();
-    TORCH_CHECK(grad_out.scalar_type() == input_dtype, "selective_scan backward: grad_out must have u's dtype (",
-                input_dtype, "), got ", grad_out.scalar_type());
-    auto [du, ddelta, dA, dB, dC, dD, dz, ddelta_bias] = selective_scan_bwd_cpu(
-        to_float(grad_out), grad_last_state, to_float(in.u), to_float(in.delta), in.A, to_float(B), to_float(C),
-        in.D, to_float(in.z), in.delta_bias, to_float(out_y), delta_softplus, rule_name);
-    return {du.to(input_dtype), to_dtype(ddelta, input_dtype), dA, to_dtype(dB, input_dtype),
-            to_dtype(dC, input_dtype), dD, to_dtype(dz, input_dtype), ddelta_bias};
-  }
   kernels::SelectiveScanBwdParams p;
   fill_scan_params(in, p);
-  const ScanBackwardTensors t = prepare_backward(in, rule, grad_out, grad_last_state, out_y, in.u.scalar_type(), p);
+  // The state gradient in the weights' dtype, as the forward's last state.
+  const ScanBackwardTensors t = prepare_backward(in, rule, grad_out, grad_last_state, out_y, in.A.scalar_type(), p);
   kernels::cpu::selective_scan_bwd(p, aten_parallel_for);
   return t.results(B.dim());
 }
