@@ -10,7 +10,10 @@
 //   D, delta_bias           : (dim)
 //   last_state              : (batch, dim, dstate)
 // The last dimension of every (…, seqlen) tensor has stride 1; every other stride is
-// given here, so a kernel never assumes a dense layout beyond that.
+// given here, so a kernel never assumes a dense layout beyond that. The one exception:
+// B and C have a time stride, 1 (time-varying) or 0 (constant in time and over the
+// batch: mamba_ssm's (dim, dstate) form, as groups = dim; the CPU kernels only; csrc
+// gives the CUDA kernels such B/C copied along seqlen).
 #pragma once
 #include <cstdint>
 
@@ -36,6 +39,7 @@ struct SelectiveScanParams {
   const void* A = nullptr;       int64_t A_dim_stride = 0, A_dstate_stride = 0;
   const void* B = nullptr;       int64_t B_batch_stride = 0, B_group_stride = 0, B_dstate_stride = 0;
   const void* C = nullptr;       int64_t C_batch_stride = 0, C_group_stride = 0, C_dstate_stride = 0;
+  int64_t B_time_stride = 1, C_time_stride = 1;  // 1, or 0: constant (batch stride unread)
   const void* D = nullptr;                                                            // optional
   const void* delta_bias = nullptr;                                                   // optional
 
@@ -63,8 +67,8 @@ struct SelectiveScanBwdParams : SelectiveScanParams {
   // Exact rule only:
   void* ddelta = nullptr;   int64_t ddelta_batch_stride = 0, ddelta_dim_stride = 0;
   void* dA = nullptr;       // (dim, dstate) dense
-  void* dB = nullptr;       // (batch, groups, dstate, seqlen) dense
-  void* dC = nullptr;       // (batch, groups, dstate, seqlen) dense
+  void* dB = nullptr;       // (batch, groups, dstate, seqlen) dense; (groups, dstate) when constant
+  void* dC = nullptr;       // (summed over batch and time) — see B_time_stride
   void* dD = nullptr;       // (dim), optional
   void* ddelta_bias = nullptr;  // (dim), optional
 };

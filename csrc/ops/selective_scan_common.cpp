@@ -42,7 +42,7 @@ ScanKernelForms scan_inputs_for_kernels(const at::Tensor& u, const at::Tensor& d
   const bool b_const = B.dim() == 2, c_const = C.dim() == 2;
   if (!b_const && !c_const) return f;
   TORCH_CHECK(u.dim() == 3, "selective_scan: u must have shape (batch, dim, seqlen), got ", u.sizes());
-  const int64_t batch = u.size(0), dim = u.size(1), seqlen = u.size(2);
+  const int64_t batch = u.size(0), dim = u.size(1);
   TORCH_CHECK(A.dim() == 2, "selective_scan: A must have shape (dim, dstate), got ", A.sizes());
   const int64_t dstate = A.size(1);
   const at::ScalarType w_type = weight_dtype(u.scalar_type());
@@ -65,12 +65,6 @@ ScanKernelForms scan_inputs_for_kernels(const at::Tensor& u, const at::Tensor& d
     f.delta = in_compute(delta);
     if (z) f.z = in_compute(*z);
   }
-  // (dim, dstate) -> (batch, dim, dstate, seqlen): one copy along seqlen (the kernels read
-  // B and C with stride 1 in time), the batch a stride-0 broadcast.
-  auto constant_to_groups = [&](const at::Tensor& t) {
-    return in_compute(t).unsqueeze(-1).expand({dim, dstate, seqlen}).contiguous().unsqueeze(0).expand(
-        {batch, dim, dstate, seqlen});
-  };
   // A time-varying one next to a constant one: its groups repeated to dim groups (channel d
   // reads group d / (dim / groups), as the kernels do).
   auto varying_to_groups = [&](const at::Tensor& t) {
@@ -80,8 +74,8 @@ ScanKernelForms scan_inputs_for_kernels(const at::Tensor& u, const at::Tensor& d
     return in_compute(t).unsqueeze(2).expand({batch, groups, dim / groups, t.size(2), t.size(3)}).reshape(
         {batch, dim, t.size(2), t.size(3)});
   };
-  f.B = b_const ? constant_to_groups(B) : varying_to_groups(B);
-  f.C = c_const ? constant_to_groups(C) : varying_to_groups(C);
+  f.B = b_const ? in_compute(B) : varying_to_groups(B);
+  f.C = c_const ? in_compute(C) : varying_to_groups(C);
   return f;
 }
 
@@ -100,16 +94,24 @@ ScanInputs check_scan_inputs(ScanBackend backend, const at::Tensor& u, const at:
   TORCH_CHECK(dstate >= 1 && dstate <= kernels::kMaxDState, "selective_scan: A's dstate (its last dimension) must be in [1, ",
               kernels::kMaxDState, "], got ", dstate);
   for (const auto& [name, t] : {std::pair<const char*, const at::Tensor&>{"B", B}, {"C", C}}) {
+    if (t.dim() == 2) {  // constant in time
+      TORCH_CHECK(t.size(0) == dim && t.size(1) == dstate, "selective_scan: a constant ", name,
+                  " must have shape (dim, dstate) = (", dim, ", ", dstate, ") (from u and A), got ", t.sizes());
+      continue;
+    }
     TORCH_CHECK(t.dim() == 3 || t.dim() == 4, "selective_scan: ", name,
-                " must have shape (batch, dstate, seqlen) or (batch, groups, dstate, seqlen), got ", t.sizes());
+                " must have shape (batch, dstate, seqlen), (batch, groups, dstate, seqlen) or (dim, dstate), got ",
+                t.sizes());
     TORCH_CHECK(t.size(0) == batch && t.size(-2) == dstate && t.size(-1) == seqlen, "selective_scan: ", name,
                 " must have batch ", batch, ", dstate ", dstate, " and seqlen ", seqlen, " (from u and A), got ",
                 t.sizes());
   }
-  TORCH_CHECK(B.dim() == C.dim() && (B.dim() == 3 || B.size(1) == C.size(1)),
-              "selective_scan: B and C must have the same number of groups, got B ", B.sizes(), " and C ",
-              C.sizes());
-  const int64_t groups = B.dim() == 4 ? B.size(1) : 1;
+  // Groups: 1 for (batch, dstate, seqlen), dim for a constant (dim, dstate).
+  auto group_count = [&](const at::Tensor& t) { return t.dim() == 2 ? dim : t.dim() == 3 ? 1 : t.size(1); };
+  TORCH_CHECK(group_count(B) == group_count(C),
+              "selective_scan: B and C must have the same number of groups (a constant one counts dim), got B ",
+              B.sizes(), " and C ", C.sizes());
+  const int64_t groups = group_count(B);
   TORCH_CHECK(groups >= 1 && dim % groups == 0, "selective_scan: the number of groups in B and C (", groups,
               ") must divide dim (", dim, ")");
   if (z) {
@@ -164,8 +166,19 @@ ScanInputs check_scan_inputs(ScanBackend backend, const at::Tensor& u, const at:
   in.u = last_dim_contiguous(u);
   in.delta = last_dim_contiguous(delta);
   in.A = A.contiguous();
-  in.B = last_dim_contiguous(B.dim() == 3 ? B.unsqueeze(1) : B);
-  in.C = last_dim_contiguous(C.dim() == 3 ? C.unsqueeze(1) : C);
+  // A constant (dim, dstate) as (batch, dim, dstate, seqlen): a stride-0 view over batch
+  // and time for the CPU kernels (time stride 0), copied along seqlen for CUDA's.
+  auto bc_form = [&](const at::Tensor& t) {
+    if (t.dim() == 3) return last_dim_contiguous(t.unsqueeze(1));
+    if (t.dim() == 4) return last_dim_contiguous(t);
+    at::Tensor steps = t.unsqueeze(-1).expand({dim, dstate, seqlen});
+    if (backend == ScanBackend::kCUDA) steps = steps.contiguous();
+    return steps.unsqueeze(0).expand({batch, dim, dstate, seqlen});
+  };
+  in.B = bc_form(B);
+  in.C = bc_form(C);
+  in.B_constant = B.dim() == 2 && backend == ScanBackend::kCPU;
+  in.C_constant = C.dim() == 2 && backend == ScanBackend::kCPU;
   if (D) in.D = D->contiguous();
   if (z) in.z = last_dim_contiguous(*z);
   if (delta_bias) in.delta_bias = delta_bias->contiguous();
@@ -226,6 +239,8 @@ void fill_scan_params(const ScanInputs& in, kernels::SelectiveScanParams& p) {
   p.C_batch_stride = in.C.stride(0);
   p.C_group_stride = in.C.stride(1);
   p.C_dstate_stride = in.C.stride(2);
+  p.B_time_stride = in.B_constant ? 0 : 1;
+  p.C_time_stride = in.C_constant ? 0 : 1;
   p.D = in.D ? in.D->data_ptr() : nullptr;
   p.delta_bias = in.delta_bias ? in.delta_bias->data_ptr() : nullptr;
 }
@@ -314,9 +329,13 @@ ScanBackwardTensors prepare_backward(const ScanInputs& in, kernels::ScanRule rul
     p.ddelta_dim_stride = t.ddelta->stride(1);
     t.dA = at::empty({in.dim, in.dstate}, in.A.options());  // (D, N) dense, the weights' dtype
     p.dA = t.dA->data_ptr();
-    t.dB = at::empty(in.B.sizes(), in.B.options());  // (B, G, N, L) dense
+    // (B, G, N, L) dense, or (G, N) for a constant one whose kernel sums over batch and time
+    auto bc_grad = [&](const at::Tensor& t, bool constant) {
+      return constant ? at::empty({in.groups, in.dstate}, t.options()) : at::empty(t.sizes(), t.options());
+    };
+    t.dB = bc_grad(in.B, in.B_constant);
     p.dB = t.dB->data_ptr();
-    t.dC = at::empty(in.C.sizes(), in.C.options());
+    t.dC = bc_grad(in.C, in.C_constant);
     p.dC = t.dC->data_ptr();
     if (in.D) {
       t.dD = at::empty({in.dim}, in.D->options());
@@ -330,13 +349,14 @@ ScanBackwardTensors prepare_backward(const ScanInputs& in, kernels::ScanRule rul
   return t;
 }
 
-ScanGradients ScanBackwardTensors::results(int64_t bc_rank) const {
-  c10::optional<at::Tensor> b = dB, c = dC;
-  if (b && bc_rank == 3) {  // back to the caller's (batch, dstate, seqlen)
-    b = b->squeeze(1);
-    c = c->squeeze(1);
-  }
-  return {du, ddelta, dA, b, c, dD, dz, ddelta_bias};
+ScanGradients ScanBackwardTensors::results(int64_t b_rank, int64_t c_rank) const {
+  auto to_rank = [](c10::optional<at::Tensor> g, int64_t rank) {
+    if (!g) return g;
+    if (rank == 3) return c10::optional<at::Tensor>(g->squeeze(1));  // the caller's (batch, dstate, seqlen)
+    if (rank == 2 && g->dim() == 4) return c10::optional<at::Tensor>(g->sum(at::IntArrayRef{0, 3}));  // constant, written per step
+    return g;
+  };
+  return {du, ddelta, dA, to_rank(dB, b_rank), to_rank(dC, c_rank), dD, dz, ddelta_bias};
 }
 
 }  // namespace ops

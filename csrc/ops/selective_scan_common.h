@@ -19,7 +19,11 @@ enum class ScanBackend { kCPU, kCUDA };
 // The inputs of one call, made contiguous in their last dimension (copied if they were
 // not) and validated: shapes, dtypes, devices, dstate limit.
 struct ScanInputs {
-  at::Tensor u, delta, A, B, C;           // B, C always 4-d: (batch, groups, dstate, seqlen)
+  // B, C always 4-d: (batch, groups, dstate, seqlen). A constant one ((dim, dstate), groups =
+  // dim; B_constant / C_constant) is a stride-0 view over batch and time for the CPU, and
+  // copied along seqlen (stride 0 over the batch) for CUDA, whose kernels read time stride 1.
+  at::Tensor u, delta, A, B, C;
+  bool B_constant = false, C_constant = false;
   c10::optional<at::Tensor> D, z, delta_bias;
   bool delta_softplus = false;
   int64_t batch = 0, dim = 0, seqlen = 0, dstate = 0, groups = 1;
@@ -29,17 +33,16 @@ struct ScanInputs {
 // says so: the scan is real-valued on every backend.
 void check_real_scan_inputs(const at::Tensor& u, const at::Tensor& A, const at::Tensor& B, const at::Tensor& C);
 
-// The public op's inputs in a form every backend's kernels accept, from any form
-// selective_scan accepts: besides B, C of shape (batch, dstate, seqlen) and
-// (batch, groups, dstate, seqlen), mamba_ssm's (dim, dstate), constant in time. A constant
-// one becomes (batch, dim, dstate, seqlen) with groups = dim (each channel its own row),
-// copied once along seqlen and broadcast over the batch (stride 0); when only one of them
-// is constant the other is broadcast to dim groups too (both share one group count). A
-// constant B/C may have u's dtype or, with float16/bfloat16 u, float32 (the weights' dtype,
-// as mamba_ssm has it): then u, delta, z and a time-varying B/C are taken to float32 and the
-// output back to u's dtype (out_dtype), so that B/C are not rounded. Written in ATen ops:
-// autograd takes the gradients back to the caller's shapes and dtypes. Inputs of other
-// shapes are passed on as they are (check_scan_inputs then says what is wrong).
+// The public op's inputs in a form the internal ops accept, from any form selective_scan
+// accepts: B, C of shape (batch, dstate, seqlen), (batch, groups, dstate, seqlen) or
+// mamba_ssm's (dim, dstate), constant in time. A constant one stays (dim, dstate): it counts
+// as dim groups (each channel its own), so when only one of them is constant the other is
+// broadcast to dim groups (both share one group count). A constant B/C may have u's dtype
+// or, with float16/bfloat16 u, float32 (the weights' dtype, as mamba_ssm has it): then u,
+// delta, z and a time-varying B/C are taken to float32 and the output back to u's dtype
+// (out_dtype), so that B/C are not rounded. Written in ATen ops: autograd takes the
+// gradients back to the caller's shapes and dtypes. Inputs of other shapes are passed on
+// as they are (check_scan_inputs then says what is wrong).
 struct ScanKernelForms {
   at::Tensor u, delta, B, C;
   c10::optional<at::Tensor> z;
@@ -76,8 +79,9 @@ struct ScanBackwardTensors {
   at::Tensor grad_out, grad_last_state, out_y;
   at::Tensor du;
   c10::optional<at::Tensor> ddelta, dA, dB, dC, dD, dz, ddelta_bias;
-  // The gradients in the op's output order, dB / dC back in the caller's B / C rank.
-  ScanGradients results(int64_t bc_rank) const;
+  // The gradients in the op's output order, dB / dC back in the caller's B / C rank (a
+  // constant one's summed over batch and time here when its kernel wrote it per step).
+  ScanGradients results(int64_t b_rank, int64_t c_rank) const;
 };
 ScanBackwardTensors prepare_backward(const ScanInputs& in, kernels::ScanRule rule, const at::Tensor& grad_out,
                                      const c10::optional<at::Tensor>& grad_last_state,

@@ -18,16 +18,17 @@ namespace {
 // g_{t+1}) carried in and out: acc[0, n_full) gets B_t . g_t summed over the blocks. With
 // kReadDecays the exp(dt_t A) come from decay (chunk_states_forward's kKeepDecays).
 template <typename T, bool kDecayOnly, bool kReadDecays>
-inline void chunk_states_reverse(const T* a, T* gh, int64_t dpad, const T* Bt, const T* Ct, const T* dt, const T* gy,
-                                 int64_t n, int64_t n_full, T* acc, T* bg, const T* decay) {
+inline void chunk_states_reverse(const T* a, T* gh, int64_t dpad, const T* Bt, const T* Ct, int64_t b_step,
+                                 int64_t c_step, const T* dt, const T* gy, int64_t n, int64_t n_full, T* acc, T* bg,
+                                 const T* decay) {
   std::fill(acc, acc + n_full, T(0));
   if (n_full > n) std::fill(bg + n * kLanes<T>, bg + n_full * kLanes<T>, T(0));
   for (int64_t nb = 0; nb < dpad; nb += kLanes<T>) {
     const Vec<T> av = load(a + nb);
     Vec<T> carry = load(gh + nb);
     for (int64_t i = n - 1; i >= 0; --i) {
-      const Vec<T> gt = carry + load(Ct + i * dpad + nb) * gy[i];
-      store(bg + i * kLanes<T>, load(Bt + i * dpad + nb) * gt);
+      const Vec<T> gt = carry + load(Ct + i * c_step + nb) * gy[i];
+      store(bg + i * kLanes<T>, load(Bt + i * b_step + nb) * gt);
       if constexpr (kReadDecays) carry = load(decay + i * dpad + nb) * gt;
       else carry = exp_dtA<kDecayOnly>(av * dt[i]) * gt;
     }
@@ -105,8 +106,8 @@ void bwd_lrp_row(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t b, 
   const BwdRow<T> q = bwd_row_ptrs<T>(p, w, b, d);
   const bool has_next = d + 1 < p.dim;
   const BwdRow<T> next = has_next ? bwd_row_ptrs<T>(p, w, b, d + 1) : BwdRow<T>{};
-  const T* Bt = bc_rows<T>(w.Bt, p, w, b, g);
-  const T* Ct = bc_rows<T>(w.Ct, p, w, b, g);
+  const T* Bt = bc_rows<T>(w.Bt, w.Bt_step, p, w, b, g);
+  const T* Ct = bc_rows<T>(w.Ct, w.Ct_step, p, w, b, g);
   alignas(64) T a[kMaxDState];
   alignas(64) T gh[kMaxDState];  // exp(dt_{t+1} A) g_{t+1}: the part of g_t carried from the future
   load_A_row(p, d, w.dpad, a);
@@ -130,8 +131,8 @@ void bwd_lrp_row(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t b, 
       chunk_dt<T>(p, q.r, t0, n, dt, nullptr);
     }
     chunk_gate_grads(p, q.r, q.gout, q.out_y, q.dz, t0, n, gy);
-    chunk_states_reverse<T, kDecayOnly, false>(a, gh, w.dpad, Bt + t0 * w.dpad, Ct + t0 * w.dpad, dt, gy, n, n_full,
-                                               acc, bg, nullptr);
+    chunk_states_reverse<T, kDecayOnly, false>(a, gh, w.dpad, Bt + t0 * w.Bt_step, Ct + t0 * w.Ct_step, w.Bt_step,
+                                               w.Ct_step, dt, gy, n, n_full, acc, bg, nullptr);
     for (int64_t i = 0; i < n; i += kLanes<T>)
       store_upto(q.du + t0 + i, load(dt + i) * load(acc + i) + load(gy + i) * q.r.D, n - i);
   }
@@ -170,8 +171,8 @@ void bwd_lrp_recompute_row(const SelectiveScanBwdParams& p, const ScanWork& w, i
   const RowPtrs<T>& r = q.r;
   const bool has_next = d + 1 < p.dim;
   const RowPtrs<T> next = has_next ? row_ptrs<T>(p, w, b, d + 1) : RowPtrs<T>{};
-  const T* Bt = bc_rows<T>(w.Bt, p, w, b, g);
-  const T* Ct = bc_rows<T>(w.Ct, p, w, b, g);
+  const T* Bt = bc_rows<T>(w.Bt, w.Bt_step, p, w, b, g);
+  const T* Ct = bc_rows<T>(w.Ct, w.Ct_step, p, w, b, g);
   alignas(64) T a[kMaxDState];
   alignas(64) T h[kMaxDState];
   load_A_row(p, d, dpad, a);
@@ -196,8 +197,8 @@ void bwd_lrp_recompute_row(const SelectiveScanBwdParams& p, const ScanWork& w, i
       store(uc + i, uv);
       store(dtu + i, load(dt + i) * uv);
     }
-    chunk_states_forward<T, kDecayOnly, true>(a, h, dpad, Bt + t0 * dpad, Ct + t0 * dpad, dt, dtu, n, n_full, y, ch,
-                                              s.decay + t0 * dpad);
+    chunk_states_forward<T, kDecayOnly, true>(a, h, dpad, Bt + t0 * w.Bt_step, Ct + t0 * w.Ct_step, w.Bt_step,
+                                              w.Ct_step, dt, dtu, n, n_full, y, ch, s.decay + t0 * dpad);
     if (!r.z) continue;
     for (int64_t i = 0; i < n; i += kLanes<T>) {
       const Vec<T> yv = load(y + i) + load(uc + i) * r.D;
@@ -226,8 +227,8 @@ void bwd_lrp_recompute_row(const SelectiveScanBwdParams& p, const ScanWork& w, i
       prefetch_steps(next.z, t0, n);
     }
     chunk_gate_grads<T>(p, kept, q.gout, nullptr, q.dz, t0, n, gy);
-    chunk_states_reverse<T, kDecayOnly, true>(a, gh, dpad, Bt + t0 * dpad, Ct + t0 * dpad, s.dt + t0, gy, n, n_full,
-                                              acc, bg, s.decay + t0 * dpad);
+    chunk_states_reverse<T, kDecayOnly, true>(a, gh, dpad, Bt + t0 * w.Bt_step, Ct + t0 * w.Ct_step, w.Bt_step,
+                                              w.Ct_step, s.dt + t0, gy, n, n_full, acc, bg, s.decay + t0 * dpad);
     for (int64_t i = 0; i < n; i += kLanes<T>) {
       Vec<T> duv = load(s.dt + t0 + i) * load(acc + i) + load(gy + i) * r.D;
       if (w.u_through_silu) duv = duv * load(s.sigmoid_c + t0 + i);
@@ -236,29 +237,35 @@ void bwd_lrp_recompute_row(const SelectiveScanBwdParams& p, const ScanWork& w, i
   }
 }
 
+// Steps a task's B or C gradient partial holds: seqlen, or 1 for a constant B / C (its
+// gradient summed over time as the task goes).
+inline int64_t partial_steps(const SelectiveScanParams& p, int64_t step) { return step == 0 ? 1 : p.seqlen; }
+
 // The exact backward's per-task B, C gradient partials (ScanWork::dBt, dCt), zeroed
 // before the task's first row.
 template <typename T>
 void zero_exact_partials(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t task) {
-  T* dBt = static_cast<T*>(w.dBt) + task * p.seqlen * w.dpad;
-  T* dCt = static_cast<T*>(w.dCt) + task * p.seqlen * w.dpad;
-  std::fill(dBt, dBt + p.seqlen * w.dpad, T(0));
-  std::fill(dCt, dCt + p.seqlen * w.dpad, T(0));
+  const int64_t b_size = partial_steps(p, w.Bt_step) * w.dpad, c_size = partial_steps(p, w.Ct_step) * w.dpad;
+  std::fill(static_cast<T*>(w.dBt) + task * b_size, static_cast<T*>(w.dBt) + (task + 1) * b_size, T(0));
+  std::fill(static_cast<T*>(w.dCt) + task * c_size, static_cast<T*>(w.dCt) + (task + 1) * c_size, T(0));
 }
 
 // Exact backward of row (b, d) of task (batch, group g, part): the B, C gradient partials
-// are added to this task's own buffers, so no two tasks write the same memory.
-template <typename T>
+// are added to this task's own buffers, so no two tasks write the same memory. kConstB /
+// kConstC: that one is constant in time (step 0), its gradient summed over the row's steps
+// in registers and added to the task's one partial row.
+template <typename T, bool kConstB, bool kConstC>
 void bwd_exact_row(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t task, int64_t b, int64_t g,
                    int64_t d) {
   const int64_t dpad = w.dpad;
   const int64_t chunks = (p.seqlen + kChunk - 1) / kChunk;
-  const T* Bt = bc_rows<T>(w.Bt, p, w, b, g);
-  const T* Ct = bc_rows<T>(w.Ct, p, w, b, g);
+  const T* Bt = bc_rows<T>(w.Bt, w.Bt_step, p, w, b, g);
+  const T* Ct = bc_rows<T>(w.Ct, w.Ct_step, p, w, b, g);
   T* ckpt = static_cast<T*>(w.checkpoints) + task * chunks * dpad;
   T* hs = static_cast<T*>(w.chunk_states) + task * (kChunk + 1) * dpad;
-  T* dBt = static_cast<T*>(w.dBt) + task * p.seqlen * dpad;
-  T* dCt = static_cast<T*>(w.dCt) + task * p.seqlen * dpad;
+  T* dBt = static_cast<T*>(w.dBt) + task * partial_steps(p, w.Bt_step) * dpad;
+  T* dCt = static_cast<T*>(w.dCt) + task * partial_steps(p, w.Ct_step) * dpad;
+  const int64_t b_step = kConstB ? 0 : dpad, c_step = kConstC ? 0 : dpad;
 
   alignas(64) T a[kMaxDState], h[kMaxDState], gh[kMaxDState], dA_acc[kMaxDState];
   alignas(64) T dt[kChunk], dsp[kChunk], dtu[kChunk], gy[kChunk], sum_bg[kChunk], sum_gah[kChunk];
@@ -276,7 +283,7 @@ void bwd_exact_row(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t t
       const Vec<T> av = load(a + nb);
       Vec<T> hv = load(h + nb);
       for (int64_t i = 0; i < n; ++i)
-        hv = vexp(av * dt[i]) * hv + load(Bt + (t0 + i) * dpad + nb) * (dt[i] * q.r.u[t0 + i]);
+        hv = vexp(av * dt[i]) * hv + load(Bt + (t0 + i) * b_step + nb) * (dt[i] * q.r.u[t0 + i]);
       store(h + nb, hv);
     }
   }
@@ -299,17 +306,21 @@ void bwd_exact_row(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t t
       Vec<T> hv = load(ckpt + c * dpad + nb);
       store(hs + nb, hv);
       for (int64_t i = 0; i < n; ++i) {
-        hv = vexp(av * dt[i]) * hv + load(Bt + (t0 + i) * dpad + nb) * dtu[i];
+        hv = vexp(av * dt[i]) * hv + load(Bt + (t0 + i) * b_step + nb) * dtu[i];
         store(hs + (i + 1) * dpad + nb, hv);
       }
       Vec<T> carry = load(gh + nb);
       Vec<T> dAv = load(dA_acc + nb);
+      Vec<T> dB_sum{}, dC_sum{};  // constant B / C: this chunk's sums
       for (int64_t i = n - 1; i >= 0; --i) {
         const int64_t t = t0 + i;
-        const Vec<T> Bv = load(Bt + t * dpad + nb);
-        const Vec<T> gt = carry + load(Ct + t * dpad + nb) * gy[i];
-        store(dCt + t * dpad + nb, load(dCt + t * dpad + nb) + load(hs + (i + 1) * dpad + nb) * gy[i]);
-        store(dBt + t * dpad + nb, load(dBt + t * dpad + nb) + gt * dtu[i]);
+        const Vec<T> Bv = load(Bt + t * b_step + nb);
+        const Vec<T> gt = carry + load(Ct + t * c_step + nb) * gy[i];
+        const Vec<T> dC_t = load(hs + (i + 1) * dpad + nb) * gy[i], dB_t = gt * dtu[i];
+        if constexpr (kConstC) dC_sum += dC_t;
+        else store(dCt + t * dpad + nb, load(dCt + t * dpad + nb) + dC_t);
+        if constexpr (kConstB) dB_sum += dB_t;
+        else store(dBt + t * dpad + nb, load(dBt + t * dpad + nb) + dB_t);
         sum_bg[i] += hsum(Bv * gt);
         const Vec<T> e = vexp(av * dt[i]);
         const Vec<T> geh = gt * e * load(hs + i * dpad + nb);  // g_t exp(dt A) h_{t-1}
@@ -319,6 +330,8 @@ void bwd_exact_row(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t t
       }
       store(gh + nb, carry);
       store(dA_acc + nb, dAv);
+      if constexpr (kConstB) store(dBt + nb, load(dBt + nb) + dB_sum);
+      if constexpr (kConstC) store(dCt + nb, load(dCt + nb) + dC_sum);
     }
     for (int64_t i = 0; i < n; ++i) {
       const T u = q.r.u[t0 + i];
@@ -435,20 +448,27 @@ void bwd_exact_range(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t
       for (int64_t d = d_begin; d < d_end; ++d) row(task, b, g, d);
     }
   };
-  if (is_reduced(p.input_type)) {
-    ReducedBwdRows rows(p);
-    for_each_task([&](int64_t task) { zero_exact_partials<float>(p, w, task); },
-                  [&](int64_t task, int64_t b, int64_t g, int64_t d) {
-                    rows.load(b, d);
-                    bwd_exact_row<float>(rows.q, w, task, b, g, d);
-                    rows.store(b, d);
-                  });
-    return;
-  }
-  bool_switch(is_f64(p), [&](auto kF64) {
-    using T = ScanFloat<decltype(kF64)::value>;
-    for_each_task([&](int64_t task) { zero_exact_partials<T>(p, w, task); },
-                  [&](int64_t task, int64_t b, int64_t g, int64_t d) { bwd_exact_row<T>(p, w, task, b, g, d); });
+  bool_switch(w.Bt_step == 0, [&](auto kConstB) {
+    bool_switch(w.Ct_step == 0, [&](auto kConstC) {
+      constexpr bool kB = decltype(kConstB)::value, kC = decltype(kConstC)::value;
+      if (is_reduced(p.input_type)) {
+        ReducedBwdRows rows(p);
+        for_each_task([&](int64_t task) { zero_exact_partials<float>(p, w, task); },
+                      [&](int64_t task, int64_t b, int64_t g, int64_t d) {
+                        rows.load(b, d);
+                        bwd_exact_row<float, kB, kC>(rows.q, w, task, b, g, d);
+                        rows.store(b, d);
+                      });
+        return;
+      }
+      bool_switch(is_f64(p), [&](auto kF64) {
+        using T = ScanFloat<decltype(kF64)::value>;
+        for_each_task([&](int64_t task) { zero_exact_partials<T>(p, w, task); },
+                      [&](int64_t task, int64_t b, int64_t g, int64_t d) {
+                        bwd_exact_row<T, kB, kC>(p, w, task, b, g, d);
+                      });
+      });
+    });
   });
 }
 

@@ -64,32 +64,53 @@ const IsaLoops& loops() {
   return table[static_cast<int>(isa())];
 }
 
+// B or C as the loops read it: its pointer and strides in the params.
+struct BcSource {
+  const void* data;
+  int64_t batch_stride, group_stride, dstate_stride;
+  bool constant;  // time stride 0: one (groups, dstate) matrix for every step and batch
+};
+BcSource b_source(const SelectiveScanParams& p) {
+  return {p.B, p.B_batch_stride, p.B_group_stride, p.B_dstate_stride, p.B_time_stride == 0};
+}
+BcSource c_source(const SelectiveScanParams& p) {
+  return {p.C, p.C_batch_stride, p.C_group_stride, p.C_dstate_stride, p.C_time_stride == 0};
+}
+
 // (batch, groups, dstate, seqlen) with given strides -> dense (batch, groups, seqlen, dpad),
-// read as S and stored as T through `convert`.
+// read as S and stored as T through `convert`; a constant one -> (groups, dpad).
 template <typename T, typename S, typename Convert>
-std::vector<T> transpose_bc(const void* src, int64_t batch_stride, int64_t group_stride, int64_t dstate_stride,
-                            const SelectiveScanParams& p, int64_t dpad, Convert convert) {
-  std::vector<T> out(static_cast<size_t>(p.batch * p.n_groups * p.seqlen * dpad), T(0));
-  const S* s = static_cast<const S*>(src);
-  for (int64_t b = 0; b < p.batch; ++b)
+std::vector<T> transpose_bc(const BcSource& src, const SelectiveScanParams& p, int64_t dpad, Convert convert) {
+  const int64_t batches = src.constant ? 1 : p.batch, steps = src.constant ? 1 : p.seqlen;
+  std::vector<T> out(static_cast<size_t>(batches * p.n_groups * steps * dpad), T(0));
+  const S* s = static_cast<const S*>(src.data);
+  for (int64_t b = 0; b < batches; ++b)
     for (int64_t g = 0; g < p.n_groups; ++g) {
-      T* o = out.data() + (b * p.n_groups + g) * p.seqlen * dpad;
-      const S* sg = s + b * batch_stride + g * group_stride;
+      T* o = out.data() + (b * p.n_groups + g) * steps * dpad;
+      const S* sg = s + b * src.batch_stride + g * src.group_stride;
       for (int64_t n = 0; n < p.dstate; ++n)
-        for (int64_t t = 0; t < p.seqlen; ++t) o[t * dpad + n] = convert(sg[n * dstate_stride + t]);
+        for (int64_t t = 0; t < steps; ++t) o[t * dpad + n] = convert(sg[n * src.dstate_stride + t]);
     }
   return out;
 }
 
 // B or C of a call in the loops' layout and type T (float16 / bfloat16 inputs: float32).
 template <typename T>
-std::vector<T> transposed_bc(const void* src, int64_t batch_stride, int64_t group_stride, int64_t dstate_stride,
-                             const SelectiveScanParams& p, int64_t dpad) {
-  if (p.input_type == ScanDType::kFloat16)
-    return transpose_bc<T, uint16_t>(src, batch_stride, group_stride, dstate_stride, p, dpad, half_to_float);
-  if (p.input_type == ScanDType::kBFloat16)
-    return transpose_bc<T, uint16_t>(src, batch_stride, group_stride, dstate_stride, p, dpad, bf16_to_float);
-  return transpose_bc<T, T>(src, batch_stride, group_stride, dstate_stride, p, dpad, [](T v) { return v; });
+std::vector<T> transposed_bc(const BcSource& src, const SelectiveScanParams& p, int64_t dpad) {
+  if (p.input_type == ScanDType::kFloat16) return transpose_bc<T, uint16_t>(src, p, dpad, half_to_float);
+  if (p.input_type == ScanDType::kBFloat16) return transpose_bc<T, uint16_t>(src, p, dpad, bf16_to_float);
+  return transpose_bc<T, T>(src, p, dpad, [](T v) { return v; });
+}
+
+// B and C transposed into w (the vectors own them: they must outlive the loops).
+template <typename T>
+void prepare_bc(const SelectiveScanParams& p, ScanWork& w, std::vector<T>& Bt, std::vector<T>& Ct) {
+  Bt = transposed_bc<T>(b_source(p), p, w.dpad);
+  Ct = transposed_bc<T>(c_source(p), p, w.dpad);
+  w.Bt = Bt.data();
+  w.Ct = Ct.data();
+  w.Bt_step = p.B_time_stride == 0 ? 0 : w.dpad;
+  w.Ct_step = p.C_time_stride == 0 ? 0 : w.dpad;
 }
 
 int64_t padded_dstate(int64_t dstate) { return (dstate + kLaneCount - 1) / kLaneCount * kLaneCount; }
@@ -124,6 +145,8 @@ void check_supported(const SelectiveScanParams& p, bool allow_reduced = false) {
                                               : "selective_scan CPU kernel: inputs must all be float32 or all float64");
   if (p.dstate < 1 || p.dstate > kMaxDState) throw std::invalid_argument("selective_scan CPU kernel: dstate out of range");
   if (p.n_groups < 1 || p.dim % p.n_groups != 0) throw std::invalid_argument("selective_scan CPU kernel: bad group count");
+  for (int64_t s : {p.B_time_stride, p.C_time_stride})
+    if (s != 0 && s != 1) throw std::invalid_argument("selective_scan CPU kernel: B/C time stride must be 1 or 0");
 }
 
 // w comes with the call's modes set (ScanWork::lrp); the scratch is prepared here.
@@ -131,10 +154,8 @@ template <typename T>
 void fwd_impl(const SelectiveScanParams& p, ScanWork w, ParallelFor parallel_for) {
   w.dpad = padded_dstate(p.dstate);
   w.decay_only = decays_only<T>(p);
-  std::vector<T> Bt = transposed_bc<T>(p.B, p.B_batch_stride, p.B_group_stride, p.B_dstate_stride, p, w.dpad);
-  std::vector<T> Ct = transposed_bc<T>(p.C, p.C_batch_stride, p.C_group_stride, p.C_dstate_stride, p, w.dpad);
-  w.Bt = Bt.data();
-  w.Ct = Ct.data();
+  std::vector<T> Bt, Ct;
+  prepare_bc(p, w, Bt, Ct);
   const IsaLoops& run = loops();
   run_parallel(parallel_for, p.batch * p.dim, row_grain(p, w.dpad),
                [&](int64_t begin, int64_t end) { run.fwd(p, w, begin, end); });
@@ -146,10 +167,8 @@ template <typename T>
 void bwd_impl(const SelectiveScanBwdParams& p, ScanWork w, ParallelFor parallel_for, bool recompute) {
   w.dpad = padded_dstate(p.dstate);
   w.decay_only = decays_only<T>(p);
-  std::vector<T> Bt = transposed_bc<T>(p.B, p.B_batch_stride, p.B_group_stride, p.B_dstate_stride, p, w.dpad);
-  std::vector<T> Ct = transposed_bc<T>(p.C, p.C_batch_stride, p.C_group_stride, p.C_dstate_stride, p, w.dpad);
-  w.Bt = Bt.data();
-  w.Ct = Ct.data();
+  std::vector<T> Bt, Ct;
+  prepare_bc(p, w, Bt, Ct);
   const IsaLoops& run = loops();
 
   if (p.rule == ScanRule::kMambaLRP) {
@@ -167,8 +186,10 @@ void bwd_impl(const SelectiveScanBwdParams& p, ScanWork w, ParallelFor parallel_
   const int64_t chunks = (p.seqlen + kChunk - 1) / kChunk;
   std::vector<T> checkpoints(static_cast<size_t>(tasks * chunks * w.dpad));
   std::vector<T> chunk_states(static_cast<size_t>(tasks * (kChunk + 1) * w.dpad));
-  std::vector<T> dBt(static_cast<size_t>(tasks * p.seqlen * w.dpad));
-  std::vector<T> dCt(static_cast<size_t>(tasks * p.seqlen * w.dpad));
+  // Partials per task: (seqlen, dpad), or (1, dpad) for a constant B / C (summed over time).
+  const int64_t b_steps = w.Bt_step == 0 ? 1 : p.seqlen, c_steps = w.Ct_step == 0 ? 1 : p.seqlen;
+  std::vector<T> dBt(static_cast<size_t>(tasks * b_steps * w.dpad));
+  std::vector<T> dCt(static_cast<size_t>(tasks * c_steps * w.dpad));
   std::vector<T> dA(static_cast<size_t>(p.batch * p.dim * w.dpad), T(0));
   std::vector<T> dD(static_cast<size_t>(p.batch * p.dim), T(0));
   std::vector<T> dbias(static_cast<size_t>(p.batch * p.dim), T(0));
@@ -182,10 +203,21 @@ void bwd_impl(const SelectiveScanBwdParams& p, ScanWork w, ParallelFor parallel_
   run_parallel(parallel_for, tasks, 1, [&](int64_t begin, int64_t end) { run.bwd_exact(p, w, begin, end); });
 
   // Reduce the partials in a fixed order; dB, dC in the input dtype (float16 / bfloat16
-  // inputs: summed in float32, then rounded once).
-  auto reduce_bc = [&](const std::vector<T>& part, void* dst) {
+  // inputs: summed in float32, then rounded once). Dense (batch, groups, dstate, seqlen), or
+  // for a constant B / C (groups, dstate) summed over the batch as well.
+  auto reduce_bc = [&](const std::vector<T>& part, bool constant, void* dst) {
     if (!dst) return;
-    auto reduce = [&](auto* out, auto convert) {  // dense (batch, groups, dstate, seqlen)
+    auto reduce = [&](auto* out, auto convert) {
+      if (constant) {  // partial per task: (1, dpad); task = (batch, group, part)
+        for (int64_t g = 0; g < p.n_groups; ++g)
+          for (int64_t n = 0; n < p.dstate; ++n) {
+            T s = 0;
+            for (int64_t b = 0; b < p.batch; ++b)
+              for (int64_t k = 0; k < w.parts; ++k) s += part[((b * p.n_groups + g) * w.parts + k) * w.dpad + n];
+            out[g * p.dstate + n] = convert(s);
+          }
+        return;
+      }
       for (int64_t bg = 0; bg < p.batch * p.n_groups; ++bg)
         for (int64_t n = 0; n < p.dstate; ++n)
           for (int64_t t = 0; t < p.seqlen; ++t) {
@@ -198,8 +230,8 @@ void bwd_impl(const SelectiveScanBwdParams& p, ScanWork w, ParallelFor parallel_
     else if (p.input_type == ScanDType::kBFloat16) reduce(static_cast<uint16_t*>(dst), float_to_bf16);
     else reduce(static_cast<T*>(dst), [](T v) { return v; });
   };
-  reduce_bc(dBt, p.dB);
-  reduce_bc(dCt, p.dC);
+  reduce_bc(dBt, w.Bt_step == 0, p.dB);
+  reduce_bc(dCt, w.Ct_step == 0, p.dC);
   if (p.dA) {
     T* out = static_cast<T*>(p.dA);  // dense (dim, dstate)
     for (int64_t d = 0; d < p.dim; ++d)

@@ -14,12 +14,13 @@ namespace MAMBA_LRP_CPU_ISA {
 namespace {
 
 // The forward's states over one chunk of a row (Bt, Ct, dt, dtu start at the chunk; steps
-// [0, n)), a block of kLanes states at a time, h carried in and out: y[0, n_full) gets
+// [0, n); step i of B at Bt + i * b_step, of C at Ct + i * c_step: ScanWork::Bt_step), a block of kLanes states at a time, h carried in and out: y[0, n_full) gets
 // C_t . h_t summed over the blocks. With kKeepDecays every exp(dt_t A) also goes to
 // decay[t * dpad + state] (the recompute backward's row buffer).
 template <typename T, bool kDecayOnly, bool kKeepDecays>
-inline void chunk_states_forward(const T* a, T* h, int64_t dpad, const T* Bt, const T* Ct, const T* dt, const T* dtu,
-                                 int64_t n, int64_t n_full, T* y, T* ch, T* decay) {
+inline void chunk_states_forward(const T* a, T* h, int64_t dpad, const T* Bt, const T* Ct, int64_t b_step,
+                                 int64_t c_step, const T* dt, const T* dtu, int64_t n, int64_t n_full, T* y, T* ch,
+                                 T* decay) {
   std::fill(y, y + n_full, T(0));
   if (n_full > n) std::fill(ch + n * kLanes<T>, ch + n_full * kLanes<T>, T(0));
   for (int64_t nb = 0; nb < dpad; nb += kLanes<T>) {
@@ -28,8 +29,8 @@ inline void chunk_states_forward(const T* a, T* h, int64_t dpad, const T* Bt, co
     for (int64_t i = 0; i < n; ++i) {
       const Vec<T> e = exp_dtA<kDecayOnly>(av * dt[i]);
       if constexpr (kKeepDecays) store(decay + i * dpad + nb, e);
-      hv = e * hv + load(Bt + i * dpad + nb) * dtu[i];
-      store(ch + i * kLanes<T>, load(Ct + i * dpad + nb) * hv);
+      hv = e * hv + load(Bt + i * b_step + nb) * dtu[i];
+      store(ch + i * kLanes<T>, load(Ct + i * c_step + nb) * hv);
     }
     store(h + nb, hv);
     for (int64_t i = 0; i < n_full; i += kLanes<T>) store(y + i, load(y + i) + row_sums(ch + i * kLanes<T>));
@@ -43,8 +44,8 @@ void fwd_row(const SelectiveScanParams& p, const ScanWork& w, int64_t b, int64_t
   const int64_t g = d / p.dim_per_group();
   const RowPtrs<T> r = row_ptrs<T>(p, w, b, d);
   const RowPtrs<T> next = d + 1 < p.dim ? row_ptrs<T>(p, w, b, d + 1) : RowPtrs<T>{};
-  const T* Bt = bc_rows<T>(w.Bt, p, w, b, g);
-  const T* Ct = bc_rows<T>(w.Ct, p, w, b, g);
+  const T* Bt = bc_rows<T>(w.Bt, w.Bt_step, p, w, b, g);
+  const T* Ct = bc_rows<T>(w.Ct, w.Ct_step, p, w, b, g);
   T* out = static_cast<T*>(p.out) + b * p.out_batch_stride + d * p.out_dim_stride;
   T* out_y = p.out_y ? static_cast<T*>(p.out_y) + b * p.out_y_batch_stride + d * p.out_y_dim_stride : nullptr;
 
@@ -65,8 +66,8 @@ void fwd_row(const SelectiveScanParams& p, const ScanWork& w, int64_t b, int64_t
     chunk_dt<T>(p, r, t0, n, dt, nullptr);
     if (r.lrp_dt) std::copy(dt, dt + n, r.lrp_dt + t0);
     for (int64_t i = 0; i < n; i += kLanes<T>) store(dtu + i, load(dt + i) * load_upto(r.u + t0 + i, n - i));
-    chunk_states_forward<T, kDecayOnly, false>(a, h, w.dpad, Bt + t0 * w.dpad, Ct + t0 * w.dpad, dt, dtu, n, n_full,
-                                               y, ch, nullptr);
+    chunk_states_forward<T, kDecayOnly, false>(a, h, w.dpad, Bt + t0 * w.Bt_step, Ct + t0 * w.Ct_step, w.Bt_step,
+                                               w.Ct_step, dt, dtu, n, n_full, y, ch, nullptr);
     for (int64_t i = 0; i < n; i += kLanes<T>) {
       const Vec<T> yv = load(y + i) + load_upto(r.u + t0 + i, n - i) * r.D;
       if (out_y) store_upto(out_y + t0 + i, yv, n - i);

@@ -129,8 +129,12 @@ inline V vsigmoid(V z) {
   return S(1) / (S(1) + vexp(-z));
 }
 
+// The rows of group g, batch b in a transposed B / C (ScanWork::Bt, Ct): step t at t * step
+// (step 0: constant, one row for every step and batch).
 template <typename T>
-const T* bc_rows(const void* base, const SelectiveScanParams& p, const ScanWork& w, int64_t b, int64_t g) {
+const T* bc_rows(const void* base, int64_t step, const SelectiveScanParams& p, const ScanWork& w, int64_t b,
+                 int64_t g) {
+  if (step == 0) return static_cast<const T*>(base) + g * w.dpad;
   return static_cast<const T*>(base) + ((b * p.n_groups + g) * p.seqlen) * w.dpad;
 }
 
