@@ -108,7 +108,7 @@ ScanInputs check_scan_inputs(ScanBackend backend, const at::Tensor& u, const at:
   }
   // Groups: 1 for (batch, dstate, seqlen), dim for a constant (dim, dstate).
   auto group_count = [&](const at::Tensor& t) { return t.dim() == 2 ? dim : t.dim() == 3 ? 1 : t.size(1); };
-  TORCH_CHECK(group_count(B) == group_count(C),
+  TORCH_CHECK((B.dim() == C.dim() || B.dim() == 2 || C.dim() == 2) && group_count(B) == group_count(C),
               "selective_scan: B and C must have the same number of groups (a constant one counts dim), got B ",
               B.sizes(), " and C ", C.sizes());
   const int64_t groups = group_count(B);

@@ -198,13 +198,21 @@ def spread_rows(t):
 
 @pytest.mark.parametrize("rule", ["exact", "mambalrp"])
 @pytest.mark.parametrize("has_z", [False, True])
+@pytest.mark.parametrize("form", [(True, True, 1), (False, False, 1), (False, True, 2), (True, False, 1)], ids=bc_id)
 @pytest.mark.parametrize("itype", ITYPES, ids=str)
-def test_strided_inputs_and_last_state_gradient(itype, has_z, rule):
+def test_strided_inputs_and_last_state_gradient(itype, form, has_z, rule):
     """u, delta, z, B, C as strided views (the kernels read and, for float16/bfloat16, convert
-    each row through its strides), and a loss through the last state as well as the output
-    (the backward starts from a state gradient): out, last state and the rule's gradients
-    against the reference on the same values."""
-    x = port_inputs(200, itype, True, True, 1, True, has_z, True, seed=3)
+    each row through its strides; a constant B/C is read through its strides at every step),
+    and a loss through the last state as well as the output (the backward starts from a
+    state gradient): out, last state and the rule's gradients against the reference on the
+    same values. A constant B/C here has the input dtype (the grid's are float32, which
+    takes float16/bfloat16 calls to float32 at the op's entry), so the float16/bfloat16
+    kernels read it themselves; with a time-varying partner of 2 groups that one is
+    broadcast to dim groups."""
+    x = port_inputs(200, itype, *form, True, has_z, True, seed=3)
+    for k in ("B", "C"):
+        if x[k].dim() == 2:
+            x[k] = x[k].to(itype)
     grads_wanted = [k for k, v in x.items() if v is not None and (rule == "exact" or k in ("u", "z"))]
     ours_in = {k: (v.clone().requires_grad_(k in grads_wanted) if v is not None else None) for k, v in x.items()}
     views = {k: (spread_rows(v) if k in ("u", "delta", "z", "B", "C") and v is not None else v)
