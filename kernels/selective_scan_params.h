@@ -11,9 +11,11 @@
 //   last_state              : (batch, dim, dstate)
 // The last dimension of every (…, seqlen) tensor has stride 1; every other stride is
 // given here, so a kernel never assumes a dense layout beyond that. The one exception:
-// B and C have a time stride, 1 (time-varying) or 0 (constant in time and over the
-// batch: mamba_ssm's (dim, dstate) form, as groups = dim; the CPU kernels only; csrc
-// gives the CUDA kernels such B/C copied along seqlen).
+// B and C have a time stride, 1 (time-varying) or 0: constant in time and over the batch,
+// mamba_ssm's (dim, dstate) form, one row per channel: the group stride is then the stride
+// between channels, the batch stride is not read, and n_groups is the other one's (any
+// count when both are constant). Time stride 0 is for the CPU kernels only: csrc gives the
+// CUDA kernels a constant B/C copied along seqlen, with dim groups.
 #pragma once
 #include <cstdint>
 
@@ -67,7 +69,7 @@ struct SelectiveScanBwdParams : SelectiveScanParams {
   // Exact rule only:
   void* ddelta = nullptr;   int64_t ddelta_batch_stride = 0, ddelta_dim_stride = 0;
   void* dA = nullptr;       // (dim, dstate) dense
-  void* dB = nullptr;       // (batch, groups, dstate, seqlen) dense; (groups, dstate) when constant
+  void* dB = nullptr;       // (batch, groups, dstate, seqlen) dense; (dim, dstate) when constant
   void* dC = nullptr;       // (summed over batch and time) — see B_time_stride
   void* dD = nullptr;       // (dim), optional
   void* ddelta_bias = nullptr;  // (dim), optional

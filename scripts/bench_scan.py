@@ -5,7 +5,8 @@ usage: scripts/bench_scan [--threads N] [--seqlens 128,512,...] [--repeat R] [--
 
 Then the input forms mamba_ssm's selective_scan_fn accepts, against float32 with time-varying
 B/C, in the same run: float16 and bfloat16 inputs (computed in float32, converted on the way
-in and out: the target is <= 1.2x the float32 time) and B/C constant in time (dim, dstate).
+in and out: the target is <= 1.2x the float32 time) and B/C constant in time (dim, dstate),
+both or B alone.
 """
 import argparse
 import os
@@ -116,7 +117,8 @@ def bench_forms(ops, batch, dim, seqlen, dstate, repeat):
     const = dict(x, B=torch.randn(dim, dstate, generator=g), C=torch.randn(dim, dstate, generator=g))
     reduced = lambda dt: {k: (v.to(dt) if k in ("u", "delta", "z", "B", "C") else v) for k, v in x.items()}
     forms = [("float32, B/C (batch, N, L)", x), ("float16", reduced(torch.float16)),
-             ("bfloat16", reduced(torch.bfloat16)), ("float32, B/C (dim, N)", const)]
+             ("bfloat16", reduced(torch.bfloat16)), ("float32, B/C (dim, N)", const),
+             ("float32, B (dim, N), C varying", dict(x, B=const["B"]))]
 
     def fwd(kw):
         with torch.no_grad():
@@ -141,10 +143,10 @@ def bench_forms(ops, batch, dim, seqlen, dstate, repeat):
     base_f, base_b = (statistics.median(t) for t in times[forms[0][0]])
     print(f"\ninput forms, ({batch}, {dim}, {seqlen}), dstate {dstate}, z, D, softplus(delta + bias); "
           f"exact rule; medians of {repeat}, interleaved")
-    print(f"{'form':<28} {'fwd ms':>9} {'x fp32':>7} {'fwd+bwd ms':>11} {'x fp32':>7}")
+    print(f"{'form':<32} {'fwd ms':>9} {'x fp32':>7} {'fwd+bwd ms':>11} {'x fp32':>7}")
     for name, _ in forms:
         tf, tb = (statistics.median(t) for t in times[name])
-        print(f"{name:<28} {tf * 1e3:>9.2f} {tf / base_f:>7.2f} {tb * 1e3:>11.2f} {tb / base_b:>7.2f}", flush=True)
+        print(f"{name:<32} {tf * 1e3:>9.2f} {tf / base_f:>7.2f} {tb * 1e3:>11.2f} {tb / base_b:>7.2f}", flush=True)
 
 
 def main():

@@ -81,7 +81,8 @@ bool has_cuda_kernels();
 
 // ---- Internal ops (leading underscore, as ATen's): the pieces the models' own autograd
 // nodes run below autograd. No autograd kernel; not a stable API. Each has a CPU kernel and
-// a CUDA kernel or an ATen composite that serves every other device.
+// a CUDA kernel or an ATen composite that serves every other device. Their B and C take the
+// scan's three forms, each independently, in u's dtype; dB / dC come back in B / C's shape.
 
 // The scan's forward: out, the pre-gate output y (only when z is given) and the last state.
 std::tuple<at::Tensor, OptTensor, OptTensor> _selective_scan_fwd(

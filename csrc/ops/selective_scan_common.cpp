@@ -42,7 +42,7 @@ ScanKernelForms scan_inputs_for_kernels(const at::Tensor& u, const at::Tensor& d
   const bool b_const = B.dim() == 2, c_const = C.dim() == 2;
   if (!b_const && !c_const) return f;
   TORCH_CHECK(u.dim() == 3, "selective_scan: u must have shape (batch, dim, seqlen), got ", u.sizes());
-  const int64_t batch = u.size(0), dim = u.size(1);
+  const int64_t dim = u.size(1);
   TORCH_CHECK(A.dim() == 2, "selective_scan: A must have shape (dim, dstate), got ", A.sizes());
   const int64_t dstate = A.size(1);
   const at::ScalarType w_type = weight_dtype(u.scalar_type());
@@ -65,17 +65,8 @@ ScanKernelForms scan_inputs_for_kernels(const at::Tensor& u, const at::Tensor& d
     f.delta = in_compute(delta);
     if (z) f.z = in_compute(*z);
   }
-  // A time-varying one next to a constant one: its groups repeated to dim groups (channel d
-  // reads group d / (dim / groups), as the kernels do).
-  auto varying_to_groups = [&](const at::Tensor& t) {
-    if (t.dim() == 3 && t.size(0) == batch) return in_compute(t).unsqueeze(1).expand({batch, dim, t.size(1), t.size(2)});
-    if (t.dim() != 4 || t.size(1) < 1 || dim % t.size(1) != 0 || t.size(0) != batch) return t;  // refused later
-    const int64_t groups = t.size(1);
-    return in_compute(t).unsqueeze(2).expand({batch, groups, dim / groups, t.size(2), t.size(3)}).reshape(
-        {batch, dim, t.size(2), t.size(3)});
-  };
-  f.B = b_const ? in_compute(B) : varying_to_groups(B);
-  f.C = c_const ? in_compute(C) : varying_to_groups(C);
+  f.B = in_compute(B);
+  f.C = in_compute(C);
   return f;
 }
 
@@ -106,12 +97,14 @@ ScanInputs check_scan_inputs(ScanBackend backend, const at::Tensor& u, const at:
                 " must have batch ", batch, ", dstate ", dstate, " and seqlen ", seqlen, " (from u and A), got ",
                 t.sizes());
   }
-  // Groups: 1 for (batch, dstate, seqlen), dim for a constant (dim, dstate).
-  auto group_count = [&](const at::Tensor& t) { return t.dim() == 2 ? dim : t.dim() == 3 ? 1 : t.size(1); };
-  TORCH_CHECK((B.dim() == C.dim() || B.dim() == 2 || C.dim() == 2) && group_count(B) == group_count(C),
-              "selective_scan: B and C must have the same number of groups (a constant one counts dim), got B ",
-              B.sizes(), " and C ", C.sizes());
-  const int64_t groups = group_count(B);
+  // Groups: 1 for (batch, dstate, seqlen). A constant (dim, dstate) has a row per channel and
+  // goes with any group count of the other (dim groups when both are constant).
+  const bool b_const = B.dim() == 2, c_const = C.dim() == 2;
+  auto group_count = [](const at::Tensor& t) { return t.dim() == 3 ? int64_t(1) : t.size(1); };
+  TORCH_CHECK(b_const || c_const || (B.dim() == C.dim() && group_count(B) == group_count(C)),
+              "selective_scan: B and C must have the same number of groups, got B ", B.sizes(), " and C ",
+              C.sizes());
+  int64_t groups = b_const && c_const ? dim : group_count(b_const ? C : B);
   TORCH_CHECK(groups >= 1 && dim % groups == 0, "selective_scan: the number of groups in B and C (", groups,
               ") must divide dim (", dim, ")");
   if (z) {
@@ -166,19 +159,27 @@ ScanInputs check_scan_inputs(ScanBackend backend, const at::Tensor& u, const at:
   in.u = last_dim_contiguous(u);
   in.delta = last_dim_contiguous(delta);
   in.A = A.contiguous();
-  // A constant (dim, dstate) as (batch, dim, dstate, seqlen): a stride-0 view over batch
-  // and time for the CPU kernels (time stride 0), copied along seqlen for CUDA's.
+  // A constant (dim, dstate) as (batch, dim, dstate, seqlen): for the CPU kernels a stride-0
+  // view over batch and time (time stride 0); for CUDA's, whose B and C have time stride 1
+  // and one group count, copied along seqlen, with the other then repeated to dim groups
+  // (channel d reads group d / (dim / groups)). The gradients go back in results().
+  const bool copy_constant = backend == ScanBackend::kCUDA && (b_const || c_const);
   auto bc_form = [&](const at::Tensor& t) {
-    if (t.dim() == 3) return last_dim_contiguous(t.unsqueeze(1));
-    if (t.dim() == 4) return last_dim_contiguous(t);
-    at::Tensor steps = t.unsqueeze(-1).expand({dim, dstate, seqlen});
-    if (backend == ScanBackend::kCUDA) steps = steps.contiguous();
-    return steps.unsqueeze(0).expand({batch, dim, dstate, seqlen});
+    if (t.dim() == 2) {
+      at::Tensor steps = t.unsqueeze(-1).expand({dim, dstate, seqlen});
+      if (copy_constant) steps = steps.contiguous();
+      return steps.unsqueeze(0).expand({batch, dim, dstate, seqlen});
+    }
+    at::Tensor t4 = last_dim_contiguous(t.dim() == 3 ? t.unsqueeze(1) : t);
+    if (!copy_constant || t4.size(1) == dim) return t4;
+    const int64_t g = t4.size(1);
+    return t4.unsqueeze(2).expand({batch, g, dim / g, dstate, seqlen}).reshape({batch, dim, dstate, seqlen});
   };
   in.B = bc_form(B);
   in.C = bc_form(C);
-  in.B_constant = B.dim() == 2 && backend == ScanBackend::kCPU;
-  in.C_constant = C.dim() == 2 && backend == ScanBackend::kCPU;
+  if (copy_constant) groups = dim;
+  in.B_constant = b_const && !copy_constant;
+  in.C_constant = c_const && !copy_constant;
   if (D) in.D = D->contiguous();
   if (z) in.z = last_dim_contiguous(*z);
   if (delta_bias) in.delta_bias = delta_bias->contiguous();
@@ -329,9 +330,9 @@ ScanBackwardTensors prepare_backward(const ScanInputs& in, kernels::ScanRule rul
     p.ddelta_dim_stride = t.ddelta->stride(1);
     t.dA = at::empty({in.dim, in.dstate}, in.A.options());  // (D, N) dense, the weights' dtype
     p.dA = t.dA->data_ptr();
-    // (B, G, N, L) dense, or (G, N) for a constant one whose kernel sums over batch and time
+    // (B, G, N, L) dense, or (D, N) for a constant one whose kernel sums over batch and time
     auto bc_grad = [&](const at::Tensor& t, bool constant) {
-      return constant ? at::empty({in.groups, in.dstate}, t.options()) : at::empty(t.sizes(), t.options());
+      return constant ? at::empty({in.dim, in.dstate}, t.options()) : at::empty(t.sizes(), t.options());
     };
     t.dB = bc_grad(in.B, in.B_constant);
     p.dB = t.dB->data_ptr();
@@ -349,14 +350,18 @@ ScanBackwardTensors prepare_backward(const ScanInputs& in, kernels::ScanRule rul
   return t;
 }
 
-ScanGradients ScanBackwardTensors::results(int64_t b_rank, int64_t c_rank) const {
-  auto to_rank = [](c10::optional<at::Tensor> g, int64_t rank) {
-    if (!g) return g;
-    if (rank == 3) return c10::optional<at::Tensor>(g->squeeze(1));  // the caller's (batch, dstate, seqlen)
-    if (rank == 2 && g->dim() == 4) return c10::optional<at::Tensor>(g->sum(at::IntArrayRef{0, 3}));  // constant, written per step
-    return g;
+ScanGradients ScanBackwardTensors::results(const at::Tensor& B, const at::Tensor& C) const {
+  // g: (batch, groups', dstate, seqlen) as the kernel wrote it, or (dim, dstate) already.
+  auto to_caller = [](const c10::optional<at::Tensor>& g, const at::Tensor& caller) -> c10::optional<at::Tensor> {
+    if (!g || g->sizes() == caller.sizes()) return g;
+    if (caller.dim() == 2) return g->sum(at::IntArrayRef{0, 3});  // a constant one copied along seqlen
+    const int64_t groups = caller.dim() == 3 ? 1 : caller.size(1);
+    at::Tensor t = *g;
+    if (t.size(1) != groups)  // repeated to dim groups next to a constant one: sum the repeats
+      t = t.view({t.size(0), groups, t.size(1) / groups, t.size(2), t.size(3)}).sum(2);
+    return caller.dim() == 3 ? t.squeeze(1) : t;
   };
-  return {du, ddelta, dA, to_rank(dB, b_rank), to_rank(dC, c_rank), dD, dz, ddelta_bias};
+  return {du, ddelta, dA, to_caller(dB, B), to_caller(dC, C), dD, dz, ddelta_bias};
 }
 
 }  // namespace ops

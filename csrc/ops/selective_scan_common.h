@@ -19,9 +19,11 @@ enum class ScanBackend { kCPU, kCUDA };
 // The inputs of one call, made contiguous in their last dimension (copied if they were
 // not) and validated: shapes, dtypes, devices, dstate limit.
 struct ScanInputs {
-  // B, C always 4-d: (batch, groups, dstate, seqlen). A constant one ((dim, dstate), groups =
-  // dim; B_constant / C_constant) is a stride-0 view over batch and time for the CPU, and
-  // copied along seqlen (stride 0 over the batch) for CUDA, whose kernels read time stride 1.
+  // B, C always 4-d: (batch, groups, dstate, seqlen). A constant (dim, dstate) one is
+  // (batch, dim, dstate, seqlen): for the CPU a stride-0 view over batch and time
+  // (B_constant / C_constant; groups is then the other's count, dim if both are constant);
+  // for CUDA, whose kernels read time stride 1, copied along seqlen, groups = dim and the
+  // other one repeated to dim groups.
   at::Tensor u, delta, A, B, C;
   bool B_constant = false, C_constant = false;
   c10::optional<at::Tensor> D, z, delta_bias;
@@ -34,15 +36,13 @@ struct ScanInputs {
 void check_real_scan_inputs(const at::Tensor& u, const at::Tensor& A, const at::Tensor& B, const at::Tensor& C);
 
 // The public op's inputs in a form the internal ops accept, from any form selective_scan
-// accepts: B, C of shape (batch, dstate, seqlen), (batch, groups, dstate, seqlen) or
-// mamba_ssm's (dim, dstate), constant in time. A constant one stays (dim, dstate): it counts
-// as dim groups (each channel its own), so when only one of them is constant the other is
-// broadcast to dim groups (both share one group count). A constant B/C may have u's dtype
-// or, with float16/bfloat16 u, float32 (the weights' dtype, as mamba_ssm has it): then u,
-// delta, z and a time-varying B/C are taken to float32 and the output back to u's dtype
-// (out_dtype), so that B/C are not rounded. Written in ATen ops: autograd takes the
-// gradients back to the caller's shapes and dtypes. Inputs of other shapes are passed on
-// as they are (check_scan_inputs then says what is wrong).
+// accepts (B, C of shape (batch, dstate, seqlen), (batch, groups, dstate, seqlen) or
+// mamba_ssm's (dim, dstate), constant in time; the internal ops take all three): a constant
+// B/C may have u's dtype or, with float16/bfloat16 u, float32 (the weights' dtype, as
+// mamba_ssm has it): then u, delta, z and a time-varying B/C are taken to float32 and the
+// output back to u's dtype (out_dtype), so that B/C are not rounded. Written in ATen ops:
+// autograd takes the gradients back to the caller's dtypes. Inputs of other shapes are
+// passed on as they are (check_scan_inputs then says what is wrong).
 struct ScanKernelForms {
   at::Tensor u, delta, B, C;
   c10::optional<at::Tensor> z;
@@ -79,9 +79,9 @@ struct ScanBackwardTensors {
   at::Tensor grad_out, grad_last_state, out_y;
   at::Tensor du;
   c10::optional<at::Tensor> ddelta, dA, dB, dC, dD, dz, ddelta_bias;
-  // The gradients in the op's output order, dB / dC back in the caller's B / C rank (a
-  // constant one's summed over batch and time here when its kernel wrote it per step).
-  ScanGradients results(int64_t b_rank, int64_t c_rank) const;
+  // The gradients in the op's output order, dB / dC back in the shapes of the caller's B / C
+  // (summed here over what check_scan_inputs copied or repeated for the CUDA kernels).
+  ScanGradients results(const at::Tensor& B, const at::Tensor& C) const;
 };
 ScanBackwardTensors prepare_backward(const ScanInputs& in, kernels::ScanRule rule, const at::Tensor& grad_out,
                                      const c10::optional<at::Tensor>& grad_last_state,

@@ -102,12 +102,11 @@ void init_state_grad(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t
 // MambaLRP backward of one row: a reverse linear scan, no forward states needed.
 template <typename T, bool kDecayOnly>
 void bwd_lrp_row(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t b, int64_t d) {
-  const int64_t g = d / p.dim_per_group();
   const BwdRow<T> q = bwd_row_ptrs<T>(p, w, b, d);
   const bool has_next = d + 1 < p.dim;
   const BwdRow<T> next = has_next ? bwd_row_ptrs<T>(p, w, b, d + 1) : BwdRow<T>{};
-  const T* Bt = bc_rows<T>(w.Bt, w.Bt_step, p, w, b, g);
-  const T* Ct = bc_rows<T>(w.Ct, w.Ct_step, p, w, b, g);
+  const T* Bt = bc_rows<T>(w.Bt, w.Bt_step, p, w, b, d);
+  const T* Ct = bc_rows<T>(w.Ct, w.Ct_step, p, w, b, d);
   alignas(64) T a[kMaxDState];
   alignas(64) T gh[kMaxDState];  // exp(dt_{t+1} A) g_{t+1}: the part of g_t carried from the future
   load_A_row(p, d, w.dpad, a);
@@ -166,13 +165,13 @@ RecomputeScratch<T> recompute_scratch(int64_t seqlen, int64_t dpad) {
 template <typename T, bool kDecayOnly>
 void bwd_lrp_recompute_row(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t b, int64_t d,
                            const RecomputeScratch<T>& s) {
-  const int64_t g = d / p.dim_per_group(), dpad = w.dpad;
+  const int64_t dpad = w.dpad;
   const BwdRow<T> q = bwd_row_ptrs<T>(p, w, b, d);
   const RowPtrs<T>& r = q.r;
   const bool has_next = d + 1 < p.dim;
   const RowPtrs<T> next = has_next ? row_ptrs<T>(p, w, b, d + 1) : RowPtrs<T>{};
-  const T* Bt = bc_rows<T>(w.Bt, w.Bt_step, p, w, b, g);
-  const T* Ct = bc_rows<T>(w.Ct, w.Ct_step, p, w, b, g);
+  const T* Bt = bc_rows<T>(w.Bt, w.Bt_step, p, w, b, d);
+  const T* Ct = bc_rows<T>(w.Ct, w.Ct_step, p, w, b, d);
   alignas(64) T a[kMaxDState];
   alignas(64) T h[kMaxDState];
   load_A_row(p, d, dpad, a);
@@ -237,34 +236,32 @@ void bwd_lrp_recompute_row(const SelectiveScanBwdParams& p, const ScanWork& w, i
   }
 }
 
-// Steps a task's B or C gradient partial holds: seqlen, or 1 for a constant B / C (its
-// gradient summed over time as the task goes).
-inline int64_t partial_steps(const SelectiveScanParams& p, int64_t step) { return step == 0 ? 1 : p.seqlen; }
-
-// The exact backward's per-task B, C gradient partials (ScanWork::dBt, dCt), zeroed
-// before the task's first row.
+// The exact backward's gradient partials of a time-varying B / C (ScanWork::dBt, dCt):
+// (seqlen, dpad) per task, zeroed before the task's first row. A constant one's are per row.
 template <typename T>
 void zero_exact_partials(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t task) {
-  const int64_t b_size = partial_steps(p, w.Bt_step) * w.dpad, c_size = partial_steps(p, w.Ct_step) * w.dpad;
-  std::fill(static_cast<T*>(w.dBt) + task * b_size, static_cast<T*>(w.dBt) + (task + 1) * b_size, T(0));
-  std::fill(static_cast<T*>(w.dCt) + task * c_size, static_cast<T*>(w.dCt) + (task + 1) * c_size, T(0));
+  const int64_t size = p.seqlen * w.dpad;
+  if (w.Bt_step != 0) std::fill(static_cast<T*>(w.dBt) + task * size, static_cast<T*>(w.dBt) + (task + 1) * size, T(0));
+  if (w.Ct_step != 0) std::fill(static_cast<T*>(w.dCt) + task * size, static_cast<T*>(w.dCt) + (task + 1) * size, T(0));
 }
 
-// Exact backward of row (b, d) of task (batch, group g, part): the B, C gradient partials
-// are added to this task's own buffers, so no two tasks write the same memory. kConstB /
+// Exact backward of row (b, d) of task (batch, group, part): a time-varying B / C's gradient
+// is added to this task's own partial, so no two tasks write the same memory. kConstB /
 // kConstC: that one is constant in time (step 0), its gradient summed over the row's steps
-// in registers and added to the task's one partial row.
+// in registers and written to the row's own partial (dpad at (b, d)).
 template <typename T, bool kConstB, bool kConstC>
-void bwd_exact_row(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t task, int64_t b, int64_t g,
-                   int64_t d) {
+void bwd_exact_row(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t task, int64_t b, int64_t d) {
   const int64_t dpad = w.dpad;
   const int64_t chunks = (p.seqlen + kChunk - 1) / kChunk;
-  const T* Bt = bc_rows<T>(w.Bt, w.Bt_step, p, w, b, g);
-  const T* Ct = bc_rows<T>(w.Ct, w.Ct_step, p, w, b, g);
+  const T* Bt = bc_rows<T>(w.Bt, w.Bt_step, p, w, b, d);
+  const T* Ct = bc_rows<T>(w.Ct, w.Ct_step, p, w, b, d);
   T* ckpt = static_cast<T*>(w.checkpoints) + task * chunks * dpad;
   T* hs = static_cast<T*>(w.chunk_states) + task * (kChunk + 1) * dpad;
-  T* dBt = static_cast<T*>(w.dBt) + task * partial_steps(p, w.Bt_step) * dpad;
-  T* dCt = static_cast<T*>(w.dCt) + task * partial_steps(p, w.Ct_step) * dpad;
+  const int64_t row_at = (b * p.dim + d) * dpad, task_at = task * p.seqlen * dpad;
+  T* dBt = static_cast<T*>(w.dBt) + (kConstB ? row_at : task_at);
+  T* dCt = static_cast<T*>(w.dCt) + (kConstC ? row_at : task_at);
+  if (kConstB) std::fill(dBt, dBt + dpad, T(0));
+  if (kConstC) std::fill(dCt, dCt + dpad, T(0));
   const int64_t b_step = kConstB ? 0 : dpad, c_step = kConstC ? 0 : dpad;
 
   alignas(64) T a[kMaxDState], h[kMaxDState], gh[kMaxDState], dA_acc[kMaxDState];
@@ -437,7 +434,7 @@ void bwd_lrp_recompute_range(const SelectiveScanBwdParams& p, const ScanWork& w,
 void bwd_exact_range(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t begin, int64_t end) {
   const int64_t per_group = p.dim_per_group();
   const int64_t part_len = (per_group + w.parts - 1) / w.parts;
-  // Task (batch, group, part) -> its rows [d_begin, d_end), and each row run by `row`.
+  // Task (batch, group, part) -> its rows [d_begin, d_end), and each row (b, d) run by `row`.
   auto for_each_task = [&](auto zero_partials, auto row) {
     for (int64_t task = begin; task < end; ++task) {
       const int64_t part = task % w.parts, bg = task / w.parts;
@@ -445,7 +442,7 @@ void bwd_exact_range(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t
       const int64_t d_begin = g * per_group + std::min(per_group, part * part_len);
       const int64_t d_end = g * per_group + std::min(per_group, (part + 1) * part_len);
       zero_partials(task);
-      for (int64_t d = d_begin; d < d_end; ++d) row(task, b, g, d);
+      for (int64_t d = d_begin; d < d_end; ++d) row(task, b, d);
     }
   };
   bool_switch(w.Bt_step == 0, [&](auto kConstB) {
@@ -454,9 +451,9 @@ void bwd_exact_range(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t
       if (is_reduced(p.input_type)) {
         ReducedBwdRows rows(p);
         for_each_task([&](int64_t task) { zero_exact_partials<float>(p, w, task); },
-                      [&](int64_t task, int64_t b, int64_t g, int64_t d) {
+                      [&](int64_t task, int64_t b, int64_t d) {
                         rows.load(b, d);
-                        bwd_exact_row<float, kB, kC>(rows.q, w, task, b, g, d);
+                        bwd_exact_row<float, kB, kC>(rows.q, w, task, b, d);
                         rows.store(b, d);
                       });
         return;
@@ -464,8 +461,8 @@ void bwd_exact_range(const SelectiveScanBwdParams& p, const ScanWork& w, int64_t
       bool_switch(is_f64(p), [&](auto kF64) {
         using T = ScanFloat<decltype(kF64)::value>;
         for_each_task([&](int64_t task) { zero_exact_partials<T>(p, w, task); },
-                      [&](int64_t task, int64_t b, int64_t g, int64_t d) {
-                        bwd_exact_row<T, kB, kC>(p, w, task, b, g, d);
+                      [&](int64_t task, int64_t b, int64_t d) {
+                        bwd_exact_row<T, kB, kC>(p, w, task, b, d);
                       });
       });
     });

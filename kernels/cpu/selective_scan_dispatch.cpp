@@ -68,7 +68,7 @@ const IsaLoops& loops() {
 struct BcSource {
   const void* data;
   int64_t batch_stride, group_stride, dstate_stride;
-  bool constant;  // time stride 0: one (groups, dstate) matrix for every step and batch
+  bool constant;  // time stride 0: one (dim, dstate) matrix (group stride: between channels)
 };
 BcSource b_source(const SelectiveScanParams& p) {
   return {p.B, p.B_batch_stride, p.B_group_stride, p.B_dstate_stride, p.B_time_stride == 0};
@@ -78,15 +78,16 @@ BcSource c_source(const SelectiveScanParams& p) {
 }
 
 // (batch, groups, dstate, seqlen) with given strides -> dense (batch, groups, seqlen, dpad),
-// read as S and stored as T through `convert`; a constant one -> (groups, dpad).
+// read as S and stored as T through `convert`; a constant (dim, dstate) one -> (dim, dpad).
 template <typename T, typename S, typename Convert>
 std::vector<T> transpose_bc(const BcSource& src, const SelectiveScanParams& p, int64_t dpad, Convert convert) {
   const int64_t batches = src.constant ? 1 : p.batch, steps = src.constant ? 1 : p.seqlen;
-  std::vector<T> out(static_cast<size_t>(batches * p.n_groups * steps * dpad), T(0));
+  const int64_t groups = src.constant ? p.dim : p.n_groups;
+  std::vector<T> out(static_cast<size_t>(batches * groups * steps * dpad), T(0));
   const S* s = static_cast<const S*>(src.data);
   for (int64_t b = 0; b < batches; ++b)
-    for (int64_t g = 0; g < p.n_groups; ++g) {
-      T* o = out.data() + (b * p.n_groups + g) * steps * dpad;
+    for (int64_t g = 0; g < groups; ++g) {
+      T* o = out.data() + (b * groups + g) * steps * dpad;
       const S* sg = s + b * src.batch_stride + g * src.group_stride;
       for (int64_t n = 0; n < p.dstate; ++n)
         for (int64_t t = 0; t < steps; ++t) o[t * dpad + n] = convert(sg[n * src.dstate_stride + t]);
@@ -186,10 +187,11 @@ void bwd_impl(const SelectiveScanBwdParams& p, ScanWork w, ParallelFor parallel_
   const int64_t chunks = (p.seqlen + kChunk - 1) / kChunk;
   std::vector<T> checkpoints(static_cast<size_t>(tasks * chunks * w.dpad));
   std::vector<T> chunk_states(static_cast<size_t>(tasks * (kChunk + 1) * w.dpad));
-  // Partials per task: (seqlen, dpad), or (1, dpad) for a constant B / C (summed over time).
-  const int64_t b_steps = w.Bt_step == 0 ? 1 : p.seqlen, c_steps = w.Ct_step == 0 ? 1 : p.seqlen;
-  std::vector<T> dBt(static_cast<size_t>(tasks * b_steps * w.dpad));
-  std::vector<T> dCt(static_cast<size_t>(tasks * c_steps * w.dpad));
+  // Partials: (tasks, seqlen, dpad), or for a constant B / C (batch, dim, dpad) (per row,
+  // summed over time).
+  auto partial_size = [&](int64_t step) { return step == 0 ? p.batch * p.dim * w.dpad : tasks * p.seqlen * w.dpad; };
+  std::vector<T> dBt(static_cast<size_t>(partial_size(w.Bt_step)));
+  std::vector<T> dCt(static_cast<size_t>(partial_size(w.Ct_step)));
   std::vector<T> dA(static_cast<size_t>(p.batch * p.dim * w.dpad), T(0));
   std::vector<T> dD(static_cast<size_t>(p.batch * p.dim), T(0));
   std::vector<T> dbias(static_cast<size_t>(p.batch * p.dim), T(0));
@@ -208,13 +210,12 @@ void bwd_impl(const SelectiveScanBwdParams& p, ScanWork w, ParallelFor parallel_
   auto reduce_bc = [&](const std::vector<T>& part, bool constant, void* dst) {
     if (!dst) return;
     auto reduce = [&](auto* out, auto convert) {
-      if (constant) {  // partial per task: (1, dpad); task = (batch, group, part)
-        for (int64_t g = 0; g < p.n_groups; ++g)
+      if (constant) {  // (batch, dim, dpad) -> (dim, dstate)
+        for (int64_t d = 0; d < p.dim; ++d)
           for (int64_t n = 0; n < p.dstate; ++n) {
             T s = 0;
-            for (int64_t b = 0; b < p.batch; ++b)
-              for (int64_t k = 0; k < w.parts; ++k) s += part[((b * p.n_groups + g) * w.parts + k) * w.dpad + n];
-            out[g * p.dstate + n] = convert(s);
+            for (int64_t b = 0; b < p.batch; ++b) s += part[(b * p.dim + d) * w.dpad + n];
+            out[d * p.dstate + n] = convert(s);
           }
         return;
       }

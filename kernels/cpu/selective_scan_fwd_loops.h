@@ -41,11 +41,10 @@ inline void chunk_states_forward(const T* a, T* h, int64_t dpad, const T* Bt, co
 // factors when asked (ScanWork::lrp).
 template <typename T, bool kDecayOnly>
 void fwd_row(const SelectiveScanParams& p, const ScanWork& w, int64_t b, int64_t d) {
-  const int64_t g = d / p.dim_per_group();
   const RowPtrs<T> r = row_ptrs<T>(p, w, b, d);
   const RowPtrs<T> next = d + 1 < p.dim ? row_ptrs<T>(p, w, b, d + 1) : RowPtrs<T>{};
-  const T* Bt = bc_rows<T>(w.Bt, w.Bt_step, p, w, b, g);
-  const T* Ct = bc_rows<T>(w.Ct, w.Ct_step, p, w, b, g);
+  const T* Bt = bc_rows<T>(w.Bt, w.Bt_step, p, w, b, d);
+  const T* Ct = bc_rows<T>(w.Ct, w.Ct_step, p, w, b, d);
   T* out = static_cast<T*>(p.out) + b * p.out_batch_stride + d * p.out_dim_stride;
   T* out_y = p.out_y ? static_cast<T*>(p.out_y) + b * p.out_y_batch_stride + d * p.out_y_dim_stride : nullptr;
 

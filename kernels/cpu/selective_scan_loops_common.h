@@ -129,12 +129,13 @@ inline V vsigmoid(V z) {
   return S(1) / (S(1) + vexp(-z));
 }
 
-// The rows of group g, batch b in a transposed B / C (ScanWork::Bt, Ct): step t at t * step
-// (step 0: constant, one row for every step and batch).
+// The rows channel d of batch b reads in a transposed B / C (ScanWork::Bt, Ct): its group's,
+// step t at t * step; step 0: constant, the channel's own row for every step and batch.
 template <typename T>
 const T* bc_rows(const void* base, int64_t step, const SelectiveScanParams& p, const ScanWork& w, int64_t b,
-                 int64_t g) {
-  if (step == 0) return static_cast<const T*>(base) + g * w.dpad;
+                 int64_t d) {
+  if (step == 0) return static_cast<const T*>(base) + d * w.dpad;
+  const int64_t g = d / p.dim_per_group();
   return static_cast<const T*>(base) + ((b * p.n_groups + g) * p.seqlen) * w.dpad;
 }
 

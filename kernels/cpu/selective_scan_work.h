@@ -17,15 +17,16 @@ struct ScanWork {
   int64_t parts = 1;         // exact backward: dims of a group are split into this many tasks
   bool decay_only = false;   // every exponent dt A <= 0 (A <= 0, dt through softplus): cheaper exp
   // B and C transposed to (batch, groups, seqlen, dpad), zero in the padded states; one
-  // constant in time (time stride 0) to (groups, dpad), read at every step and batch.
+  // constant in time (time stride 0) to (dim, dpad), each channel's row read at every step
+  // and batch.
   const void* Bt = nullptr;
   const void* Ct = nullptr;
   int64_t Bt_step = 0, Ct_step = 0;  // from one step's row of Bt / Ct to the next: dpad, or 0 when constant
   // Exact backward, per task (batch, group, part):
   void* checkpoints = nullptr;  // (tasks, chunks, dpad): state before each chunk
   void* chunk_states = nullptr; // (tasks, kChunk + 1, dpad): states recomputed inside a chunk
-  void* dBt = nullptr;          // (tasks, seqlen or 1 when constant, dpad), summed over the parts afterwards
-  void* dCt = nullptr;          // (tasks, seqlen or 1, dpad)
+  void* dBt = nullptr;          // (tasks, seqlen, dpad), summed over the parts afterwards;
+  void* dCt = nullptr;          // a constant one's (batch, dim, dpad), summed over the batch
   // Exact backward, per (batch, dim), summed over the batch afterwards:
   void* dA = nullptr;           // (batch, dim, dpad)
   void* dD = nullptr;           // (batch, dim)

@@ -44,7 +44,7 @@ ScanGradients selective_scan_bwd_cpu(const at::Tensor& grad_out, const OptTensor
   // The state gradient in the weights' dtype, as the forward's last state.
   const ScanBackwardTensors t = prepare_backward(in, rule, grad_out, grad_last_state, out_y, in.A.scalar_type(), p);
   kernels::cpu::selective_scan_bwd(p, aten_parallel_for);
-  return t.results(B.dim(), C.dim());
+  return t.results(B, C);
 }
 
 std::tuple<at::Tensor, at::Tensor, OptTensor, OptTensor> selective_scan_lrp_fwd_cpu(

@@ -80,7 +80,7 @@ ScanGradients selective_scan_bwd_cuda(const at::Tensor& grad_out, const OptTenso
   launch("selective_scan backward", [&] {
     return kernels::cuda::selective_scan_bwd(p, ws_bytes > 0 ? workspace.data_ptr() : nullptr, stream);
   });
-  return t.results(B.dim(), C.dim());
+  return t.results(B, C);
 }
 
 }  // namespace
