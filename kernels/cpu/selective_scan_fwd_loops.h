@@ -14,7 +14,8 @@ namespace MAMBA_LRP_CPU_ISA {
 namespace {
 
 // The forward's states over one chunk of a row (Bt, Ct, dt, dtu start at the chunk; steps
-// [0, n); step i of B at Bt + i * b_step, of C at Ct + i * c_step: ScanWork::Bt_step), a block of kLanes states at a time, h carried in and out: y[0, n_full) gets
+// [0, n); step i of B at Bt + i * b_step, of C at Ct + i * c_step: ScanWork::Bt_step), a
+// block of kLanes states at a time, h carried in and out: y[0, n_full) gets
 // C_t . h_t summed over the blocks. With kKeepDecays every exp(dt_t A) also goes to
 // decay[t * dpad + state] (the recompute backward's row buffer).
 template <typename T, bool kDecayOnly, bool kKeepDecays>
