@@ -181,14 +181,15 @@ def worker_pids(marker):
     return pids
 
 
-def test_killed_rank_ends_the_run_and_resume_finishes_the_file(data, tmp_path):
+def start_long_run(data, tmp_path, timeout):
+    """A 2-rank --jsonl run of 24 rows slow enough (ig, 400 steps) to stop a rank in the middle:
+    returns (the torchrun process, the workers' pids by rank, the command's arguments) once
+    4 rows are written."""
     rows = 24
-    ids = fixtures.random_ids(rows, 8, 64, seed=5)
-    fixtures.write_inputs(tmp_path / "many.safetensors", input_ids=ids)
+    fixtures.write_inputs(tmp_path / "many.safetensors", input_ids=fixtures.random_ids(rows, 8, 64, seed=5))
     out = tmp_path / "run.jsonl"
-    # ig with many steps: long enough per row to kill a rank in the middle
     common = ["explain", "--model", data / "lm", "--input", tmp_path / "many.safetensors", "--method", "ig",
-              "--ig-steps", 400, "--dtype", "float64", "--jsonl", out, "--timeout", 60]
+              "--ig-steps", 400, "--dtype", "float64", "--jsonl", out, "--timeout", timeout]
     p = subprocess.Popen(torchrun_cmd(*common), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     partial = tmp_path / "run.jsonl.partial"
     deadline = time.monotonic() + 120
@@ -201,18 +202,31 @@ def test_killed_rank_ends_the_run_and_resume_finishes_the_file(data, tmp_path):
         _, err = p.communicate()
         if "built without torch.distributed" in err:
             pytest.skip("this build of mamba-lrp has no process groups")
-        raise AssertionError(f"the run ended before the kill: {err[-2000:]}")
+        raise AssertionError(f"the run ended before a rank could be stopped: {err[-2000:]}")
     assert 1 in pids, pids
+    return p, pids, common
+
+
+def assert_all_exited(pids):
+    for pid in pids.values():
+        assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+
+
+def test_killed_rank_ends_the_run_and_resume_finishes_the_file(data, tmp_path):
+    p, pids, common = start_long_run(data, tmp_path, 60)
+    out, partial = tmp_path / "run.jsonl", tmp_path / "run.jsonl.partial"
     os.kill(pids[1], signal.SIGKILL)
     killed = time.monotonic()
     _, err = p.communicate(timeout=120)
-    assert p.returncode != 0 and time.monotonic() - killed < 90
-    assert "SIGKILL" in err or "Signal 9" in err, err[-2000:]  # torchrun names the rank and the signal
+    # rank 0 sees the closed connection at once; torchrun notices the dead rank within its
+    # monitor interval (5 s) and names it and the signal
+    assert p.returncode != 0 and time.monotonic() - killed < 60
+    assert "rank 0 of 2: gathering the results failed" in err, err[-2000:]
+    assert "rank      : 1" in err and "SIGKILL" in err, err[-2000:]
     assert not out.exists()
     written = len(read_jsonl(partial))
-    assert 4 <= written < rows
-    for pid in pids.values():  # every rank has exited
-        assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+    assert 4 <= written < 24
+    assert_all_exited(pids)
 
     torchrun(*common, "--resume")
     assert not partial.exists()
@@ -221,9 +235,26 @@ def test_killed_rank_ends_the_run_and_resume_finishes_the_file(data, tmp_path):
     ref = tmp_path / "ref.jsonl"
     subprocess.run([str(CLI), *map(str, common[:-4]), "--jsonl", ref], check=True, env=ENV, capture_output=True)
     want = read_jsonl(ref)
-    assert [x["row"] for x in resumed] == list(range(rows))
+    assert [x["row"] for x in resumed] == list(range(24))
     assert_same_explanations(resumed, want)
     assert out.read_text() == ref.read_text()  # the same per-row computation, so the same bytes
+
+
+def test_hung_rank_times_out(data, tmp_path):
+    # A stopped rank (SIGSTOP) sends nothing: rank 0 gives up after --timeout 3 s; torchrun then
+    # stops the rest (it waits 30 s for the stopped one to end after SIGTERM, then kills it).
+    p, pids, _ = start_long_run(data, tmp_path, 3)
+    os.kill(pids[1], signal.SIGSTOP)
+    stopped = time.monotonic()
+    try:
+        _, err = p.communicate(timeout=120)
+    finally:
+        if os.path.exists(f"/proc/{pids[1]}"):
+            os.kill(pids[1], signal.SIGKILL)
+    assert p.returncode != 0 and time.monotonic() - stopped < 90
+    assert "rank 0 of 2: gathering the results failed" in err and "Timed out" in err, err[-2000:]
+    assert not (tmp_path / "run.jsonl").exists()
+    assert_all_exited(pids)
 
 
 def test_resume_checks_the_file(data, tmp_path):
