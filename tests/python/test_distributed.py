@@ -91,8 +91,9 @@ def assert_same_explanations(got, want):
 
 @pytest.mark.parametrize("method", ["mambalrp", "smoothgrad"])
 def test_explain_two_ranks_equals_one_process(data, tmp_path, method):
+    # --batch-size 2: rank 0 takes rows 0-1 and 4, rank 1 rows 2-3
     common = ["explain", "--model", data / "lm", "--input", data / "rows.safetensors", "--method", method,
-              "--dtype", "float64", "--samples", 3]
+              "--dtype", "float64", "--samples", 3, "--batch-size", 2]
     run(*common, "--json", tmp_path / "one.json")
     torchrun(*common, "--json", tmp_path / "two.json", "--jsonl", tmp_path / "two.jsonl")
     one = json.loads((tmp_path / "one.json").read_text())
@@ -156,7 +157,7 @@ def test_bad_row_fails_every_rank(data, tmp_path):
     out = tmp_path / "out.jsonl"
     start = time.monotonic()
     p = torchrun("explain", "--model", data / "lm", "--input", tmp_path / "bad.safetensors", "--jsonl", out,
-                 "--json", tmp_path / "out.json", "--timeout", 60, check=False)
+                 "--json", tmp_path / "out.json", "--timeout", 60, "--batch-size", 1, check=False)
     assert p.returncode != 0 and time.monotonic() - start < 120
     # both ranks say who failed and why, and exit with the bad-input status
     assert p.stderr.count("rank 1 failed on row 3:") == 2, p.stderr[-2000:]
@@ -189,7 +190,7 @@ def start_long_run(data, tmp_path, timeout):
     fixtures.write_inputs(tmp_path / "many.safetensors", input_ids=fixtures.random_ids(rows, 8, 64, seed=5))
     out = tmp_path / "run.jsonl"
     common = ["explain", "--model", data / "lm", "--input", tmp_path / "many.safetensors", "--method", "ig",
-              "--ig-steps", 400, "--dtype", "float64", "--jsonl", out, "--timeout", timeout]
+              "--ig-steps", 400, "--dtype", "float64", "--batch-size", 1, "--jsonl", out, "--timeout", timeout]
     p = subprocess.Popen(torchrun_cmd(*common), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     partial = tmp_path / "run.jsonl.partial"
     deadline = time.monotonic() + 120

@@ -61,14 +61,16 @@ std::unique_ptr<distributed::ProcessGroup> join_process_group(const Args& a);
 bool runs_row_by_row(const Args& a);
 // --device for this process: "cuda" becomes cuda:LOCAL_RANK under torchrun (one GPU per process).
 std::string device_of_rank(const std::string& device);
-// Explains rows [0, rows): rank r of W takes rows r, r + W, ... (so rows finish in order),
-// explain_row(i) gives row i's explanation object. After each round of W rows rank 0 receives
-// them in row order and appends them to --jsonl (OUT.partial, renamed to OUT at the end; lines
-// {"row": i, "method": ..., <explanation>}). A row that fails on any rank fails every rank
-// (io::InputError or std::runtime_error naming the rank, the row and the reason). Returns, on
-// rank 0 and only when `keep` is set, every row's explanation in row order.
+// Explains rows [0, rows) in rounds: with K = --batch-size (32), rank r of W takes the K rows
+// from round start + r K, explain(first, count) gives their explanation objects. After each
+// round of W K rows rank 0 receives them in row order and appends them to --jsonl
+// (OUT.partial, renamed to OUT at the end; lines {"row": i, "method": ..., <explanation>}).
+// Rows that fail on any rank fail every rank (io::InputError or std::runtime_error naming the
+// rank, the rows and the reason). Returns, on rank 0 and only when `keep` is set, every row's
+// explanation in row order.
+using ExplainRowsFn = std::function<std::vector<nlohmann::json>(int64_t first, int64_t count)>;
 std::vector<nlohmann::json> explain_rows(const Args& a, distributed::ProcessGroup& group, int64_t rows, bool keep,
-                                         const std::function<nlohmann::json(int64_t row)>& explain_row);
+                                         const ExplainRowsFn& explain);
 
 // The token ids of a Mamba language model's input, from --input (safetensors with
 // input_ids and an optional attention_mask), --ids or --text (explain_lm.cpp).

@@ -67,8 +67,8 @@ nlohmann::json explanation_json(const mamba_lrp::Explanation& e, int64_t b) {
           {"relevance_sum", sum}};
 }
 
-// explain for a run started by torchrun or writing --jsonl: row by row, over the ranks
-// (explain_rows), rank 0 writes --jsonl as rows finish and --json / --html at the end.
+// explain for a run started by torchrun or writing --jsonl: --batch-size rows at a time, over
+// the ranks (explain_rows); rank 0 writes --jsonl as rows finish and --json / --html at the end.
 int explain_lm_rows(const Args& a, mamba_lrp::MambaForCausalLM& model, const LmInputs& in,
                     const mamba_lrp::ExplainOptions& opt) {
   if (a.resume && (!a.json.empty() || !a.html.empty()))
@@ -78,11 +78,14 @@ int explain_lm_rows(const Args& a, mamba_lrp::MambaForCausalLM& model, const LmI
   auto group = join_process_group(a);
   const bool keep = !a.json.empty() || !a.html.empty();
   const std::vector<nlohmann::json> explanations =
-      explain_rows(a, *group, in.ids.size(0), keep && group->rank() == 0, [&](int64_t row) {
+      explain_rows(a, *group, in.ids.size(0), keep && group->rank() == 0, [&](int64_t first, int64_t count) {
         mamba_lrp::ExplainOptions o = opt;
-        o.first_row = row;
-        const at::Tensor mask = in.mask.defined() ? in.mask.narrow(0, row, 1) : at::Tensor();
-        return explanation_json(mamba_lrp::explain(model, in.ids.narrow(0, row, 1), mask, o).cpu(), 0);
+        o.first_row = first;
+        const at::Tensor mask = in.mask.defined() ? in.mask.narrow(0, first, count) : at::Tensor();
+        const mamba_lrp::Explanation e = mamba_lrp::explain(model, in.ids.narrow(0, first, count), mask, o).cpu();
+        std::vector<nlohmann::json> out;
+        for (int64_t b = 0; b < count; ++b) out.push_back(explanation_json(e, b));
+        return out;
       });
   if (group->rank() != 0) return 0;
   if (!a.json.empty()) {

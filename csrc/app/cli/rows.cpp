@@ -1,5 +1,6 @@
 // Many rows in one run: the process group of a torchrun start, the row-by-row explain loop,
 // and --jsonl with --resume (cli.h).
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -64,8 +65,10 @@ std::string device_of_rank(const std::string& device) {
 }
 
 std::vector<nlohmann::json> explain_rows(const Args& a, distributed::ProcessGroup& group, int64_t rows, bool keep,
-                                         const std::function<nlohmann::json(int64_t row)>& explain_row) {
+                                         const ExplainRowsFn& explain) {
   const int rank = group.rank(), size = group.size();
+  const int64_t per_rank = a.batch_size.empty() ? 32 : parse_int(a.batch_size, "--batch-size");
+  if (per_rank < 1) throw io::InputError("--batch-size must be at least 1");
   if (a.jsonl == "-") throw io::InputError("--jsonl needs a file name (stdout is for --json -)");
   const std::string partial = a.jsonl + ".partial";
   // Rank 0 decides where the run starts; every rank learns it.
@@ -87,13 +90,14 @@ std::vector<nlohmann::json> explain_rows(const Args& a, distributed::ProcessGrou
   std::vector<nlohmann::json> kept;
   using Clock = std::chrono::steady_clock;
   double explaining = 0, gathering = 0;  // seconds, for the summary line of a run of many processes
-  for (int64_t first = start; first < rows; first += size) {
-    const int64_t row = first + rank;
+  for (int64_t first = start; first < rows; first += size * per_rank) {
+    // rank r's rows of this round: [mine, mine + count)
+    const int64_t mine = first + rank * per_rank, count = std::max<int64_t>(0, std::min(per_rank, rows - mine));
     std::string payload = row_payload('N', "");
     const auto t0 = Clock::now();
-    if (row < rows) {
+    if (count > 0) {
       try {
-        payload = row_payload('O', explain_row(row).dump());
+        payload = row_payload('O', nlohmann::json(explain(mine, count)).dump());
       } catch (const io::InputError& e) {
         payload = row_payload('I', e.what());
       } catch (const c10::Error& e) {
@@ -108,20 +112,26 @@ std::vector<nlohmann::json> explain_rows(const Args& a, distributed::ProcessGrou
     gathering += std::chrono::duration<double>(Clock::now() - t1).count();
     for (int r = 0; r < size; ++r) {  // the first failing rank fails everyone, in the same words
       if (all[r][0] != 'I' && all[r][0] != 'E') continue;
-      const std::string why = "rank " + std::to_string(r) + " failed on row " + std::to_string(first + r) + ": " +
+      const int64_t theirs = first + r * per_rank, last = std::min(theirs + per_rank, rows) - 1;
+      const std::string why = "rank " + std::to_string(r) + " failed on row" +
+                              (last > theirs ? "s " + std::to_string(theirs) + ".." : " ") + std::to_string(last) + ": " +
                               all[r].substr(1);
       if (all[r][0] == 'I') throw io::InputError(why);
       throw std::runtime_error(why);
     }
     if (rank != 0) continue;
-    for (int r = 0; r < size && first + r < rows; ++r) {
-      nlohmann::json j = nlohmann::json::parse(all[r].substr(1));
-      if (out.is_open()) {
-        nlohmann::json line = {{"row", first + r}, {"method", a.method}};
-        line.update(j);
-        out << line.dump() << '\n';
+    int64_t row = first;
+    for (int r = 0; r < size; ++r) {
+      if (all[r][0] != 'O') continue;
+      for (nlohmann::json& j : nlohmann::json::parse(all[r].substr(1))) {
+        if (out.is_open()) {
+          nlohmann::json line = {{"row", row}, {"method", a.method}};
+          line.update(j);
+          out << line.dump() << '\n';
+        }
+        ++row;
+        if (keep) kept.push_back(std::move(j));
       }
-      if (keep) kept.push_back(std::move(j));
     }
     if (out.is_open()) {
       out.flush();
