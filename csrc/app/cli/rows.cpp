@@ -138,7 +138,7 @@ std::vector<nlohmann::json> explain_rows(const Args& a, distributed::ProcessGrou
       if (!out) throw io::InputError(a.jsonl + ": write failed (" + partial + ")");
     }
   }
-  if (size > 1 && rank == 0)
+  if (rank == 0)
     std::fprintf(stderr, "mamba-lrp: rank 0 of %d: %lld rows, %.3f s explaining its rows, %.3f s gathering (with waiting for "
                  "the slowest rank)\n", size, static_cast<long long>(rows - start), explaining, gathering);
   if (out.is_open()) {
