@@ -268,6 +268,14 @@ def test_resume_checks_the_file(data, tmp_path):
     assert p.returncode == 2 and "--resume" in p.stderr
 
 
+def test_vim_explain_refuses_row_mode(data, tmp_path):
+    # explain splits rows for Mamba language models only: a Vim run under torchrun would
+    # otherwise explain every row on every rank
+    p = run("explain", "--model", data / "vim", "--input", data / "pixels.safetensors", "--jsonl", tmp_path / "v.jsonl",
+            check=False)
+    assert p.returncode == 2 and "Mamba language models" in p.stderr and not (tmp_path / "v.jsonl").exists()
+
+
 def test_bad_torchrun_environment_is_bad_input(data):
     env = dict(ENV, RANK="2", WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT="1")
     p = subprocess.run([str(CLI), "explain", "--model", data / "lm", "--input", data / "rows.safetensors"],
