@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   build-essential cmake ninja-build git
   libtorch-dev python3-torch            # LibTorch 1.13 (C++) and the same torch for /usr/bin/python3
+  libgloo-dev                           # Gloo's headers: the command line under torchrun (c10d ProcessGroupGloo)
   libopenblas0-pthread                  # libtorch multiplies matrices through the system BLAS: OpenBLAS, not the slow reference one
   catch2 nlohmann-json3-dev
   libpng-dev libjpeg62-turbo-dev          # image decoding and PNG writing (csrc/io/image.cpp)

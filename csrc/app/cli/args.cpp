@@ -7,6 +7,8 @@
 #include <map>
 #include <sstream>
 
+#include <unistd.h>
+
 #include <nlohmann/json.hpp>
 #include <torch/cuda.h>
 
@@ -25,7 +27,7 @@ const char* const kExplainSynopsis =
     "mamba-lrp explain --model DIR (--input FILE | --ids 1,2,3 | --text \"...\")\n"
     "    [--method NAME] [--target N|argmax] [--position P] [--composite FILE.json]\n"
     "    [--dtype float32|float64] [--zero-bias] [--recompute auto|on|off] [--device cpu|cuda] [--json OUT|-]\n"
-    "    [--html OUT]\n"
+    "    [--html OUT] [--jsonl OUT [--resume]] [--timeout S]\n"
     "mamba-lrp explain --model VIM_DIR (--input PIXELS.safetensors | --image F.png|F.jpg) [--no-resize]\n"
     "    [--method NAME] [--target N|argmax] [--composite FILE.json] [--dtype float32|float64]\n"
     "    [--zero-bias] [--recompute auto|on|off] [--device cpu|cuda] [--json OUT|-] [--png OUT.png]\n"
@@ -36,7 +38,7 @@ const char* const kForwardSynopsis =
 const char* const kEvaluateSynopsis =
     "mamba-lrp evaluate --model DIR --data FILE.safetensors --methods a,b,c [--steps 11]\n"
     "    [--baseline unk|pad|ID|zero|mean] [--json OUT] [--markdown OUT] [--plot OUT.svg]\n"
-    "    [--dtype float32|float64] [--device cpu|cuda] [method options]\n";
+    "    [--dtype float32|float64] [--device cpu|cuda] [--timeout S] [method options]\n";
 const char* const kTrainSynopsis =
     "mamba-lrp train (--init CONFIG.json | --model DIR) --data TRAIN.safetensors [--test TEST.safetensors]\n"
     "    --out DIR [--epochs 3] [--lr 1e-3] [--batch-size 32] [--seed 0] [--tokenizer FILE]\n"
@@ -53,6 +55,11 @@ const char* const kMethods =
     "method options: --samples N (smoothgrad, 5) --noise F (smoothgrad, 0.15 of the input range)\n"
     "         --ig-steps N (50) --ig-method gausslegendre|riemann_trapezoid|riemann_left|riemann_right|riemann_middle\n"
     "         --ig-baseline zero|ID (token embedding) --seed N (0) --batch-size N (32)\n";
+const char* const kDistributed =
+    "many rows: --jsonl OUT (explain, Mamba LM: one explanation per line as rows finish; --resume skips the\n"
+    "         rows an interrupted run wrote). Started by torchrun (python3 -m torch.distributed.run\n"
+    "         --nproc_per_node N --no_python mamba-lrp explain|evaluate ...) the rows are split over the\n"
+    "         processes and rank 0 writes the outputs; --timeout S (1800) bounds every wait for another rank.\n";
 const char* const kMemory =
     "memory:  --recompute auto|on|off (explain, MambaLRP: keep only the SSM branch inputs for the backward\n"
     "         and recompute the rest; auto = on above 2 GiB of kept activations per row)\n";
@@ -74,13 +81,14 @@ std::string usage(const std::string& command) {
   if (command.empty())
     return usage_block({kExplainSynopsis, kForwardSynopsis, kEvaluateSynopsis, kTrainSynopsis, kGenerateSynopsis,
                         kHelpSynopsis}) +
-           kMethods + kMemory;
-  if (command == "explain") return usage_block({kExplainSynopsis}) + kMethods + kMemory;
+           kMethods + kMemory + kDistributed;
+  if (command == "explain") return usage_block({kExplainSynopsis}) + kMethods + kMemory + kDistributed;
   if (command == "forward")
     return usage_block({kForwardSynopsis}) + "  Writes the logits (B, L, V) of the model's forward as tensor \"logits\".\n";
   if (command == "evaluate")
     return usage_block({kEvaluateSynopsis}) +
-           "  Token flipping (Mamba) or patch flipping (Vision Mamba); the Markdown table on stdout.\n" + kMethods;
+           "  Token flipping (Mamba) or patch flipping (Vision Mamba); the Markdown table on stdout.\n" + kMethods +
+           kDistributed;
   if (command == "train")
     return usage_block({kTrainSynopsis}) +
            "  A Mamba classifier (config with num_labels; data: input_ids, attention_mask, labels) or a\n"
@@ -112,7 +120,8 @@ Args parse_args(int argc, char** argv) {
       {"--png", &a.png},       {"--image", &a.image},         {"--output", &a.output},
       {"--samples", &a.samples}, {"--noise", &a.noise},       {"--ig-steps", &a.ig_steps},
       {"--ig-method", &a.ig_method}, {"--ig-baseline", &a.ig_baseline}, {"--seed", &a.seed},
-      {"--batch-size", &a.batch_size}, {"--recompute", &a.recompute}, {"--device", &a.device}};
+      {"--batch-size", &a.batch_size}, {"--recompute", &a.recompute}, {"--device", &a.device},
+      {"--jsonl", &a.jsonl},   {"--timeout", &a.timeout}};
   for (int i = 2; i < argc; ++i) {
     const std::string flag = argv[i];
     if (flag == "--zero-bias") {
@@ -121,6 +130,10 @@ Args parse_args(int argc, char** argv) {
     }
     if (flag == "--no-resize") {
       a.no_resize = true;
+      continue;
+    }
+    if (flag == "--resume") {
+      a.resume = true;
       continue;
     }
     auto it = values.find(flag);
@@ -203,11 +216,17 @@ void write_output(const std::string& dest, const std::string& content) {
     std::cout << content;
     return;
   }
-  std::ofstream f(dest, std::ios::binary);
+  const std::string tmp = dest + ".tmp-" + std::to_string(::getpid());
+  std::ofstream f(tmp, std::ios::binary);
   if (!f) throw io::InputError(dest + ": cannot write");
   f << content;
   f.close();  // a failed flush on close is a failed write too
-  if (!f) throw io::InputError(dest + ": write failed");
+  std::error_code ec;
+  if (f) std::filesystem::rename(tmp, dest, ec);
+  if (!f || ec) {
+    std::filesystem::remove(tmp, ec);
+    throw io::InputError(dest + ": write failed");
+  }
 }
 
 }  // namespace cli

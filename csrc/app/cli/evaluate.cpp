@@ -13,6 +13,7 @@
 #include <iostream>
 #include <map>
 #include <sstream>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
@@ -47,7 +48,7 @@ EvalArgs parse_eval_args(int argc, char** argv) {
       {"--markdown", &e.markdown},   {"--plot", &e.plot},           {"--dtype", &a.dtype},
       {"--batch-size", &a.batch_size}, {"--samples", &a.samples},   {"--noise", &a.noise},
       {"--ig-steps", &a.ig_steps},   {"--ig-method", &a.ig_method}, {"--ig-baseline", &a.ig_baseline},
-      {"--seed", &a.seed},           {"--device", &a.device}};
+      {"--seed", &a.seed},           {"--device", &a.device},       {"--timeout", &a.timeout}};
   for (int i = 2; i < argc; ++i) {
     const std::string flag = argv[i];
     auto it = values.find(flag);
@@ -78,7 +79,9 @@ std::vector<std::string> split_methods(const std::string& s) {
 // A progress bar on stderr: "  method [#####.....] 50/100".
 struct Progress {
   std::string label;
+  bool quiet = false;  // ranks other than 0 of a torchrun start
   void operator()(int64_t done, int64_t total) const {
+    if (quiet) return;
     const int width = 30, filled = static_cast<int>(width * done / std::max<int64_t>(total, 1));
     std::fprintf(stderr, "\r  %-18s [%s%s] %lld/%lld", label.c_str(), std::string(filled, '#').c_str(),
                  std::string(width - filled, '.').c_str(), static_cast<long long>(done), static_cast<long long>(total));
@@ -157,6 +160,55 @@ eval::Report new_report(const EvalArgs& e, const char* model_type, const char* u
   return report;
 }
 
+// ---- torchrun: rows split over the ranks ------------------------------------------------------
+
+// This process's rows [begin, end) of `rows`, and its group: every row for one process.
+struct RankRows {
+  std::unique_ptr<distributed::ProcessGroup> group;
+  int64_t begin = 0, end = 0;
+};
+RankRows split_rows(const Args& a, int64_t rows) {
+  RankRows r;
+  r.group = join_process_group(a);
+  if (rows < r.group->size())
+    throw io::InputError("--data has " + std::to_string(rows) + " rows, fewer than the " +
+                         std::to_string(r.group->size()) + " processes torchrun started");
+  std::tie(r.begin, r.end) = distributed::row_block(rows, r.group->rank(), r.group->size());
+  return r;
+}
+
+// Every rank's curves and conservation points (each for its block of rows), joined in rank
+// order, so in row order, on every rank: the report one process would have made.
+void gather_report(distributed::ProcessGroup& group, eval::Report& report) {
+  if (group.size() == 1) return;
+  nlohmann::json mine = nlohmann::json::array();
+  for (const auto& m : report.methods) {
+    const at::Tensor c = m.curves.to(at::kDouble).contiguous();  // (4, n, S)
+    mine.push_back({{"rows", c.size(1)}, {"curves", std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel())}});
+  }
+  for (const auto& c : report.conservation) mine.push_back({{"sum", c.relevance_sum}, {"logit", c.logit}});
+  const std::vector<std::string> all = group.all_gather(mine.dump());  // doubles round-trip through JSON exactly
+  std::vector<at::ScalarType> dtypes;  // each method's curves go back to their own dtype (exactly: they came from it)
+  for (auto& m : report.methods) dtypes.push_back(m.curves.scalar_type()), m.curves = at::Tensor();
+  for (auto& c : report.conservation) c.relevance_sum.clear(), c.logit.clear();
+  for (const std::string& text : all) {
+    const nlohmann::json theirs = nlohmann::json::parse(text);
+    size_t k = 0;
+    for (auto& m : report.methods) {
+      const auto& x = theirs[k];
+      const std::vector<double> v = x["curves"].get<std::vector<double>>();
+      const at::Tensor c =
+          at::tensor(v, at::kDouble).reshape({4, x["rows"].get<int64_t>(), report.steps}).to(dtypes[k++]);
+      m.curves = m.curves.defined() ? at::cat({m.curves, c}, 1) : c;
+    }
+    for (auto& c : report.conservation) {
+      const auto& x = theirs[k++];
+      for (double v : x["sum"].get<std::vector<double>>()) c.relevance_sum.push_back(v);
+      for (double v : x["logit"].get<std::vector<double>>()) c.logit.push_back(v);
+    }
+  }
+}
+
 // ---- Mamba language models: token flipping ------------------------------------------------
 
 int evaluate_lm(const EvalArgs& e, const std::vector<std::string>& methods, int64_t steps) {
@@ -164,7 +216,7 @@ int evaluate_lm(const EvalArgs& e, const std::vector<std::string>& methods, int6
   const std::filesystem::path dir(a.model);
   if (!std::filesystem::is_directory(dir)) throw io::InputError(a.model + ": not a model directory");
   const at::ScalarType dtype = a.dtype == "float64" ? at::kDouble : at::kFloat;
-  const at::Device device = parse_device(a.device, a.dtype);  // the model's; ids, mask, relevance stay on the CPU
+  const at::Device device = parse_device(device_of_rank(a.device), a.dtype);  // the model's; ids, mask, relevance stay on the CPU
   ExplainOptions base_opt;
   set_method_options(a, base_opt);
   for (const auto& m : methods)
@@ -182,7 +234,7 @@ int evaluate_lm(const EvalArgs& e, const std::vector<std::string>& methods, int6
   if (ids.dim() == 1) ids = ids.unsqueeze(0);
   if (ids.dim() != 2 || ids.size(0) < 1 || ids.size(1) < 1)
     throw io::InputError(e.data + ": tensor 'input_ids' must have shape (B, L) with B, L >= 1");
-  const int64_t B = ids.size(0), L = ids.size(1);
+  const int64_t all_rows = ids.size(0), L = ids.size(1);
   at::Tensor mask;
   if (f.contains("attention_mask")) {
     mask = f.load("attention_mask").to(at::kLong);
@@ -197,7 +249,13 @@ int evaluate_lm(const EvalArgs& e, const std::vector<std::string>& methods, int6
   const int64_t vocab = model->config().vocab_size(), outputs = model->config().num_outputs();
   if (ids.min().item<int64_t>() < 0 || ids.max().item<int64_t>() >= vocab)
     throw io::InputError(e.data + ": a token id is outside the vocabulary [0, " + std::to_string(vocab) + ")");
-  const at::Tensor labels = load_labels(f, e.data, B, outputs);
+  at::Tensor labels = load_labels(f, e.data, all_rows, outputs);
+  // This process's rows (all of them without torchrun).
+  const RankRows part = split_rows(a, all_rows);
+  const int64_t B = part.end - part.begin, first_row = part.begin;
+  ids = ids.narrow(0, first_row, B);
+  if (mask.defined()) mask = mask.narrow(0, first_row, B);
+  if (labels.defined()) labels = labels.narrow(0, first_row, B);
 
   // Baseline embedding (H).
   at::Tensor embeds, baseline;
@@ -236,7 +294,7 @@ int evaluate_lm(const EvalArgs& e, const std::vector<std::string>& methods, int6
       const int64_t n = std::min(chunk, B - b0);
       ExplainOptions opt = base_opt;
       opt.method = method;
-      opt.seed = base_opt.seed + static_cast<uint64_t>(b0);  // a fresh stream per chunk of rows
+      opt.first_row = first_row + b0;  // per-row random streams (ExplainOptions::seed)
       opt.zero_bias = zero_bias;
       opt.targets = to_ids(targets.narrow(0, b0, n));
       const Explanation ex = explain(model, ids.narrow(0, b0, n), mask.defined() ? mask.narrow(0, b0, n) : at::Tensor(), opt);
@@ -247,11 +305,11 @@ int evaluate_lm(const EvalArgs& e, const std::vector<std::string>& methods, int6
     return at::cat(rel).cpu();
   };
 
-  eval::Report report = new_report(e, "mamba", "token", B, steps);
+  eval::Report report = new_report(e, "mamba", "token", all_rows, steps);
   const at::Tensor valid = mask.defined() ? mask.to(at::kBool) : at::Tensor();
   for (const auto& m : methods) {
     const at::Tensor rel = relevance_of(m, false, nullptr);
-    Progress bar{m};
+    Progress bar{m, part.group->rank() != 0};
     report.methods.push_back({m, eval::flip_curves(embeds, baseline, valid, rel, steps, chunk, /*pack_insertions=*/true, score, bar)});
   }
   // Figure 3: sum R against f with every bias zero, for MambaLRP and GI.
@@ -269,7 +327,8 @@ int evaluate_lm(const EvalArgs& e, const std::vector<std::string>& methods, int6
       report.conservation.push_back(std::move(c));
     }
   }
-  write_outputs(e, report);
+  gather_report(*part.group, report);
+  if (part.group->rank() == 0) write_outputs(e, report);
   return 0;
 }
 
@@ -278,7 +337,7 @@ int evaluate_lm(const EvalArgs& e, const std::vector<std::string>& methods, int6
 int evaluate_vim(const EvalArgs& e, const std::vector<std::string>& methods, int64_t steps) {
   const Args& a = e.common;
   const at::ScalarType dtype = a.dtype == "float64" ? at::kDouble : at::kFloat;
-  const at::Device device = parse_device(a.device, a.dtype);  // the model's; ids, mask, relevance stay on the CPU
+  const at::Device device = parse_device(device_of_rank(a.device), a.dtype);  // the model's; ids, mask, relevance stay on the CPU
   ExplainOptions base_opt;
   set_method_options(a, base_opt);
   for (const auto& m : methods)
@@ -300,10 +359,15 @@ int evaluate_vim(const EvalArgs& e, const std::vector<std::string>& methods, int
   const int64_t p = cfg.patch_size(), g = cfg.grid(), C = cfg.in_chans();
   if (cfg.stride() != p || g * p != cfg.img_size())
     throw io::InputError("patch flipping needs non-overlapping patches covering the image (stride = patch_size)");
-  const at::Tensor pixels =
+  const at::Tensor all_pixels =
       check_pixel_values(cfg, f.load("pixel_values"), dtype, e.data + ": pixel_values").to(device);  // (B, C, H, W)
-  const int64_t B = pixels.size(0), P = g * g, F = C * p * p;
-  const at::Tensor labels = load_labels(f, e.data, B, cfg.num_classes());
+  const int64_t all_rows = all_pixels.size(0), P = g * g, F = C * p * p;
+  at::Tensor labels = load_labels(f, e.data, all_rows, cfg.num_classes());
+  // This process's rows (all of them without torchrun).
+  const RankRows part = split_rows(a, all_rows);
+  const int64_t B = part.end - part.begin, first_row = part.begin;
+  const at::Tensor pixels = all_pixels.narrow(0, first_row, B);
+  if (labels.defined()) labels = labels.narrow(0, first_row, B);
   // Units: patches in row-major grid order, each its C p p pixels.
   auto to_units = [&](const at::Tensor& x) {  // (n, C, H, W) -> (n, P, F)
     return x.reshape({x.size(0), C, g, p, g, p}).permute({0, 2, 4, 1, 3, 5}).reshape({x.size(0), P, F});
@@ -334,7 +398,7 @@ int evaluate_vim(const EvalArgs& e, const std::vector<std::string>& methods, int
         const int64_t n = std::min(chunk, B - b0);
         ExplainOptions opt = base_opt;
         opt.method = method;
-        opt.seed = base_opt.seed + static_cast<uint64_t>(b0);  // a fresh stream per chunk of rows
+        opt.first_row = first_row + b0;  // per-row random streams (ExplainOptions::seed)
         const VimExplanation ex = explain_vim_baseline(model, pixels.narrow(0, b0, n), to_ids(targets.narrow(0, b0, n)), opt);
         rel.push_back(ex.patch_relevance.reshape({n, P}));
       }
@@ -356,10 +420,10 @@ int evaluate_vim(const EvalArgs& e, const std::vector<std::string>& methods, int
     if (token_sums) *token_sums = at::cat(sums);
     return at::cat(rel).cpu();
   };
-  eval::Report report = new_report(e, "vim", "patch", B, steps);
+  eval::Report report = new_report(e, "vim", "patch", all_rows, steps);
   for (const auto& m : methods) {
     const at::Tensor rel = relevance_of(m, false, nullptr, nullptr);
-    Progress bar{m};
+    Progress bar{m, part.group->rank() != 0};
     report.methods.push_back({m, eval::flip_curves(units, baseline, at::Tensor(), rel, steps, chunk, /*pack_insertions=*/false, score, bar)});
   }
   if (std::find(methods.begin(), methods.end(), "mambalrp") != methods.end() &&
@@ -376,7 +440,8 @@ int evaluate_vim(const EvalArgs& e, const std::vector<std::string>& methods, int
       report.conservation.push_back(std::move(c));
     }
   }
-  write_outputs(e, report);
+  gather_report(*part.group, report);
+  if (part.group->rank() == 0) write_outputs(e, report);
   return 0;
 }
 

@@ -51,6 +51,75 @@ LmInputs load_lm_inputs(const Args& a, const std::filesystem::path& dir) {
   return in;
 }
 
+namespace {
+
+// One explanation object of the JSON output ({"target", "position", "logit", "relevance",
+// "relevance_sum"}) for row b of e.
+nlohmann::json explanation_json(const mamba_lrp::Explanation& e, int64_t b) {
+  const at::Tensor rel = e.relevance[b].to(at::kDouble).contiguous();
+  std::vector<double> r(rel.data_ptr<double>(), rel.data_ptr<double>() + rel.numel());
+  double sum = 0;
+  for (double v : r) sum += v;
+  return {{"target", e.targets[b].item<int64_t>()},
+          {"position", e.positions[b].item<int64_t>()},
+          {"logit", e.logits[b].item<double>()},
+          {"relevance", r},
+          {"relevance_sum", sum}};
+}
+
+// explain for a run started by torchrun or writing --jsonl: --batch-size rows at a time, over
+// the ranks (explain_rows); rank 0 writes --jsonl as rows finish and --json / --html at the end.
+int explain_lm_rows(const Args& a, mamba_lrp::MambaForCausalLM& model, const LmInputs& in,
+                    const mamba_lrp::ExplainOptions& opt) {
+  if (a.resume && (!a.json.empty() || !a.html.empty()))
+    throw io::InputError("--resume writes only --jsonl (--json and --html would miss the rows written before)");
+  if (!a.html.empty() && in.ids.size(0) > 1000)
+    throw io::InputError("--html is for up to 1000 rows; use --jsonl for " + std::to_string(in.ids.size(0)));
+  auto group = join_process_group(a);
+  const bool keep = !a.json.empty() || !a.html.empty();
+  const std::vector<nlohmann::json> explanations =
+      explain_rows(a, *group, in.ids.size(0), keep && group->rank() == 0, [&](int64_t first, int64_t count) {
+        mamba_lrp::ExplainOptions o = opt;
+        o.first_row = first;
+        const at::Tensor mask = in.mask.defined() ? in.mask.narrow(0, first, count) : at::Tensor();
+        const mamba_lrp::Explanation e = mamba_lrp::explain(model, in.ids.narrow(0, first, count), mask, o).cpu();
+        std::vector<nlohmann::json> out;
+        for (int64_t b = 0; b < count; ++b) out.push_back(explanation_json(e, b));
+        return out;
+      });
+  if (group->rank() != 0) return 0;
+  if (!a.json.empty()) {
+    const nlohmann::json out = {{"model_type", "mamba"}, {"method", a.method}, {"explanations", explanations}};
+    write_output(a.json, out.dump(2) + "\n");
+  }
+  if (!a.html.empty()) {
+    const bool classifier = model->config().num_outputs() != model->config().vocab_size();
+    std::vector<mamba_lrp::TextHeatmapRow> rows;
+    for (size_t b = 0; b < explanations.size(); ++b) {
+      const nlohmann::json& x = explanations[b];
+      mamba_lrp::TextHeatmapRow row;
+      for (int64_t i = 0; i < in.ids.size(1); ++i) {
+        const int64_t id = in.ids[static_cast<int64_t>(b)][i].item<int64_t>();
+        row.tokens.push_back(in.tokenizer && id < in.tokenizer->vocab_size() ? in.tokenizer->decode(id)
+                                                                             : "[" + std::to_string(id) + "]");
+      }
+      row.relevance = x["relevance"].get<std::vector<double>>();
+      row.target_label = (classifier ? "class " : "token ") + std::to_string(x["target"].get<int64_t>());
+      row.logit = x["logit"].get<double>();
+      row.relevance_sum = x["relevance_sum"].get<double>();
+      rows.push_back(std::move(row));
+    }
+    write_output(a.html, mamba_lrp::text_heatmap_html("MambaLRP explanation: " + a.model, a.method, rows));
+  }
+  if (a.json != "-")
+    std::printf("explained %lld rows (method %s) in %d process%s%s%s\n", static_cast<long long>(in.ids.size(0)),
+                a.method.c_str(), group->size(), group->size() == 1 ? "" : "es", a.jsonl.empty() ? "" : " -> ",
+                a.jsonl.c_str());
+  return 0;
+}
+
+}  // namespace
+
 void set_method_options(const Args& a, mamba_lrp::ExplainOptions& opt) {
   if (!a.samples.empty()) opt.samples = parse_int(a.samples, "--samples");
   if (opt.samples < 1) throw io::InputError("--samples must be at least 1");
@@ -89,7 +158,8 @@ int run_explain_lm(const Args& a) {
   if (!a.image.empty()) throw io::InputError("--image needs a Vision Mamba model");
 
   const at::ScalarType dtype = a.dtype == "float64" ? at::kDouble : at::kFloat;
-  const at::Device device = parse_device(a.device, a.dtype);
+  const bool row_by_row = runs_row_by_row(a);
+  const at::Device device = parse_device(row_by_row ? device_of_rank(a.device) : a.device, a.dtype);
   mamba_lrp::ExplainOptions opt;
   opt.method = a.method;
   opt.zero_bias = a.zero_bias;
@@ -104,6 +174,7 @@ int run_explain_lm(const Args& a) {
   auto& tokenizer = in.tokenizer;
   mamba_lrp::MambaForCausalLM model = mamba_lrp::load_mamba_lm(a.model, dtype);
   model->to(device);
+  if (row_by_row) return explain_lm_rows(a, model, in, opt);
   const mamba_lrp::Explanation e = mamba_lrp::explain(model, ids, in.mask, opt).cpu();
 
   // Outputs.
@@ -113,17 +184,12 @@ int run_explain_lm(const Args& a) {
   };
   nlohmann::json out = {{"model_type", "mamba"}, {"method", a.method}, {"explanations", nlohmann::json::array()}};
   std::vector<mamba_lrp::TextHeatmapRow> rows;
-  const at::Tensor rel = e.relevance.to(at::kDouble).contiguous();
   for (int64_t b = 0; b < ids.size(0); ++b) {
-    std::vector<double> r(rel[b].data_ptr<double>(), rel[b].data_ptr<double>() + rel.size(1));
-    double sum = 0;
-    for (double v : r) sum += v;
+    const nlohmann::json x = explanation_json(e, b);
+    out["explanations"].push_back(x);
+    const std::vector<double> r = x["relevance"].get<std::vector<double>>();
+    const double sum = x["relevance_sum"].get<double>();
     const int64_t target = e.targets[b].item<int64_t>();
-    out["explanations"].push_back({{"target", target},
-                                   {"position", e.positions[b].item<int64_t>()},
-                                   {"logit", e.logits[b].item<double>()},
-                                   {"relevance", r},
-                                   {"relevance_sum", sum}});
     mamba_lrp::TextHeatmapRow row;
     for (int64_t i = 0; i < ids.size(1); ++i) row.tokens.push_back(token_text(ids[b][i].item<int64_t>()));
     row.relevance = r;

@@ -64,6 +64,9 @@ int run_explain_vim(const Args& a) {
   if (!a.ids.empty() || a.has_text)
     throw io::InputError("Vision Mamba models read images: use --input FILE (pixel_values) or --image F.png");
   if (sources != 1) throw io::InputError("explain needs exactly one of --input, --image");
+  if (runs_row_by_row(a))
+    throw io::InputError("--jsonl and torchrun runs of explain are for Mamba language models (for Vision Mamba: one "
+                         "process, or evaluate under torchrun)");
   if (a.dtype != "float32" && a.dtype != "float64")
     throw io::InputError("--dtype must be float32 or float64, got '" + a.dtype + "'");
   // The LRP methods explain down to the pixels; smoothgrad, ig, attnroll, mambaattr and

@@ -2,7 +2,8 @@
 // generate (cli::usage has their options). `mamba-lrp`, `mamba-lrp --help` and `mamba-lrp help`
 // print the usage of every command, `mamba-lrp CMD --help` (or -h) and `mamba-lrp help CMD`
 // that of one, on stdout with exit status 0.
-// Exit status: 0 success, 2 bad input (one line on stderr), 1 internal error.
+// Exit status: 0 success, 2 bad input (one line on stderr), 1 internal error (or, under
+// torchrun, a lost contact with another rank).
 #include <c10/util/Exception.h>
 
 #include <cstdio>
@@ -50,6 +51,9 @@ int run(int argc, char** argv) {
     std::cerr << "mamba-lrp: " << msg.substr(0, msg.find('\n') == std::string::npos ? msg.size() : msg.find('\n'))
               << "\n";
     return 2;
+  } catch (const mamba_lrp::distributed::CommunicationError& e) {
+    std::cerr << "mamba-lrp: " << e.what() << "\n";
+    return 1;
   } catch (const c10::Error& e) {
     std::cerr << "mamba-lrp: internal error: " << e.what_without_backtrace() << "\n";
     return 1;

@@ -43,8 +43,13 @@ struct ExplainOptions {
   std::string ig_method = "gausslegendre";
   at::Tensor ig_baseline;
   int64_t ig_baseline_token = -1;  // >= 0: the embedding of this token id is the baseline
-  // random (uniform [0, 1)) and smoothgrad's noise: a CPU generator with this seed.
+  // random (uniform [0, 1)) and smoothgrad's noise: every row draws from its own CPU
+  // generator, seeded by (seed, first_row + b) for row b of the input (row_seed in
+  // methods.h), so a row's draws do not depend on which other rows share its batch, chunk
+  // or process (distributed runs split the rows over processes).
   uint64_t seed = 0;
+  // The index of the input's first row in the whole data set (chunks and ranks pass theirs).
+  int64_t first_row = 0;
   // Rows per internal forward/backward for the sample-based methods (samples x batch rows)
   // and the attention methods.
   int64_t batch_size = 32;

@@ -94,9 +94,24 @@ at::Tensor accumulate_grads(const LogitFn& logit, const at::Tensor& like, const 
 
 }  // namespace
 
-at::Tensor random_relevance(int64_t batch, int64_t length, at::ScalarType dtype, uint64_t seed) {
-  auto gen = at::detail::createCPUGenerator(seed);
-  return at::rand({batch, length}, gen, at::TensorOptions().dtype(dtype));
+uint64_t row_seed(uint64_t seed, int64_t row) {
+  // SplitMix64's finaliser (Steele, Lea, Flood 2014) over seed and row, one after the other.
+  auto mix = [](uint64_t z) {
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  };
+  return mix(mix(seed) ^ static_cast<uint64_t>(row));
+}
+
+at::Tensor random_relevance(int64_t batch, int64_t length, at::ScalarType dtype, uint64_t seed, int64_t first_row) {
+  std::vector<at::Tensor> rows;
+  for (int64_t b = 0; b < batch; ++b) {
+    auto gen = at::detail::createCPUGenerator(row_seed(seed, first_row + b));
+    rows.push_back(at::rand({1, length}, gen, at::TensorOptions().dtype(dtype)));
+  }
+  return batch == 0 ? at::empty({0, length}, at::TensorOptions().dtype(dtype)) : at::cat(rows);
 }
 
 at::Tensor smoothgrad_relevance(const at::Tensor& embeds, const LogitFn& logit, const ExplainOptions& o) {
@@ -107,10 +122,15 @@ at::Tensor smoothgrad_relevance(const at::Tensor& embeds, const LogitFn& logit, 
   // Noise standard deviation per row: noise * (max - min) of that row's embedding values.
   const at::Tensor flat = embeds.reshape({batch, L * H});
   const at::Tensor sigma = (std::get<0>(flat.max(1)) - std::get<0>(flat.min(1))) * o.noise;  // (B)
-  auto gen = at::detail::createCPUGenerator(o.seed);
   const int64_t S = o.samples, count = batch * S;
-  const at::Tensor eps =
-      at::randn({count, L, H}, gen, at::TensorOptions().dtype(embeds.scalar_type())).to(embeds.device());
+  // The S noise samples of row b, from that row's own generator (rows are repeated S times below).
+  std::vector<at::Tensor> noise;
+  for (int64_t b = 0; b < batch; ++b) {
+    auto gen = at::detail::createCPUGenerator(row_seed(o.seed, o.first_row + b));
+    noise.push_back(at::randn({S, L, H}, gen, at::TensorOptions().dtype(embeds.scalar_type())));
+  }
+  const at::Tensor eps = (batch == 0 ? at::empty({0, L, H}, at::TensorOptions().dtype(embeds.scalar_type()))
+                                     : at::cat(noise)).to(embeds.device());
   const at::Tensor rows =
       at::arange(batch, at::TensorOptions().dtype(at::kLong).device(embeds.device())).repeat_interleave(S);
   const at::Tensor w = at::full({count}, 1.0 / S, embeds.options());
@@ -202,7 +222,7 @@ Explanation explain_baseline(MambaForCausalLM& model, const at::Tensor& ids, con
     return target_logit(model, x, mk, pos, targets.index_select(0, r));
   };
   if (o.method == "random") {
-    rel = random_relevance(batch, L, embeds.scalar_type(), o.seed).to(embeds.device());
+    rel = random_relevance(batch, L, embeds.scalar_type(), o.seed, o.first_row).to(embeds.device());
   } else if (o.method == "smoothgrad") {
     rel = smoothgrad_relevance(embeds, logit, o);
   } else if (o.method == "ig") {
@@ -285,7 +305,7 @@ VimExplanation explain_vim_baseline(VisionMamba& model, const at::Tensor& pixel_
   const int64_t T = e.size(1), D = e.size(2);
   at::Tensor rel;
   if (o.method == "random") {
-    rel = random_relevance(batch, T, dtype, o.seed).to(e.device());
+    rel = random_relevance(batch, T, dtype, o.seed, o.first_row).to(e.device());
   } else if (o.method == "smoothgrad") {
     rel = smoothgrad_relevance(e, logit, o);
   } else if (o.method == "attnroll" || o.method == "mambaattr") {

@@ -37,7 +37,11 @@ using LogitFn = std::function<at::Tensor(const at::Tensor& x, const at::Tensor& 
 at::Tensor smoothgrad_relevance(const at::Tensor& embeds, const LogitFn& logit, const ExplainOptions& options);
 at::Tensor ig_relevance(const at::Tensor& embeds, const at::Tensor& base, const LogitFn& logit,
                         const ExplainOptions& options);
-at::Tensor random_relevance(int64_t batch, int64_t length, at::ScalarType dtype, uint64_t seed);
+// Row b's values come from row_seed(seed, first_row + b) (ExplainOptions::seed).
+at::Tensor random_relevance(int64_t batch, int64_t length, at::ScalarType dtype, uint64_t seed, int64_t first_row);
+// The seed of data row `row`'s generator: a SplitMix64 mix of both, so that (seed, row) and
+// (seed + 1, row - 1) draw different streams (a plain seed + row would not).
+uint64_t row_seed(uint64_t seed, int64_t row);
 
 // The baselines for Vision Mamba, on the token sequence the first block sees (token_relevance
 // as explain_vim; patch_relevance without the cls token; no pixels). The IG baseline is zero
