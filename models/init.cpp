@@ -34,6 +34,21 @@ void init_ssm_constants(at::Tensor& A_log, at::Tensor& D) {
   D.fill_(1.0);                                                                   // (I)
 }
 
+// mamba_ssm's Mamba2 initialisation: torch.nn defaults for the linear maps and the conv, dt
+// log-uniform in [dt_min, dt_max] through dt_bias, A uniform in [1, 16], D = 1, norm 1.
+void init_mamba2_mixer(Mamba2MixerImpl& m, double dt_min, double dt_max) {
+  init_like_torch_nn(m.in_proj->weight, m.in_proj->bias);
+  init_like_torch_nn(m.conv1d->weight, m.conv1d->bias);
+  init_like_torch_nn(m.out_proj->weight, m.out_proj->bias);
+  at::Tensor dt = at::exp(at::rand(m.dt_bias.sizes(), m.dt_bias.options()) * (std::log(dt_max) - std::log(dt_min)) +
+                          std::log(dt_min))
+                      .clamp_min(1e-4);                                   // (heads)
+  m.dt_bias.copy_(dt + at::log(-at::expm1(-dt)));                         // softplus^-1(dt)
+  m.A_log.copy_(at::log(at::empty_like(m.A_log).uniform_(1.0, 16.0)));  // (heads)
+  m.D.fill_(1.0);
+  m.norm->weight.fill_(1.0);
+}
+
 }  // namespace
 
 void init_mamba_lm(MambaForCausalLM& model, double dt_min, double dt_max) {
@@ -42,6 +57,10 @@ void init_mamba_lm(MambaForCausalLM& model, double dt_min, double dt_max) {
   for (const auto& layer : *model->backbone->layers) {
     auto block = layer->as<MambaBlock>();
     block->norm->weight.fill_(1.0);
+    if (block->mixer2) {
+      init_mamba2_mixer(*block->mixer2, dt_min, dt_max);
+      continue;
+    }
     auto& m = *block->mixer;
     init_like_torch_nn(m.in_proj->weight, m.in_proj->bias);
     init_like_torch_nn(m.conv1d->weight, m.conv1d->bias);  // (I, 1, K): fan_in K

@@ -83,7 +83,10 @@ at::Tensor MambaMixerImpl::step(const at::Tensor& hidden, SsmState& state) {
 
 MambaBlockImpl::MambaBlockImpl(const MambaConfig& c) : residual_in_fp32_(c.residual_in_fp32()) {
   norm = register_module("norm", RMSNorm(c.hidden_size(), c.layer_norm_epsilon()));
-  mixer = register_module("mixer", MambaMixer(c));
+  if (c.is_mamba2())
+    mixer2 = register_module("mixer", Mamba2Mixer(c));
+  else
+    mixer = register_module("mixer", MambaMixer(c));
 }
 
 at::Tensor MambaBlockImpl::forward(const at::Tensor& hidden, const at::Tensor& mask, const PropagationContext& ctx,
@@ -92,11 +95,14 @@ at::Tensor MambaBlockImpl::forward(const at::Tensor& hidden, const at::Tensor& m
   // a float64 model keeps float64 throughout).
   at::Tensor residual = hidden;
   if (residual_in_fp32_ && at::elementSize(hidden.scalar_type()) < 4) residual = residual.to(at::kFloat);
-  at::Tensor out = mixer->forward(norm->forward(hidden, ctx.rules.norm), mask, ctx, state);  // (B, L, H)
+  if (mixer2 && state) throw io::InputError("generation with the recurrent state is not available for Mamba-2 models");
+  const at::Tensor normed = norm->forward(hidden, ctx.rules.norm);
+  const at::Tensor out = mixer2 ? mixer2->forward(normed, mask, ctx) : mixer->forward(normed, mask, ctx, state);  // (B, L, H)
   return residual + out;
 }
 
 at::Tensor MambaBlockImpl::step(const at::Tensor& hidden, SsmState& state) {
+  if (mixer2) throw io::InputError("generation with the recurrent state is not available for Mamba-2 models");
   at::Tensor residual = hidden;  // (B, H), kept as in forward
   if (residual_in_fp32_ && at::elementSize(hidden.scalar_type()) < 4) residual = residual.to(at::kFloat);
   return residual + mixer->step(norm->forward(hidden, false), state);
@@ -188,7 +194,13 @@ std::string weights_origin(const std::filesystem::path& dir) {
 ExpectedShapes largest_tensors(const MambaConfig& c) {
   const int64_t H = c.hidden_size(), I = c.intermediate_size(), N = c.state_size(), R = c.time_step_rank();
   ExpectedShapes out{{"backbone.embeddings.weight", {c.vocab_size(), H}}};
-  for (int64_t i = 0; i < c.num_hidden_layers(); ++i) {
+  for (int64_t i = 0; i < c.num_hidden_layers() && c.is_mamba2(); ++i) {
+    const std::string p = "backbone.layers." + std::to_string(i) + ".mixer.";
+    out.push_back({p + "in_proj.weight", {I + c.conv_dim() + c.num_heads(), H}});
+    out.push_back({p + "conv1d.weight", {c.conv_dim(), 1, c.conv_kernel()}});
+    out.push_back({p + "out_proj.weight", {H, I}});
+  }
+  for (int64_t i = 0; i < c.num_hidden_layers() && !c.is_mamba2(); ++i) {
     const std::string p = "backbone.layers." + std::to_string(i) + ".mixer.";
     out.push_back({p + "in_proj.weight", {2 * I, H}});
     out.push_back({p + "conv1d.weight", {I, 1, c.conv_kernel()}});
@@ -198,6 +210,19 @@ ExpectedShapes largest_tensors(const MambaConfig& c) {
     out.push_back({p + "out_proj.weight", {H, I}});
   }
   return out;
+}
+
+// Mamba-2's in_proj may carry an MLP's two halves (d_mlp rows each) in front of z: the
+// checkpoint's row count tells, and such a model is refused by name.
+void refuse_mamba2_mlp(const io::StateDict& sd, const MambaConfig& c, const std::string& origin) {
+  const int64_t expected = c.intermediate_size() + c.conv_dim() + c.num_heads();
+  auto it = sd.find("backbone.layers.0.mixer.in_proj.weight");
+  if (it == sd.end() || it->second.dim() != 2) return;  // reported by the shape check
+  const int64_t rows = it->second.size(0);
+  if (rows > expected && (rows - expected) % 2 == 0)
+    throw io::InputError(origin + ": tensor 'backbone.layers.0.mixer.in_proj.weight' has " + std::to_string(rows) +
+                         " rows, " + std::to_string(expected) + " expected: an extra MLP split (d_mlp = " +
+                         std::to_string((rows - expected) / 2) + ") is not supported");
 }
 
 }  // namespace
@@ -232,6 +257,7 @@ MambaForCausalLM load_mamba_lm(const std::string& model_dir, at::ScalarType dtyp
     throw io::InputError(origin + ": missing tensor 'lm_head.weight' (tie_word_embeddings is false)");
   }
 
+  if (config.is_mamba2()) refuse_mamba2_mlp(sd, config, origin);
   check_shapes_before_building(sd, largest_tensors(config), origin);
   MambaForCausalLM model(config);
   assign_state_dict(*model, sd, dtype, origin);

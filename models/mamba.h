@@ -7,22 +7,13 @@
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/pimpl.h>
 
+#include "models/mamba2.h"
 #include "models/mamba_config.h"
+#include "models/weights.h"
 #include "models/ssm_branch.h"
 #include "models/propagation_context.h"
 
 namespace mamba_lrp {
-
-// The weight (and optional bias) of a linear map, convolution or embedding, allocated
-// without initialisation: a model is built to be filled by the loader, and an
-// initialisation of 130M parameters would cost more than reading them.
-class WeightsImpl : public torch::nn::Module {
- public:
-  WeightsImpl(std::vector<int64_t> weight_shape, int64_t bias_size /* 0: no bias */);
-  c10::optional<at::Tensor> opt_bias() const { return bias.defined() ? c10::optional<at::Tensor>(bias) : c10::nullopt; }
-  at::Tensor weight, bias;  // bias undefined when absent
-};
-TORCH_MODULE(Weights);
 
 // RMSNorm (weight only), with the norm rule when asked.
 class RMSNormImpl : public torch::nn::Module {
@@ -62,7 +53,8 @@ class MambaBlockImpl : public torch::nn::Module {
   at::Tensor step(const at::Tensor& hidden, SsmState& state);  // (B, H)
 
   RMSNorm norm{nullptr};
-  MambaMixer mixer{nullptr};
+  MambaMixer mixer{nullptr};    // Mamba-1; null for Mamba-2
+  Mamba2Mixer mixer2{nullptr};  // Mamba-2 (registered as "mixer" too); null for Mamba-1
 
  private:
   bool residual_in_fp32_;

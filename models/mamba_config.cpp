@@ -18,9 +18,16 @@ constexpr int64_t kMaxVocab = int64_t(1) << 24, kMaxHidden = 1 << 16, kMaxState 
 MambaConfig MambaConfig::from_json(const nlohmann::json& j, const std::string& origin) {
   if (!j.is_object()) throw io::InputError(origin + ": config.json must hold a JSON object");
   using io::config_int_in;
+  if (is_mamba2_json(j))
+    return j.contains("d_model") && !j.contains("hidden_size") ? mamba2_config_from_mamba_ssm(j, origin)
+                                                               : mamba2_config_from_hf(j, origin);
   MambaConfig c;
   // Every product below is of bounded keys: expand * hidden_size <= 2^22, vocab + pad < 2^25.
   if (j.contains("d_model") && !j.contains("hidden_size")) {
+    if (j.contains("ssm_cfg") && j["ssm_cfg"].is_object() && j["ssm_cfg"].contains("layer") &&
+        j["ssm_cfg"]["layer"] != "Mamba1")
+      throw io::InputError(origin + ": ssm_cfg.layer is " + j["ssm_cfg"]["layer"].dump() +
+                           ", expected \"Mamba1\" or \"Mamba2\"");
     // state-spaces format: {"d_model", "n_layer", "vocab_size", "ssm_cfg": {...}, "rms_norm",
     // "residual_in_fp32", "fused_add_norm", "pad_vocab_size_multiple", "tie_embeddings"}
     c.state_spaces_names(true);
@@ -47,7 +54,7 @@ MambaConfig MambaConfig::from_json(const nlohmann::json& j, const std::string& o
     c.layer_norm_epsilon(io::config_value<double>(j, "norm_epsilon", 1e-5, origin));
   } else {
     if (j.contains("model_type") && j["model_type"] != "mamba")
-      throw io::InputError(origin + ": model_type is " + j["model_type"].dump() + ", expected \"mamba\"");
+      throw io::InputError(origin + ": model_type is " + j["model_type"].dump() + ", expected \"mamba\" or \"mamba2\"");
     c.vocab_size(config_int_in(j, "vocab_size", 50280, 1, kMaxVocab, origin));
     c.hidden_size(config_int_in(j, "hidden_size", 768, 1, kMaxHidden, origin));
     c.state_size(config_int_in(j, "state_size", 16, 1, kMaxState, origin));
@@ -92,6 +99,7 @@ void MambaConfig::validate(const std::string& origin) const {
     throw io::InputError(origin + ": layer_norm_epsilon must be finite and >= 0");
   if (hidden_act() != "silu")
     throw io::InputError(origin + ": hidden_act \"" + hidden_act() + "\" is not supported (Mamba uses \"silu\")");
+  if (is_mamba2()) validate_mamba2(*this, origin);
 }
 
 }  // namespace mamba_lrp

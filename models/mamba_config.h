@@ -1,10 +1,13 @@
 // Configuration of a Mamba language model: Hugging Face's MambaConfig keys, one TORCH_ARG
 // per key, with HF's defaults for missing keys. Also reads the original state-spaces
-// config.json (d_model, n_layer, ssm_cfg, ...).
+// config.json (d_model, n_layer, ssm_cfg, ...). Mamba-2 (SSD, DESIGN.md §1b) is the same
+// struct with mamba_version 2 and its own keys (models/mamba2_config.cpp): HF's
+// Mamba2Config (model_type "mamba2") or mamba_ssm's config with ssm_cfg.layer "Mamba2".
 #pragma once
 #include <torch/arg.h>
 
 #include <cstdint>
+#include <limits>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -36,6 +39,28 @@ struct MambaConfig {
   TORCH_ARG(int64_t, num_outputs) = 50280;
   // The checkpoint uses the state-spaces tensor names (backbone.embedding.weight).
   TORCH_ARG(bool, state_spaces_names) = false;
+
+  // ---- Mamba-2 (mamba_version 2): intermediate_size = num_heads * head_dim; state_size,
+  // conv_kernel, use_bias, use_conv_bias as above; time_step_rank unused.
+  TORCH_ARG(int64_t, mamba_version) = 1;
+  TORCH_ARG(int64_t, num_heads) = 24;
+  TORCH_ARG(int64_t, head_dim) = 64;
+  TORCH_ARG(int64_t, n_groups) = 1;   // head h reads B, C of group h / (num_heads / n_groups)
+  TORCH_ARG(int64_t, chunk_size) = 256;
+  // Delta is clamped to [time_step_min_limit, time_step_max_limit] after the softplus
+  // (HF's time_step_limit, mamba_ssm's dt_limit; default (0, inf): no clamp).
+  TORCH_ARG(double, time_step_min_limit) = 0.0;
+  TORCH_ARG(double, time_step_max_limit) = std::numeric_limits<double>::infinity();
+
+ public:
+  bool is_mamba2() const { return mamba_version_ == 2; }
+  int64_t conv_dim() const { return intermediate_size_ + 2 * n_groups_ * state_size_; }  // Mamba-2: x, B, C
 };
+
+// The Mamba-2 readers (models/mamba2_config.cpp), called by MambaConfig::from_json.
+MambaConfig mamba2_config_from_hf(const nlohmann::json& j, const std::string& origin);
+MambaConfig mamba2_config_from_mamba_ssm(const nlohmann::json& j, const std::string& origin);
+bool is_mamba2_json(const nlohmann::json& j);  // model_type "mamba2" or ssm_cfg.layer "Mamba2"
+void validate_mamba2(const MambaConfig& c, const std::string& origin);
 
 }  // namespace mamba_lrp

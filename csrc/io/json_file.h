@@ -11,7 +11,13 @@ namespace io {
 [[noreturn]] void throw_config_type_error(const std::string& origin, const char* key, const std::string& value,
                                           const char* what);
 
-// Throws InputError "PATH: cannot open[ (hint)]" or "PATH: invalid JSON (...)".
+// JSON text as Python's json module writes it: strict JSON, plus the bare words Infinity,
+// -Infinity and NaN in value positions (Hugging Face configs hold time_step_limit
+// [0.0, Infinity]); anywhere else they are a parse error (nlohmann::json::exception).
+nlohmann::json parse_json_allowing_nonfinite(const std::string& text);
+
+// Throws InputError "PATH: cannot open[ (hint)]" or "PATH: invalid JSON (...)". Reads the
+// JSON of parse_json_allowing_nonfinite.
 nlohmann::json read_json_file(const std::string& path, const std::string& hint_when_missing = "");
 
 // j[key] as T, `fallback` when absent or null; InputError naming `origin` and the key when it

@@ -1,5 +1,5 @@
-// config.json of a Mamba LM and of a Vision Mamba model (there is no Mamba-2 config yet:
-// add it here when there is).
+// config.json of a Mamba LM (Mamba-1 and Mamba-2: HF and mamba_ssm formats) and of a Vision
+// Mamba model.
 #include <nlohmann/json.hpp>
 
 #include "models/mamba_config.h"

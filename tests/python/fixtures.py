@@ -246,3 +246,105 @@ def random_pixels(batch, config_overrides=None, seed=0):
     cfg = vim_config(dict(VIM_SMALL, **(config_overrides or {})))
     g = torch.Generator().manual_seed(seed)
     return torch.randn((batch, cfg["in_chans"], cfg["img_size"], cfg["img_size"]), generator=g)
+
+
+# ---- Mamba-2 ---------------------------------------------------------------------------------
+
+HF_MAMBA2_SMALL = {
+    "model_type": "mamba2",
+    "architectures": ["Mamba2ForCausalLM"],
+    "vocab_size": 64,
+    "hidden_size": 32,
+    "state_size": 8,
+    "num_hidden_layers": 2,
+    "layer_norm_epsilon": 1e-5,
+    "expand": 2,
+    "num_heads": 8,
+    "head_dim": 8,
+    "n_groups": 1,
+    "conv_kernel": 4,
+    "chunk_size": 4,
+    "hidden_act": "silu",
+    "use_bias": False,
+    "use_conv_bias": True,
+    "residual_in_fp32": True,
+    "rms_norm": True,
+    "time_step_limit": [0.0, math.inf],   # json.dump writes Infinity, as HF's configs hold
+    "tie_word_embeddings": True,
+}
+
+
+def random_mamba2_state(config, seed=0):
+    """HF tensor names; mamba_ssm's initialisation (A in [1, 16], dt log-uniform in [1e-3, 1e-1])."""
+    from mamba2_reference import mamba2_config
+    cfg = mamba2_config(config)
+    g = torch.Generator().manual_seed(seed)
+    Hd, I, N, K, G, H = (cfg["hidden_size"], cfg["intermediate_size"], cfg["state_size"], cfg["conv_kernel"],
+                         cfg["n_groups"], cfg["num_heads"])
+    conv_dim = I + 2 * G * N
+    proj = I + conv_dim + H
+    sd = {"backbone.embeddings.weight": _normal(g, (cfg["vocab_size"], Hd), 1.0)}
+    for i in range(cfg["num_hidden_layers"]):
+        pre = f"backbone.layers.{i}."
+        sd[pre + "norm.weight"] = 1 + _normal(g, (Hd,), 0.1)
+        m = pre + "mixer."
+        sd[m + "in_proj.weight"] = _uniform(g, (proj, Hd), 1 / math.sqrt(Hd))
+        if cfg["use_bias"]:
+            sd[m + "in_proj.bias"] = _uniform(g, (proj,), 0.1)
+        sd[m + "conv1d.weight"] = _uniform(g, (conv_dim, 1, K), 1 / math.sqrt(K))
+        if cfg["use_conv_bias"]:
+            sd[m + "conv1d.bias"] = _uniform(g, (conv_dim,), 1 / math.sqrt(K))
+        dt = torch.exp(torch.rand(H, generator=g, dtype=torch.float64) * (math.log(0.1) - math.log(1e-3))
+                       + math.log(1e-3)).clamp(min=1e-4)
+        sd[m + "dt_bias"] = dt + torch.log(-torch.expm1(-dt))
+        sd[m + "A_log"] = torch.log(1 + 15 * torch.rand(H, generator=g, dtype=torch.float64))
+        sd[m + "D"] = 1 + _normal(g, (H,), 0.1)
+        sd[m + "norm.weight"] = 1 + _normal(g, (I,), 0.1)
+        sd[m + "out_proj.weight"] = _uniform(g, (Hd, I), 1 / math.sqrt(I))
+        if cfg["use_bias"]:
+            sd[m + "out_proj.bias"] = _uniform(g, (Hd,), 0.1)
+    sd["backbone.norm_f.weight"] = 1 + _normal(g, (Hd,), 0.1)
+    num_labels = config.get("num_labels")
+    if num_labels:
+        sd["lm_head.weight"] = _normal(g, (num_labels, Hd), 1 / math.sqrt(Hd))
+    elif not cfg["tie_word_embeddings"]:
+        sd["lm_head.weight"] = _normal(g, (cfg["vocab_size"], Hd), 1 / math.sqrt(Hd))
+    return {k: v.float() for k, v in sd.items()}
+
+
+def write_mamba2_dir(path, config_overrides=None, seed=0, dtype=torch.float32, shards=1, mamba_ssm=False,
+                     pytorch_bin=False):
+    """Mamba-2 directory: HF format (config.json with model_type "mamba2"), or with
+    mamba_ssm=True mamba_ssm's (d_model, n_layer, ssm_cfg {"layer": "Mamba2"},
+    backbone.embedding.weight, the tied head stored). pytorch_bin: torch.save'd
+    pytorch_model.bin instead of safetensors. Returns (config written, state dict with HF names)."""
+    os.makedirs(path, exist_ok=True)
+    config = dict(HF_MAMBA2_SMALL)
+    config.update(config_overrides or {})
+    if config.get("num_labels"):
+        config["tie_word_embeddings"] = False
+    sd = random_mamba2_state(config, seed)
+    if mamba_ssm:
+        written = {
+            "d_model": config["hidden_size"], "d_intermediate": 0, "n_layer": config["num_hidden_layers"],
+            "vocab_size": config["vocab_size"],
+            "ssm_cfg": {"layer": "Mamba2", "d_state": config["state_size"], "d_conv": config["conv_kernel"],
+                        "expand": config["expand"], "headdim": config["head_dim"], "ngroups": config["n_groups"],
+                        "chunk_size": config["chunk_size"]},
+            "attn_layer_idx": [], "attn_cfg": {}, "rms_norm": True, "residual_in_fp32": True,
+            "fused_add_norm": True, "pad_vocab_size_multiple": 1,
+            "tie_embeddings": config["tie_word_embeddings"],
+        }
+        file_sd = {k.replace("backbone.embeddings.", "backbone.embedding."): v for k, v in sd.items()}
+        if "lm_head.weight" not in file_sd:
+            file_sd["lm_head.weight"] = file_sd["backbone.embedding.weight"].clone()
+    else:
+        written = dict(config)
+        file_sd = sd
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(written, f, indent=2)
+    if pytorch_bin:
+        torch.save({k: v.to(dtype) for k, v in file_sd.items()}, os.path.join(path, "pytorch_model.bin"))
+    else:
+        _write_weights(path, file_sd, dtype, shards)
+    return written, sd

@@ -305,7 +305,7 @@ int evaluate_lm(const EvalArgs& e, const std::vector<std::string>& methods, int6
     return at::cat(rel).cpu();
   };
 
-  eval::Report report = new_report(e, "mamba", "token", all_rows, steps);
+  eval::Report report = new_report(e, model->config().is_mamba2() ? "mamba2" : "mamba", "token", all_rows, steps);
   const at::Tensor valid = mask.defined() ? mask.to(at::kBool) : at::Tensor();
   for (const auto& m : methods) {
     const at::Tensor rel = relevance_of(m, false, nullptr);

@@ -182,7 +182,7 @@ int run_explain_lm(const Args& a) {
   auto token_text = [&](int64_t id) -> std::string {
     return tokenizer && id < tokenizer->vocab_size() ? tokenizer->decode(id) : "[" + std::to_string(id) + "]";
   };
-  nlohmann::json out = {{"model_type", "mamba"}, {"method", a.method}, {"explanations", nlohmann::json::array()}};
+  nlohmann::json out = {{"model_type", model->config().is_mamba2() ? "mamba2" : "mamba"}, {"method", a.method}, {"explanations", nlohmann::json::array()}};
   std::vector<mamba_lrp::TextHeatmapRow> rows;
   for (int64_t b = 0; b < ids.size(0); ++b) {
     const nlohmann::json x = explanation_json(e, b);

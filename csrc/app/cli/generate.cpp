@@ -77,7 +77,9 @@ int run_generate(int argc, char** argv) {
   const Args& a = g.common;
   const std::filesystem::path dir(a.model);
   if (!std::filesystem::is_directory(dir)) throw io::InputError(a.model + ": not a model directory");
-  if (read_model_type(dir) != "mamba") throw io::InputError(a.model + ": generate needs a Mamba language model");
+  const std::string kind = read_model_type(dir);
+  if (kind == "mamba2") throw io::InputError(a.model + ": generate is not available for Mamba-2 models yet");
+  if (kind != "mamba") throw io::InputError(a.model + ": generate needs a Mamba language model");
   GenerateOptions options;
   options.max_new_tokens = parse_int(g.max_new_tokens, "--max-new-tokens");
   if (options.max_new_tokens < 0) throw io::InputError("--max-new-tokens must be >= 0, got " + g.max_new_tokens);

@@ -179,7 +179,7 @@ int run_train(int argc, char** argv) {
       model->to(dtype);
     }
     const MambaConfig& c = model->config();
-    config["model_type"] = "mamba";
+    config["model_type"] = c.is_mamba2() ? "mamba2" : "mamba";
     config["num_labels"] = c.num_outputs();
     config["tie_word_embeddings"] = false;
     train_data = train::load_sequence_data(a.data, c.vocab_size(), c.num_outputs());

@@ -1,0 +1,110 @@
+#include "models/mamba2.h"
+
+#include <cmath>
+#include <limits>
+
+#include "csrc/ops/ops.h"
+#include "models/channel_layout.h"
+#include "models/ssm_branch.h"
+
+namespace mamba_lrp {
+
+// ---- Gated RMSNorm ---------------------------------------------------------------------------
+
+GatedRMSNormImpl::GatedRMSNormImpl(int64_t dim, int64_t groups_, double eps_) : groups(groups_), eps(eps_) {
+  weight = register_parameter("weight", torch::ones({dim}));
+}
+
+at::Tensor GatedRMSNormImpl::forward(const at::Tensor& y, const at::Tensor& z, const rules::RuleSet& r) {
+  const at::Tensor gate = r.silu ? ops::silu_identity(z) : at::silu(z);           // (B, L, dim)
+  const at::Tensor v = r.gate ? ops::gate_half(y, gate) : y * gate;               // (B, L, dim)
+  std::vector<int64_t> grouped = v.sizes().vec();                                 // (B, L, G, dim / G)
+  grouped.back() = groups;
+  grouped.push_back(v.size(-1) / groups);
+  const at::Tensor vg = v.reshape(grouped);
+  const at::Tensor normed = r.norm ? ops::rms_norm_identity(vg, c10::nullopt, eps)
+                                   : vg * at::rsqrt(vg.square().mean(-1, true) + eps);
+  return normed.reshape(v.sizes()) * weight;                                      // (B, L, dim)
+}
+
+// ---- Mixer ---------------------------------------------------------------------------------
+
+Mamba2MixerImpl::Mamba2MixerImpl(const MambaConfig& c) : config_(c) {
+  const int64_t H = c.hidden_size(), I = c.intermediate_size(), heads = c.num_heads(), conv_dim = c.conv_dim();
+  const int64_t proj = I + conv_dim + heads;
+  in_proj = register_module("in_proj", Weights(std::vector<int64_t>{proj, H}, c.use_bias() ? proj : 0));
+  conv1d = register_module("conv1d", Weights(std::vector<int64_t>{conv_dim, 1, c.conv_kernel()},
+                                             c.use_conv_bias() ? conv_dim : 0));
+  out_proj = register_module("out_proj", Weights(std::vector<int64_t>{H, I}, c.use_bias() ? H : 0));
+  norm = register_module("norm", GatedRMSNorm(I, c.n_groups(), c.layer_norm_epsilon()));
+  // Deterministic stand-ins for mamba_ssm's random initialisation (train --init): A spread
+  // over [1, 16] (mamba_ssm draws it uniformly there), D = 1, softplus(dt_bias) = 0.01.
+  A_log = register_parameter("A_log", torch::log(torch::linspace(1, 16, heads, torch::kFloat32)));
+  D = register_parameter("D", torch::ones({heads}));
+  dt_bias = register_parameter("dt_bias", torch::full({heads}, std::log(std::expm1(0.01)), torch::kFloat32));
+}
+
+at::Tensor Mamba2MixerImpl::forward(const at::Tensor& hidden, const at::Tensor& mask, const PropagationContext& ctx) {
+  const MambaConfig& c = config_;
+  const int64_t batch = hidden.size(0), L = hidden.size(1);
+  const int64_t I = c.intermediate_size(), heads = c.num_heads(), P = c.head_dim(), G = c.n_groups(),
+                N = c.state_size(), K = c.conv_kernel(), conv_dim = c.conv_dim();
+  const rules::RuleSet& r = ctx.rules;
+  const rules::Composite& comp = ctx.composite;
+
+  // in_proj as three products (z, xBC, dt), each channel-major, rather than slices of one.
+  const rules::LayerRule in_rule = comp.rule_for("in_proj");
+  auto rows = [&](int64_t begin, int64_t n) {
+    const c10::optional<at::Tensor> b =
+        in_proj->bias.defined() ? c10::optional<at::Tensor>(in_proj->bias.narrow(0, begin, n)) : c10::nullopt;
+    return linear_to_channels(hidden, in_proj->weight.narrow(0, begin, n), b, in_rule);  // (B, n, L)
+  };
+  const at::Tensor z = rows(0, I);                                                // (B, I, L)
+  at::Tensor xbc = rows(I, conv_dim);                                             // (B, I + 2GN, L)
+  at::Tensor dt = rows(I + conv_dim, heads);                                      // (B, heads, L)
+
+  // xBC <- silu(causal depthwise conv(xBC)), masked before and after.
+  const at::Tensor m3 = mask.defined() ? mask.unsqueeze(1).to(xbc.scalar_type()) : at::Tensor();
+  if (m3.defined()) xbc = xbc * m3;
+  if (!at::GradMode::is_enabled()) {
+    xbc = ops::_causal_conv1d_silu(xbc, conv1d->weight, conv1d->opt_bias(), ops::kSilu).silu;
+  } else {
+    const at::Tensor conv = rules::conv1d_with_rule(at::constant_pad_nd(xbc, {K - 1, 0}), conv1d->weight,
+                                                    conv1d->opt_bias(), 0, conv_dim, comp.rule_for("conv1d"));
+    xbc = r.silu ? ops::silu_identity(conv) : at::silu(conv);
+  }
+  if (m3.defined()) xbc = xbc * m3;
+  const at::Tensor x = xbc.narrow(1, 0, I);                                       // (B, I, L)
+  // The SSM rule holds B, C and Delta constant: they are not recorded at all.
+  at::Tensor Bm = xbc.narrow(1, I, G * N).reshape({batch, G, N, L});              // (B, G, N, L)
+  at::Tensor Cm = xbc.narrow(1, I + G * N, G * N).reshape({batch, G, N, L});
+  if (r.ssm) {
+    Bm = Bm.detach();
+    Cm = Cm.detach();
+    dt = dt.detach();
+  }
+  // Delta = softplus(dt + dt_bias), clamped to time_step_limit when that is not (0, inf).
+  at::Tensor delta = at::softplus(dt + dt_bias.unsqueeze(-1));                    // (B, heads, L)
+  // (A maximum beyond the dtype's range clamps nothing: it is left out, as infinity is.)
+  const double top = delta.scalar_type() == at::kFloat ? std::numeric_limits<float>::max()
+                                                        : std::numeric_limits<double>::max();
+  const bool clamp_max = c.time_step_max_limit() < top;
+  if (c.time_step_min_limit() > 0 || clamp_max)
+    delta = at::clamp(delta, c.time_step_min_limit(),
+                      clamp_max ? c10::optional<at::Scalar>(c.time_step_max_limit()) : c10::nullopt);
+  // The per-channel form of the selective scan: A, Delta and D of head h repeated over its P
+  // channels; channel h P + p reads group (h P + p) / (I / G) = h / (heads / G) of B and C.
+  const at::Tensor delta_ch = delta.unsqueeze(2).expand({batch, heads, P, L}).reshape({batch, I, L});
+  const at::Tensor A_ch = (-at::exp(A_log)).unsqueeze(1).expand({heads, P}).reshape({I, 1}).expand({I, N});
+  const at::Tensor D_ch = D.unsqueeze(1).expand({heads, P}).reshape({I});
+  const at::Tensor y = std::get<0>(ops::selective_scan(x, delta_ch, A_ch, Bm, Cm, D_ch, c10::nullopt, c10::nullopt,
+                                                       false, false, r.ssm ? "mambalrp" : "exact"));  // (B, I, L)
+  if (ctx.trace)
+    ctx.trace->push_back({x.detach(), delta_ch.detach(), A_ch.detach().contiguous(), Bm.detach().contiguous(),
+                          Cm.detach().contiguous(), y});
+
+  const at::Tensor v = norm->forward(y.transpose(1, 2), z.transpose(1, 2), r);   // (B, L, I)
+  return rules::linear_with_rule(v, out_proj->weight, out_proj->opt_bias(), comp.rule_for("out_proj"));  // (B, L, H)
+}
+
+}  // namespace mamba_lrp

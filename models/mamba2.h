@@ -1,0 +1,47 @@
+// The Mamba-2 (SSD) mixer (DESIGN.md §1b; mamba_ssm's Mamba2, Hugging Face's Mamba2Mixer),
+// tensor names as both: in_proj, conv1d, dt_bias, A_log, D, norm, out_proj. The language
+// model around it is MambaForCausalLM (models/mamba.h), whose blocks hold this mixer when
+// the config is a Mamba-2 one: explanation, evaluation and training treat both alike.
+#pragma once
+#include <torch/nn/module.h>
+#include <torch/nn/pimpl.h>
+
+#include "models/mamba_config.h"
+#include "models/propagation_context.h"
+#include "models/weights.h"
+
+namespace mamba_lrp {
+
+// RMSNorm of v = y * silu(z) over each group of d_inner / n_groups channels (mamba_ssm's
+// RMSNormGated, norm_before_gate = False), times the weight. Rules: SiLU identity on z, half
+// rule on y * silu(z), rsqrt constant, each when the context says so.
+class GatedRMSNormImpl : public torch::nn::Module {
+ public:
+  GatedRMSNormImpl(int64_t dim, int64_t groups, double eps);
+  // y, z: (B, L, dim) -> (B, L, dim)
+  at::Tensor forward(const at::Tensor& y, const at::Tensor& z, const rules::RuleSet& rules);
+  at::Tensor weight;  // (dim)
+  int64_t groups;
+  double eps;
+};
+TORCH_MODULE(GatedRMSNorm);
+
+class Mamba2MixerImpl : public torch::nn::Module {
+ public:
+  explicit Mamba2MixerImpl(const MambaConfig& config);
+  // hidden (B, L, H); mask (B, L) of 0/1 or undefined (the conv's input and output are
+  // zeroed at padded positions, as the Mamba-1 mixer does) -> (B, L, H).
+  at::Tensor forward(const at::Tensor& hidden, const at::Tensor& mask, const PropagationContext& ctx);
+
+  Weights in_proj{nullptr};   // (2 d_inner + 2 G N + heads, H): [z | x B C | dt]
+  Weights conv1d{nullptr};    // (d_inner + 2 G N, 1, K) depthwise over x, B, C
+  Weights out_proj{nullptr};  // (H, d_inner)
+  GatedRMSNorm norm{nullptr};
+  at::Tensor dt_bias, A_log, D;  // (heads) each
+
+ private:
+  MambaConfig config_;
+};
+TORCH_MODULE(Mamba2Mixer);
+
+}  // namespace mamba_lrp
