@@ -7,6 +7,9 @@ implementation: the scan is a Python loop over time with a (P x N) state per hea
     model = Mamba2LMReference.from_dir(path, dtype)
     logits = model(input_ids, attention_mask=None, mode="standard", composite=None)
     hf_mamba_reference.explain(model, ...) works on it (same duck type as MambaLMReference).
+    model.forward_embeddings(e, trace=[]) runs each scan as y = (alpha + e) x + D x, alpha
+    (B, I, L, L) each channel's head's SSD matrix and e a zero leaf, appending (alpha, e) to the
+    list: dF/de is the total derivative dF/dalpha (hidden attention, MambaAttr).
 
     ssd_scan_loop(x, dt, A, B, C, D, mambalrp)   the recurrence, one step at a time
     ssd_scan_chunked(x, dt, A, B, C, D, chunk)   the chunked SSD form (intra-chunk products,
@@ -181,11 +184,18 @@ class Mamba2LMReference:
         if lo > 0 or hi != math.inf:
             dt = dt.clamp(lo, hi)
         A = -torch.exp(sd[m + "A_log"])
-        y = ssd_scan_loop(x.reshape(batch, L, H, P), dt, A, Bm.reshape(batch, L, G, N), Cm.reshape(batch, L, G, N),
-                          sd[m + "D"], mambalrp=rules.ssm).reshape(batch, L, I)
-        if trace is not None:
-            trace.append((dt.detach(), A.detach(), Bm.reshape(batch, L, G, N).detach(),
-                          Cm.reshape(batch, L, G, N).detach()))
+        if trace is None:
+            y = ssd_scan_loop(x.reshape(batch, L, H, P), dt, A, Bm.reshape(batch, L, G, N),
+                              Cm.reshape(batch, L, G, N), sd[m + "D"], mambalrp=rules.ssm).reshape(batch, L, I)
+        else:
+            # The scan as y = (alpha + e) x + D x with each channel's SSD matrix alpha (its
+            # head's, in the graph: later layers see this one through their Delta, B, C too)
+            # and a zero leaf e, so that dF/de is the total dF/dalpha per channel (MambaAttr).
+            M = ssd_matrix(dt, A, Bm.reshape(batch, L, G, N), Cm.reshape(batch, L, G, N))  # (B, H, L, L)
+            alpha = M.repeat_interleave(P, dim=1)                                        # (B, I, L, L)
+            leaf = torch.zeros_like(alpha, requires_grad=True)
+            y = torch.einsum("bdts,bsd->btd", alpha + leaf, x) + sd[m + "D"].repeat_interleave(P) * x
+            trace.append((alpha.detach(), leaf))
         v = gate(y, silu(z, rules.silu), rules.gate)                              # (B, L, I)
         v = rms_norm(v.reshape(batch, L, G, I // G), 1.0, cfg["layer_norm_epsilon"], rules.norm).reshape(batch, L, I)
         v = v * sd[m + "norm.weight"]

@@ -231,3 +231,75 @@ def test_bad_tensors_exit_2(tmp_path, tensor_edit, needle):
     st_io.save_file(sd, str(d / "model.safetensors"))
     p = run("forward", "--model", d, "--ids", "1,2,3", "--output", tmp_path / "o.safetensors", check=False)
     assert p.returncode == 2 and needle in p.stderr and p.stderr.count("\n") == 1, p.stderr
+
+
+# ---- the other methods ---------------------------------------------------------------------------
+
+def _baseline_relevance(model, inputs, method, *extra):
+    out = explain_json(model, inputs, method, extra=extra)
+    return relevance_of(out), out
+
+
+def _traced(ref, ids):
+    """Per layer the channels' SSD matrices and dF/dalpha (F: the argmax logit, last position)."""
+    with torch.enable_grad():
+        traced = []
+        logits = ref.forward_embeddings(ref.embed(ids), None, "standard", trace=traced)[:, -1, :]
+        f = logits.gather(1, logits.argmax(-1, keepdim=True))[:, 0]
+        grads = torch.autograd.grad(f.sum(), [leaf for _, leaf in traced])
+    return [alpha for alpha, _ in traced], list(grads)
+
+
+def test_hidden_attention_methods_equal_reference(model_dir, inputs):
+    import explainer_reference as xr
+    path, ids = inputs
+    ref = Mamba2LMReference.from_dir(model_dir)
+    alphas, grads = _traced(ref, ids)
+    got, _ = _baseline_relevance(model_dir, path, "attnroll", "--batch-size", 1)
+    torch.testing.assert_close(got, xr.attention_rollout(alphas), rtol=1e-8, atol=1e-12)
+    torch.testing.assert_close(got.sum(1), torch.ones(ids.shape[0], dtype=torch.float64))  # rows stochastic
+    got, _ = _baseline_relevance(model_dir, path, "mambaattr")
+    torch.testing.assert_close(got, xr.mamba_attr(alphas, grads), rtol=1e-8, atol=1e-12)
+
+
+def test_ig_and_smoothgrad_equal_reference(model_dir, inputs):
+    import explainer_reference as xr
+    path, ids = inputs
+    ref = Mamba2LMReference.from_dir(model_dir)
+    got, out = _baseline_relevance(model_dir, path, "ig", "--ig-steps", 9, "--ig-method", "riemann_trapezoid")
+    torch.testing.assert_close(got, xr.integrated_gradients(ref, ids, 9, "trapezoid"), rtol=1e-8, atol=1e-10)
+    # SmoothGrad with no noise is Gradient x Input
+    got, _ = _baseline_relevance(model_dir, path, "smoothgrad", "--noise", 0, "--samples", 2)
+    R, _, _ = ref_explain(ref, ids, "standard")
+    torch.testing.assert_close(got, R, rtol=1e-9, atol=1e-9 * R.abs().max().item())
+    a, _ = _baseline_relevance(model_dir, path, "random", "--seed", 3)
+    b, _ = _baseline_relevance(model_dir, path, "random", "--seed", 3)
+    assert torch.equal(a, b) and a.shape == R.shape
+
+
+def test_evaluate_and_train_init(tmp_path):
+    """train --init with a Mamba-2 config, then evaluate and explain the trained classifier."""
+    cfg = dict(fixtures.HF_MAMBA2_SMALL, num_labels=2)
+    (tmp_path / "init.json").write_text(json.dumps(cfg))
+    ids = fixtures.random_ids(16, 7, 64, seed=11)
+    labels = (ids[:, -1] % 2).to(torch.int64)  # learnable: the parity of the last token
+    fixtures.write_inputs(tmp_path / "data.safetensors", input_ids=ids, labels=labels)
+    run("train", "--init", tmp_path / "init.json", "--data", tmp_path / "data.safetensors", "--out",
+        tmp_path / "trained", "--epochs", 2, "--batch-size", 8, "--quiet")
+    saved = json.loads((tmp_path / "trained" / "config.json").read_text())
+    assert saved["model_type"] == "mamba2" and saved["num_labels"] == 2
+    # the trained directory loads and explains as any Mamba-2 classifier, against the reference
+    fixtures.write_inputs(tmp_path / "ids.safetensors", input_ids=ids[:3])
+    out = explain_json(tmp_path / "trained", tmp_path / "ids.safetensors")
+    R, _, _ = ref_explain(Mamba2LMReference.from_dir(tmp_path / "trained"), ids[:3], "mambalrp")
+    torch.testing.assert_close(relevance_of(out), R, rtol=1e-9, atol=1e-9 * R.abs().max().item())
+    p = run("evaluate", "--model", tmp_path / "trained", "--data", tmp_path / "data.safetensors", "--methods",
+            "mambalrp,gi,random", "--steps", 4, "--json", tmp_path / "eval.json")
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert report["model_type"] == "mamba2"
+    assert set(report["methods"]) == {"mambalrp", "gi", "random"}
+
+
+def test_generate_refused_with_one_line(model_dir):
+    p = run("generate", "--model", model_dir, "--ids", "1,2", "--max-new-tokens", 2, check=False)
+    assert p.returncode == 2 and "Mamba-2" in p.stderr and p.stderr.count("\n") == 1, p.stderr

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <limits>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -180,6 +181,16 @@ int run_train(int argc, char** argv) {
     }
     const MambaConfig& c = model->config();
     config["model_type"] = c.is_mamba2() ? "mamba2" : "mamba";
+    if (c.is_mamba2()) {
+      // The JSON writer has no Infinity (it would write null): the default (0, inf) is left
+      // to the reader's default, a finite limit is written as it is.
+      nlohmann::json& limits = c.state_spaces_names() ? config["ssm_cfg"] : config;
+      const char* key = c.state_spaces_names() ? "dt_limit" : "time_step_limit";
+      limits.erase(key);
+      if (c.time_step_min_limit() > 0 || std::isfinite(c.time_step_max_limit()))
+        limits[key] = {c.time_step_min_limit(), std::isfinite(c.time_step_max_limit()) ? c.time_step_max_limit()
+                                                                                        : std::numeric_limits<double>::max()};
+    }
     config["num_labels"] = c.num_outputs();
     config["tie_word_embeddings"] = false;
     train_data = train::load_sequence_data(a.data, c.vocab_size(), c.num_outputs());

@@ -60,6 +60,12 @@ at::Tensor reduced_hidden_attention(const SsmTrace& tr, ChannelReduce how, const
   const at::Tensor A = tr.A.unsqueeze(0).expand({batch, I, N}).reshape({batch * I, N});  // (BI, N)
   const at::Tensor row_of = at::arange(batch, at::TensorOptions().dtype(at::kLong).device(tr.u.device()))
                                 .repeat_interleave(I);                                   // (BI)
+  // B, C: (batch, N, L), or (batch, G, N, L) for Mamba-2's groups (channel d reads group
+  // d / (I / G)): flattened to (batch G, N, L) with each pair's index into them.
+  const int64_t G = tr.B.dim() == 4 ? tr.B.size(1) : 1;
+  const at::Tensor Bflat = tr.B.reshape({batch * G, N, L}), Cflat = tr.C.reshape({batch * G, N, L});
+  const at::Tensor channel = at::arange(I, row_of.options()).repeat({batch});            // (BI)
+  const at::Tensor bc_of = row_of * G + at::div(channel, I / G, "floor");                // (BI)
   const at::Tensor causal = at::ones({L, L}, at::TensorOptions().dtype(at::kBool).device(tr.u.device())).tril();  // (L, L) s <= t
   at::Tensor grad_flat, u_flat;
   if (how == ChannelReduce::kMeanGradPositive) {
@@ -76,8 +82,9 @@ at::Tensor reduced_hidden_attention(const SsmTrace& tr, ChannelReduce how, const
     // P[t] - P[s] for s <= t, 0 above the diagonal (masked afterwards; keeps exp finite).
     const at::Tensor diff = (Pp.unsqueeze(2) - Pp.unsqueeze(1)).masked_fill(causal.logical_not(), 0);  // (np, t, s)
     const at::Tensor decay = at::exp(A.narrow(0, p0, np).unsqueeze(2).unsqueeze(3) * diff.unsqueeze(1));  // (np, N, t, s)
-    const at::Tensor Cb = tr.C.index_select(0, rows);                                    // (np, N, L)
-    const at::Tensor Bb = tr.B.index_select(0, rows) * delta.narrow(0, p0, np).unsqueeze(1);  // (np, N, s): delta_s B_s
+    const at::Tensor bc = bc_of.narrow(0, p0, np);                                       // (np)
+    const at::Tensor Cb = Cflat.index_select(0, bc);                                     // (np, N, L)
+    const at::Tensor Bb = Bflat.index_select(0, bc) * delta.narrow(0, p0, np).unsqueeze(1);  // (np, N, s): delta_s B_s
     at::Tensor alpha = (Cb.unsqueeze(3) * decay * Bb.unsqueeze(2)).sum(1);               // (np, t, s)
     alpha = alpha.masked_fill(causal.logical_not(), 0);
     at::Tensor contrib;

@@ -4,6 +4,9 @@
 //   P_d[t] = delta_d[1] + ... + delta_d[t]   (so P_d[t] - P_d[s] = sum_{k=s+1..t} delta_d[k]),
 // and the explainers built on it: attention rollout (Abnar & Zuidema 2020) and MambaAttr
 // (the gradient-weighted rollout of Chefer, Gur & Wolf 2021, channels in the role of heads).
+// For Mamba-2, alpha of each of head h's channels is the head's SSD matrix
+// M_ij = (C_i . B_j) exp(sum_{k=j+1..i} Delta_k A_h) Delta_j: its trace holds Delta and A
+// repeated per channel and B, C per group (B, G, N, L).
 //
 // Computation: the exponent is a difference of cumulative sums (log space), evaluated for a
 // block of (row, channel) pairs at once as a (pairs, N, L, L) tensor — no loop over t or s.
