@@ -21,6 +21,12 @@ realistic (state decays exp(dt A) in (0, 1), dt in [1e-3, 1e-1], D = 1, ...).
         images, patch 8 (4 patches), 3 channels, embed 16, depth 2, d_state 4, 3 classes,
         RMSNorm, middle cls token, mean pool, abs pos embed, if_devide_out true.
 
+    cfg, sd = write_mamba2_dir(path, config_overrides=None, seed=0, dtype=torch.float32, shards=1,
+                               mamba_ssm=False, pytorch_bin=False)
+        Mamba-2 (HF_MAMBA2_SMALL: 2 layers, hidden 32, 8 heads of 8, state 8, 1 group, chunk 4,
+        time_step_limit [0, Infinity]); mamba_ssm=True writes mamba_ssm's format, pytorch_bin a
+        torch.save'd pytorch_model.bin.
+
     write_inputs(path, **tensors)   safetensors with input_ids / attention_mask / pixel_values
     random_hf_mamba_state(cfg, seed), random_vim_state(cfg, seed)   (no files)
 """
