@@ -9,9 +9,7 @@
 namespace mamba_lrp {
 namespace {
 
-constexpr int64_t kMaxVocab = int64_t(1) << 24, kMaxHidden = 1 << 16, kMaxState = 256, kMaxLayers = 1024,
-                  kMaxConv = 64, kMaxExpand = 64, kMaxHeads = 1 << 14, kMaxHeadDim = 1 << 12, kMaxChunk = 1 << 16,
-                  kMaxPadMultiple = 1 << 16;
+using namespace config_limits;
 
 // [lo, hi] from a two-element array of numbers (HF's time_step_limit, mamba_ssm's dt_limit).
 void read_limit(const nlohmann::json& j, const char* key, MambaConfig& c, const std::string& origin) {
@@ -73,22 +71,11 @@ MambaConfig mamba2_config_from_mamba_ssm(const nlohmann::json& j, const std::str
   using io::config_int_in;
   MambaConfig c;
   c.mamba_version(2);
-  c.state_spaces_names(true);
   const nlohmann::json& ssm = j["ssm_cfg"];
-  c.hidden_size(config_int_in(j, "d_model", 768, 1, kMaxHidden, origin));
-  c.num_hidden_layers(config_int_in(j, "n_layer", 24, 1, kMaxLayers, origin));
-  int64_t vocab = config_int_in(j, "vocab_size", 50277, 1, kMaxVocab, origin);
-  const int64_t pad = config_int_in(j, "pad_vocab_size_multiple", 8, 0, kMaxPadMultiple, origin);
-  if (pad > 1 && vocab % pad) vocab += pad - vocab % pad;
-  c.vocab_size(vocab);
+  read_mamba_ssm_top_level(j, c, origin);
   refuse(config_int_in(j, "d_intermediate", 0, 0, kMaxHidden * kMaxExpand, origin) != 0, origin, "d_intermediate > 0 (an MLP after each mixer) is not supported");
   refuse(j.contains("attn_layer_idx") && !(j["attn_layer_idx"].is_null() || j["attn_layer_idx"].empty()), origin,
          "attn_layer_idx is not empty: hybrid models with attention layers are not supported");
-  refuse(j.contains("rms_norm") && !io::config_value<bool>(j, "rms_norm", true, origin), origin,
-         "rms_norm = false (LayerNorm) is not supported for Mamba language models");
-  c.residual_in_fp32(io::config_value<bool>(j, "residual_in_fp32", true, origin));
-  c.tie_word_embeddings(io::config_value<bool>(j, "tie_embeddings", true, origin));
-  c.layer_norm_epsilon(io::config_value<double>(j, "norm_epsilon", 1e-5, origin));
   c.state_size(config_int_in(ssm, "d_state", 128, 1, kMaxState, origin));
   c.conv_kernel(config_int_in(ssm, "d_conv", 4, 1, kMaxConv, origin));
   c.expand(config_int_in(ssm, "expand", 2, 1, kMaxExpand, origin));

@@ -7,13 +7,23 @@
 
 namespace mamba_lrp {
 
-// The ranges every key is checked against as it is read, before any arithmetic uses it
-// (validate() checks the same ranges on a config built in code).
-namespace {
-constexpr int64_t kMaxVocab = int64_t(1) << 24, kMaxHidden = 1 << 16, kMaxState = 256, kMaxLayers = 1024,
-                  kMaxConv = 64, kMaxExpand = 64, kMaxIntermediate = 1 << 18, kMaxRank = 1 << 16,
-                  kMaxPadMultiple = 1 << 16;
-}  // namespace
+using namespace config_limits;
+
+void read_mamba_ssm_top_level(const nlohmann::json& j, MambaConfig& c, const std::string& origin) {
+  using io::config_int_in;
+  c.state_spaces_names(true);
+  c.hidden_size(config_int_in(j, "d_model", 768, 1, kMaxHidden, origin));
+  c.num_hidden_layers(config_int_in(j, "n_layer", 24, 1, kMaxLayers, origin));
+  int64_t vocab = config_int_in(j, "vocab_size", 50277, 1, kMaxVocab, origin);  // vocab + pad < 2^25
+  const int64_t pad = config_int_in(j, "pad_vocab_size_multiple", 8, 0, kMaxPadMultiple, origin);
+  if (pad > 1 && vocab % pad) vocab += pad - vocab % pad;
+  c.vocab_size(vocab);
+  if (j.contains("rms_norm") && !io::config_value<bool>(j, "rms_norm", true, origin))
+    throw io::InputError(origin + ": rms_norm = false (LayerNorm) is not supported for Mamba language models");
+  c.residual_in_fp32(io::config_value<bool>(j, "residual_in_fp32", true, origin));
+  c.tie_word_embeddings(io::config_value<bool>(j, "tie_embeddings", true, origin));
+  c.layer_norm_epsilon(io::config_value<double>(j, "norm_epsilon", 1e-5, origin));
+}
 
 MambaConfig MambaConfig::from_json(const nlohmann::json& j, const std::string& origin) {
   if (!j.is_object()) throw io::InputError(origin + ": config.json must hold a JSON object");
@@ -30,13 +40,7 @@ MambaConfig MambaConfig::from_json(const nlohmann::json& j, const std::string& o
                            ", expected \"Mamba1\" or \"Mamba2\"");
     // state-spaces format: {"d_model", "n_layer", "vocab_size", "ssm_cfg": {...}, "rms_norm",
     // "residual_in_fp32", "fused_add_norm", "pad_vocab_size_multiple", "tie_embeddings"}
-    c.state_spaces_names(true);
-    c.hidden_size(config_int_in(j, "d_model", 768, 1, kMaxHidden, origin));
-    c.num_hidden_layers(config_int_in(j, "n_layer", 24, 1, kMaxLayers, origin));
-    int64_t vocab = config_int_in(j, "vocab_size", 50277, 1, kMaxVocab, origin);
-    const int64_t pad = config_int_in(j, "pad_vocab_size_multiple", 8, 0, kMaxPadMultiple, origin);
-    if (pad > 1 && vocab % pad) vocab += pad - vocab % pad;
-    c.vocab_size(vocab);
+    read_mamba_ssm_top_level(j, c, origin);
     const nlohmann::json ssm = j.contains("ssm_cfg") && j["ssm_cfg"].is_object() ? j["ssm_cfg"] : nlohmann::json::object();
     c.state_size(config_int_in(ssm, "d_state", 16, 1, kMaxState, origin));
     c.conv_kernel(config_int_in(ssm, "d_conv", 4, 1, kMaxConv, origin));
@@ -47,11 +51,6 @@ MambaConfig MambaConfig::from_json(const nlohmann::json& j, const std::string& o
     c.time_step_rank((c.hidden_size() + 15) / 16);
     if (ssm.contains("dt_rank") && !(ssm["dt_rank"].is_string() && ssm["dt_rank"] == "auto"))
       c.time_step_rank(config_int_in(ssm, "dt_rank", c.time_step_rank(), 1, kMaxRank, origin));
-    if (j.contains("rms_norm") && !io::config_value<bool>(j, "rms_norm", true, origin))
-      throw io::InputError(origin + ": rms_norm = false (LayerNorm) is not supported for Mamba language models");
-    c.residual_in_fp32(io::config_value<bool>(j, "residual_in_fp32", true, origin));
-    c.tie_word_embeddings(io::config_value<bool>(j, "tie_embeddings", true, origin));
-    c.layer_norm_epsilon(io::config_value<double>(j, "norm_epsilon", 1e-5, origin));
   } else {
     if (j.contains("model_type") && j["model_type"] != "mamba")
       throw io::InputError(origin + ": model_type is " + j["model_type"].dump() + ", expected \"mamba\" or \"mamba2\"");

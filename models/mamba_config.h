@@ -57,6 +57,19 @@ struct MambaConfig {
   int64_t conv_dim() const { return intermediate_size_ + 2 * n_groups_ * state_size_; }  // Mamba-2: x, B, C
 };
 
+// The ranges every config key is checked against as it is read, before any arithmetic uses it
+// (validate() checks the same ranges on a config built in code); both readers use them.
+namespace config_limits {
+constexpr int64_t kMaxVocab = int64_t(1) << 24, kMaxHidden = 1 << 16, kMaxState = 256, kMaxLayers = 1024,
+                  kMaxConv = 64, kMaxExpand = 64, kMaxIntermediate = 1 << 18, kMaxRank = 1 << 16,
+                  kMaxPadMultiple = 1 << 16, kMaxHeads = 1 << 14, kMaxHeadDim = 1 << 12, kMaxChunk = 1 << 16;
+}  // namespace config_limits
+
+// mamba_ssm's top-level keys, the same for Mamba-1 and Mamba-2 (models/mamba_config.cpp):
+// d_model, n_layer, vocab_size rounded up to pad_vocab_size_multiple, rms_norm (true only),
+// residual_in_fp32, tie_embeddings, norm_epsilon; and the state-spaces tensor names.
+void read_mamba_ssm_top_level(const nlohmann::json& j, MambaConfig& c, const std::string& origin);
+
 // The Mamba-2 readers (models/mamba2_config.cpp), called by MambaConfig::from_json.
 MambaConfig mamba2_config_from_hf(const nlohmann::json& j, const std::string& origin);
 MambaConfig mamba2_config_from_mamba_ssm(const nlohmann::json& j, const std::string& origin);

@@ -128,8 +128,13 @@ def random_hf_mamba_state(config, seed=0):
         sd[m + "out_proj.weight"] = _uniform(g, (H, Di), 1 / math.sqrt(Di))
         if cfg["use_bias"]:
             sd[m + "out_proj.bias"] = _uniform(g, (H,), 0.1)
+    return _with_final_norm_and_head(g, sd, cfg, config.get("num_labels"), H)
+
+
+def _with_final_norm_and_head(g, sd, cfg, num_labels, H):
+    """The end of a Mamba-1 or Mamba-2 LM state dict: the final norm, then a classifier head
+    (num_labels rows) or, untied, the LM head; every tensor in float32."""
     sd["backbone.norm_f.weight"] = 1 + _normal(g, (H,), 0.1)
-    num_labels = config.get("num_labels")
     if num_labels:
         sd["lm_head.weight"] = _normal(g, (num_labels, H), 1 / math.sqrt(H))
     elif not cfg["tie_word_embeddings"]:
@@ -309,13 +314,7 @@ def random_mamba2_state(config, seed=0):
         sd[m + "out_proj.weight"] = _uniform(g, (Hd, I), 1 / math.sqrt(I))
         if cfg["use_bias"]:
             sd[m + "out_proj.bias"] = _uniform(g, (Hd,), 0.1)
-    sd["backbone.norm_f.weight"] = 1 + _normal(g, (Hd,), 0.1)
-    num_labels = config.get("num_labels")
-    if num_labels:
-        sd["lm_head.weight"] = _normal(g, (num_labels, Hd), 1 / math.sqrt(Hd))
-    elif not cfg["tie_word_embeddings"]:
-        sd["lm_head.weight"] = _normal(g, (cfg["vocab_size"], Hd), 1 / math.sqrt(Hd))
-    return {k: v.float() for k, v in sd.items()}
+    return _with_final_norm_and_head(g, sd, cfg, config.get("num_labels"), Hd)
 
 
 def write_mamba2_dir(path, config_overrides=None, seed=0, dtype=torch.float32, shards=1, mamba_ssm=False,

@@ -2,34 +2,18 @@
 float64 reference (mamba2_reference.py, a sequential loop written from the equations, itself
 checked against the chunked SSD form here)."""
 import json
-import math
 
 import pytest
 import torch
 
 import fixtures
 import st_io
-from cli import run
+from cli import cpp_logits, explain_json, relevance_of, run
 from hf_mamba_reference import explain as ref_explain
 from mamba2_reference import Mamba2LMReference, ssd_matrix, ssd_scan_chunked, ssd_scan_loop
 
 METHODS = ["mambalrp", "gi", "lrp-ln", "mambalrp-no-silu", "mambalrp-no-ssm", "mambalrp-no-gate"]
 REF_MODE = {"gi": "standard"}
-
-
-def explain_json(model, inputs, method="mambalrp", dtype="float64", extra=()):
-    p = run("explain", "--model", model, "--input", inputs, "--method", method, "--dtype", dtype, "--json", "-", *extra)
-    return json.loads(p.stdout)
-
-
-def relevance_of(out):
-    return torch.tensor([e["relevance"] for e in out["explanations"]], dtype=torch.float64)
-
-
-def cpp_logits(model, inputs, dtype, tmp_path):
-    out = tmp_path / "logits.safetensors"
-    run("forward", "--model", model, "--input", inputs, "--dtype", dtype, "--output", out)
-    return st_io.load_file(out)["logits"]
 
 
 @pytest.fixture(scope="module", params=[1, 2], ids=["groups1", "groups2"])
@@ -293,7 +277,7 @@ def test_evaluate_and_train_init(tmp_path):
     out = explain_json(tmp_path / "trained", tmp_path / "ids.safetensors")
     R, _, _ = ref_explain(Mamba2LMReference.from_dir(tmp_path / "trained"), ids[:3], "mambalrp")
     torch.testing.assert_close(relevance_of(out), R, rtol=1e-9, atol=1e-9 * R.abs().max().item())
-    p = run("evaluate", "--model", tmp_path / "trained", "--data", tmp_path / "data.safetensors", "--methods",
+    run("evaluate", "--model", tmp_path / "trained", "--data", tmp_path / "data.safetensors", "--methods",
             "mambalrp,gi,random", "--steps", 4, "--json", tmp_path / "eval.json")
     report = json.loads((tmp_path / "eval.json").read_text())
     assert report["model_type"] == "mamba2"

@@ -14,21 +14,10 @@ import fixtures
 import st_io
 from hf_mamba_reference import MambaLMReference, explain as ref_explain
 
-from cli import BUILD, CLI, ROOT, run  # noqa: F401
+from cli import BUILD, CLI, ROOT, cpp_logits, explain_json, run  # noqa: F401
 GOLDEN = pathlib.Path(os.environ.get("MAMBA_LRP_GOLDEN", ROOT / "tests" / "golden"))
 METHODS = ["mambalrp", "gi", "lrp-ln", "mambalrp-no-silu", "mambalrp-no-ssm", "mambalrp-no-gate"]
 REF_MODE = {"gi": "standard"}
-
-
-def explain_json(model, inputs, method="mambalrp", dtype="float64", extra=()):
-    p = run("explain", "--model", model, "--input", inputs, "--method", method, "--dtype", dtype, "--json", "-", *extra)
-    return json.loads(p.stdout)
-
-
-def cpp_logits(model, inputs, dtype, tmp_path):
-    out = tmp_path / "logits.safetensors"
-    run("forward", "--model", model, "--input", inputs, "--dtype", dtype, "--output", out)
-    return st_io.load_file(out)["logits"]
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import st_io
 import explainer_reference as xr
 from vim_reference import VimReference, explain_vim as ref_explain
 
-from cli import BUILD, CLI, ROOT, run  # noqa: F401
+from cli import BUILD, CLI, ROOT, relevance_of, run  # noqa: F401
 GOLDEN = pathlib.Path(os.environ.get("MAMBA_LRP_GOLDEN", ROOT / "tests" / "golden"))
 COMPOSITES = ROOT / "configs" / "composites"
 METHODS = ["mambalrp", "gi", "lrp-ln", "mambalrp-no-silu", "mambalrp-no-ssm", "mambalrp-no-gate"]
@@ -37,10 +37,6 @@ def explain(model, inputs, tmp_path, method="mambalrp", dtype="float64", composi
         args += ["--composite", tmp_path / "composite.json"]
     p = run(*args)
     return json.loads(p.stdout), st_io.load_file(tmp_path / "out.safetensors")
-
-
-def relevance_of(out):
-    return torch.tensor([e["relevance"] for e in out["explanations"]], dtype=torch.float64)
 
 
 @pytest.fixture(scope="module")
