@@ -11,6 +11,7 @@ by the rounding of a different BLAS blocking, hence rtol 1e-10 / atol 1e-12 wher
 relevance is compared (the seeded methods draw per row, so they agree to rounding too)."""
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -219,10 +220,13 @@ def test_killed_rank_ends_the_run_and_resume_finishes_the_file(data, tmp_path):
     os.kill(pids[1], signal.SIGKILL)
     killed = time.monotonic()
     _, err = p.communicate(timeout=120)
-    # rank 0 sees the closed connection at once; torchrun notices the dead rank within its
-    # monitor interval (5 s) and names it and the signal
+    # torchrun notices the dead rank within its monitor interval (5 s) and names it and the
+    # signal. Rank 0 reports the closed connection itself when it reaches the round's gather
+    # first; when it is still explaining its rows, torchrun stops it (SIGTERM) before that:
+    # which comes first depends on the machine's load, so either ends rank 0.
     assert p.returncode != 0 and time.monotonic() - killed < 60
-    assert "rank 0 of 2: gathering the results failed" in err, err[-2000:]
+    assert ("rank 0 of 2: gathering the results failed" in err or
+            re.search(r"Sending process %d closing signal SIGTERM" % pids.get(0, -1), err)), err[-2000:]
     assert "rank      : 1" in err and "SIGKILL" in err, err[-2000:]
     assert not out.exists()
     written = len(read_jsonl(partial))
