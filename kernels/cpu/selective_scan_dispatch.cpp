@@ -3,6 +3,8 @@
 // Compiled for the baseline instruction set: nothing here may need AVX.
 #include "kernels/cpu/selective_scan_cpu.h"
 
+#include <cpuid.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
@@ -22,11 +24,17 @@ constexpr int64_t kMaxExactParts = 8;  // dims of a group split into at most thi
 
 enum class Isa { kBaseline, kAvx2, kAvx512 };
 
+// F16C from CPUID leaf 1 (ECX bit 29): clang 14's __builtin_cpu_supports does not know "f16c".
+bool cpu_has_f16c() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
+}
+
 Isa detect_isa() {
   __builtin_cpu_init();
   Isa best = Isa::kBaseline;
   // f16c: the float16 conversions of those TUs (every AVX2 CPU has it).
-  const bool fma_f16c = __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  const bool fma_f16c = __builtin_cpu_supports("fma") && cpu_has_f16c();
   if (__builtin_cpu_supports("avx2") && fma_f16c) best = Isa::kAvx2;
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
       __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") && fma_f16c)
