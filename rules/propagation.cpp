@@ -57,7 +57,10 @@ const std::vector<std::string>& Composite::roles() {
 Composite Composite::from_json(const nlohmann::json& j, const std::string& origin) {
   if (!j.is_object()) throw io::InputError(origin + ": a composite must be a JSON object from layer role to rule");
   Composite c;
-  for (const auto& [role, spec] : j.items()) {
+  for (const auto& item : j.items()) {
+    // Named references, not structured bindings: C++17 lambdas (number, below) cannot capture those.
+    const std::string& role = item.key();
+    const nlohmann::json& spec = item.value();
     const auto& known = roles();
     if (std::find(known.begin(), known.end(), role) == known.end()) {
       std::string all;

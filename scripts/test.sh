@@ -41,7 +41,7 @@ runtime=$("$cxx" -print-file-name="$runtime_name")
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 if [[ $scope == -io ]]; then
   targets=(mamba_lrp_io_tests)
-  [[ $cxx == clang++ ]] && targets+=(fuzz_safetensors fuzz_torch_save fuzz_config fuzz_tokenizer fuzz_image fuzz_cli_args)
+  [[ $cxx == clang++ ]] && targets+=(fuzz_safetensors fuzz_torch_save fuzz_config fuzz_tokenizer fuzz_image)
   cmake --build "$build" -j "$(nproc)" --target "${targets[@]}"
   LD_PRELOAD=$runtime ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
     ctest --test-dir "$build" --output-on-failure -L io "$@"
