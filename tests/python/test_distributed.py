@@ -311,7 +311,8 @@ def test_vim_explain_two_ranks_equals_one_process(data, tmp_path, method):
 
 def test_vim_resume_under_torchrun_finishes_the_file(data, tmp_path):
     # An interrupted one-process --jsonl file (row 0 complete, row 1 cut in the middle of its
-    # line) resumed by 2 ranks: the same bytes as an uninterrupted one-process run.
+    # line) resumed by 2 ranks, one row each: the same bytes as an uninterrupted one-process
+    # run with the same per-row computation (--batch-size 1).
     common = ["explain", "--model", data / "vim", "--input", data / "pixels.safetensors", "--method", "random",
               "--dtype", "float64", "--batch-size", 1]
     run(*common, "--jsonl", tmp_path / "ref.jsonl")
@@ -322,6 +323,11 @@ def test_vim_resume_under_torchrun_finishes_the_file(data, tmp_path):
     assert "resuming" in p.stderr and "after its 1 rows" in p.stderr
     assert (tmp_path / "out.jsonl").read_text() == ref
     assert not (tmp_path / "out.jsonl.partial").exists()
+    # `random` draws each row from its own seed, whatever the batch: the relevance equals, to
+    # the bit, that of one process explaining the 3 images as one batch (the logits, from a
+    # batched forward, may differ in the last digit).
+    whole = json.loads(run(*common[:-2], "--json", "-").stdout)["explanations"]
+    assert [x["relevance"] for x in read_jsonl(tmp_path / "out.jsonl")] == [x["relevance"] for x in whole]
 
 
 def test_vim_row_mode_refuses_per_pixel_outputs(data, tmp_path):
