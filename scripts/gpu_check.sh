@@ -7,7 +7,9 @@
 #   scripts/gpu_check.sh --quick   the library, the tests and the CLI only; the ctest label
 #                                  `cuda` once (the CPU suite is CI's); compute-sanitizer
 #                                  memcheck on a small case of every kernel; a short bench
-#                                  (seqlen <= 2048, the PyTorch loop only up to 1024).
+#                                  (seqlen <= 2048, the PyTorch loop only up to 1024); explain
+#                                  and evaluate under torchrun with 2 CPU ranks (Gloo built
+#                                  against this Torch 2.x) equal to one process.
 #   scripts/gpu_check.sh           (full) the library, the CLI and bench_explain_cpp built; the
 #                                  full scan bench (seqlen <= 8192, loop up to 2048); a MambaLRP
 #                                  explanation of a Mamba-130M-shaped model at L = 2048 timed on
@@ -193,4 +195,18 @@ fi
 cat "$OUT/bench.log" 2> /dev/null
 [ -f "$OUT/explain.log" ] && cat "$OUT/explain.log"
 [ "$MODE" = full ] && sanitize memcheck racecheck
+
+# ---- torchrun: explain and evaluate over 2 CPU ranks, Gloo as compiled against this Torch --
+# (the c10d API of Torch 2.x; the results are gathered over Gloo on every device, README
+# "Many rows"). The two-ranks-equal-one-process tests of test_distributed.py, log in ctest.log.
+if [ "$MODE" = quick ]; then
+  if ! grep -q "mamba-lrp: torchrun support" "$OUT/configure.log"; then
+    echo "torchrun: SKIPPED: configure found no c10d with Gloo in this Torch (see configure.log)" | tee -a "$OUT/summary.txt"
+  elif ! "$PYTHON" -c "import pytest" 2> /dev/null; then
+    echo "torchrun: SKIPPED: no pytest in $PYTHON" | tee -a "$OUT/summary.txt"
+  else
+    step torchrun ctest.log 120 env MAMBA_LRP_BUILD="$BUILD" GLOO_SOCKET_IFNAME=lo "$PYTHON" -m pytest -q -x \
+      "$ROOT/tests/python/test_distributed.py" -k two_ranks_equals_one_process
+  fi
+fi
 finish

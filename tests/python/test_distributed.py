@@ -1,4 +1,5 @@
-"""mamba-lrp explain and evaluate started by torchrun with 2 ranks over 127.0.0.1 (Gloo):
+"""mamba-lrp explain (Mamba LMs and Vision Mamba) and evaluate started by torchrun with 2 ranks
+over 127.0.0.1 (Gloo):
 the outputs equal those of one process (float64), --jsonl streams the same rows, a failing
 or killed rank ends every rank with a non-zero status and no complete-looking output, and
 --resume after a kill finishes the same file. Skipped, with the reason, where the launcher
@@ -272,12 +273,79 @@ def test_resume_checks_the_file(data, tmp_path):
     assert p.returncode == 2 and "--resume" in p.stderr
 
 
-def test_vim_explain_refuses_row_mode(data, tmp_path):
-    # explain splits rows for Mamba language models only: a Vim run under torchrun would
-    # otherwise explain every row on every rank
-    p = run("explain", "--model", data / "vim", "--input", data / "pixels.safetensors", "--jsonl", tmp_path / "v.jsonl",
-            check=False)
-    assert p.returncode == 2 and "Mamba language models" in p.stderr and not (tmp_path / "v.jsonl").exists()
+VIM_KEYS = ("target", "position", "cls_position")  # integers: equal
+VIM_NUMBERS = ("logit", "relevance_sum", "pixel_relevance_sum", "constant_relevance")
+
+
+def assert_same_vim_explanations(got, want):
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert sorted(g) == sorted(w)
+        assert [g[k] for k in VIM_KEYS] == [w[k] for k in VIM_KEYS]
+        for k in ("relevance", "patch_relevance"):
+            torch.testing.assert_close(torch.tensor(g[k], dtype=torch.float64), torch.tensor(w[k], dtype=torch.float64),
+                                       rtol=1e-10, atol=1e-12)
+        for k in VIM_NUMBERS:
+            if k in w:
+                assert g[k] == pytest.approx(w[k], rel=1e-10, abs=1e-12), k
+
+
+@pytest.mark.parametrize("method", ["mambalrp", "smoothgrad"])
+def test_vim_explain_two_ranks_equals_one_process(data, tmp_path, method):
+    # 3 images, --batch-size 1: rank 0 takes images 0 and 2, rank 1 image 1
+    common = ["explain", "--model", data / "vim", "--input", data / "pixels.safetensors", "--method", method,
+              "--dtype", "float64", "--samples", 3, "--batch-size", 1]
+    run(*common, "--json", tmp_path / "one.json")
+    p = torchrun(*common, "--json", tmp_path / "two.json", "--jsonl", tmp_path / "two.jsonl")
+    one = json.loads((tmp_path / "one.json").read_text())
+    two = json.loads((tmp_path / "two.json").read_text())
+    assert (two["model_type"], two["method"]) == ("vim", method)
+    assert len(one["explanations"]) == 3 and ("pixel_relevance_sum" in one["explanations"][0]) == (method == "mambalrp")
+    assert_same_vim_explanations(two["explanations"], one["explanations"])
+    lines = read_jsonl(tmp_path / "two.jsonl")
+    assert [x["row"] for x in lines] == [0, 1, 2] and {x["method"] for x in lines} == {method}
+    assert [{k: v for k, v in x.items() if k not in ("row", "method")} for x in lines] == two["explanations"]
+    assert sorted(os.listdir(tmp_path)) == ["one.json", "two.json", "two.jsonl"]  # no temporary file left
+    assert p.stdout.count("explained 3 images") == 1  # only rank 0 reports
+
+
+def test_vim_resume_under_torchrun_finishes_the_file(data, tmp_path):
+    # An interrupted one-process --jsonl file (row 0 complete, row 1 cut in the middle of its
+    # line) resumed by 2 ranks, one row each: the same bytes as an uninterrupted one-process
+    # run with the same per-row computation (--batch-size 1).
+    common = ["explain", "--model", data / "vim", "--input", data / "pixels.safetensors", "--method", "random",
+              "--dtype", "float64", "--batch-size", 1]
+    run(*common, "--jsonl", tmp_path / "ref.jsonl")
+    ref = (tmp_path / "ref.jsonl").read_text()
+    first, second = ref.splitlines(keepends=True)[:2]
+    (tmp_path / "out.jsonl.partial").write_text(first + second[: len(second) // 2])
+    p = torchrun(*common, "--jsonl", tmp_path / "out.jsonl", "--resume")
+    assert "resuming" in p.stderr and "after its 1 rows" in p.stderr
+    assert (tmp_path / "out.jsonl").read_text() == ref
+    assert not (tmp_path / "out.jsonl.partial").exists()
+    # `random` draws each row from its own seed, whatever the batch: the relevance equals, to
+    # the bit, that of one process explaining the 3 images as one batch (the logits, from a
+    # batched forward, may differ in the last digit).
+    whole = json.loads(run(*common[:-2], "--json", "-").stdout)["explanations"]
+    assert [x["relevance"] for x in read_jsonl(tmp_path / "out.jsonl")] == [x["relevance"] for x in whole]
+
+
+def test_vim_row_mode_refuses_per_pixel_outputs(data, tmp_path):
+    # --png and --output are written by one process: with --jsonl (or under torchrun) they are bad input
+    for flag, dest in (("--png", "v.png"), ("--output", "v.safetensors")):
+        p = run("explain", "--model", data / "vim", "--input", data / "pixels.safetensors", "--jsonl",
+                tmp_path / "v.jsonl", flag, tmp_path / dest, check=False)
+        assert p.returncode == 2 and "one process" in p.stderr, p.stderr
+        assert not (tmp_path / "v.jsonl").exists() and not (tmp_path / dest).exists()
+
+
+def test_vim_jsonl_one_process_equals_json(data, tmp_path):
+    common = ["explain", "--model", data / "vim", "--input", data / "pixels.safetensors", "--dtype", "float64"]
+    run(*common, "--json", tmp_path / "one.json")
+    run(*common, "--jsonl", tmp_path / "one.jsonl")
+    lines = read_jsonl(tmp_path / "one.jsonl")
+    assert [(x.pop("row"), x.pop("method")) for x in lines] == [(0, "mambalrp"), (1, "mambalrp"), (2, "mambalrp")]
+    assert_same_vim_explanations(lines, json.loads((tmp_path / "one.json").read_text())["explanations"])
 
 
 def test_bad_torchrun_environment_is_bad_input(data):

@@ -31,7 +31,7 @@ const char* const kExplainSynopsis =
     "mamba-lrp explain --model VIM_DIR (--input PIXELS.safetensors | --image F.png|F.jpg) [--no-resize]\n"
     "    [--method NAME] [--target N|argmax] [--composite FILE.json] [--dtype float32|float64]\n"
     "    [--zero-bias] [--recompute auto|on|off] [--device cpu|cuda] [--json OUT|-] [--png OUT.png]\n"
-    "    [--output OUT.safetensors]\n";
+    "    [--output OUT.safetensors] [--jsonl OUT [--resume]] [--timeout S]\n";
 const char* const kForwardSynopsis =
     "mamba-lrp forward --model DIR (--input FILE | --ids ... | --text ...) [--dtype ...] [--device cpu|cuda]\n"
     "    --output OUT.safetensors\n";
@@ -56,7 +56,7 @@ const char* const kMethods =
     "         --ig-steps N (50) --ig-method gausslegendre|riemann_trapezoid|riemann_left|riemann_right|riemann_middle\n"
     "         --ig-baseline zero|ID (token embedding) --seed N (0) --batch-size N (32)\n";
 const char* const kDistributed =
-    "many rows: --jsonl OUT (explain, Mamba LM: one explanation per line as rows finish; --resume skips the\n"
+    "many rows: --jsonl OUT (explain: one explanation per line as rows finish; --resume skips the\n"
     "         rows an interrupted run wrote). Started by torchrun (python3 -m torch.distributed.run\n"
     "         --nproc_per_node N --no_python mamba-lrp explain|evaluate ...) the rows are split over the\n"
     "         processes and rank 0 writes the outputs; --timeout S (1800) bounds every wait for another rank.\n";

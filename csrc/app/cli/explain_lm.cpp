@@ -89,7 +89,9 @@ int explain_lm_rows(const Args& a, mamba_lrp::MambaForCausalLM& model, const LmI
       });
   if (group->rank() != 0) return 0;
   if (!a.json.empty()) {
-    const nlohmann::json out = {{"model_type", "mamba"}, {"method", a.method}, {"explanations", explanations}};
+    const nlohmann::json out = {{"model_type", model->config().is_mamba2() ? "mamba2" : "mamba"},
+                                {"method", a.method},
+                                {"explanations", explanations}};
     write_output(a.json, out.dump(2) + "\n");
   }
   if (!a.html.empty()) {

@@ -2,15 +2,20 @@
 //   mamba-lrp explain --model DIR (--input FILE.safetensors | --image F.png|F.jpg) [--no-resize]
 //       [--method NAME] [--target N|argmax] [--composite FILE.json] [--dtype float32|float64]
 //       [--zero-bias] [--json OUT|-] [--png OUT.png] [--output OUT.safetensors]
+//       [--jsonl OUT [--resume]] [--batch-size K] [--timeout S]
 // --png OUT.png writes the pixel heatmap blended over the image and OUT_patches.png the patch
 // grid (with several rows: OUT_0.png, OUT_0_patches.png, ...). --output writes the tensors
 // token_relevance (B, T), patch_relevance (B, rows, cols), pixel_relevance (B, H, W),
 // logits (B, classes), target (B), pixel_values (B, C, H, W).
+// Started by torchrun, or with --jsonl, the images of --input are explained row by row over
+// the ranks (explain_rows in rows.cpp): rank 0 writes --jsonl as rows finish and --json at
+// the end; --png and --output (per-pixel tensors) are for one process.
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 
 #include <nlohmann/json.hpp>
 
@@ -57,6 +62,56 @@ std::vector<double> to_vector(const at::Tensor& t) {
   return std::vector<double>(d.data_ptr<double>(), d.data_ptr<double>() + d.numel());
 }
 
+// One explanation object of the JSON output for row b of e (DESIGN.md §5: the token
+// relevance in sequence order, the cls position and the patch grid; with the pixels, their
+// sum and the share of the learned inputs).
+nlohmann::json vim_explanation_json(const VimExplanation& e, int64_t b) {
+  const std::vector<double> r = to_vector(e.token_relevance[b]);
+  double sum = 0;
+  for (double v : r) sum += v;
+  nlohmann::json grid = nlohmann::json::array();
+  for (int64_t i = 0; i < e.patch_relevance.size(1); ++i) grid.push_back(to_vector(e.patch_relevance[b][i]));
+  nlohmann::json x = {{"target", e.targets[b].item<int64_t>()},
+                      {"position", e.cls_position},
+                      {"logit", e.logits[b].item<double>()},
+                      {"relevance", r},
+                      {"relevance_sum", sum},
+                      {"cls_position", e.cls_position},
+                      {"patch_relevance", grid}};
+  if (e.pixel_relevance.defined()) {
+    x["pixel_relevance_sum"] = e.pixel_relevance[b].sum().item<double>();
+    x["constant_relevance"] = e.constant_relevance[b].item<double>();
+  }
+  return x;
+}
+
+// explain for a run started by torchrun or writing --jsonl: --batch-size images at a time over
+// the ranks (explain_rows); rank 0 writes --jsonl as rows finish and --json at the end.
+using ExplainPixelsFn = std::function<VimExplanation(const at::Tensor& rows, int64_t first_row)>;
+int explain_vim_rows(const Args& a, const at::Tensor& pixels, const ExplainPixelsFn& explain) {
+  if (a.resume && !a.json.empty())
+    throw io::InputError("--resume writes only --jsonl (--json would miss the rows written before)");
+  auto group = join_process_group(a);
+  const int64_t rows = pixels.size(0);
+  const std::vector<nlohmann::json> explanations =
+      explain_rows(a, *group, rows, !a.json.empty() && group->rank() == 0, [&](int64_t first, int64_t count) {
+        const VimExplanation e = explain(pixels.narrow(0, first, count), first);
+        std::vector<nlohmann::json> out;
+        for (int64_t b = 0; b < count; ++b) out.push_back(vim_explanation_json(e, b));
+        return out;
+      });
+  if (group->rank() != 0) return 0;
+  if (!a.json.empty()) {
+    const nlohmann::json out = {{"model_type", "vim"}, {"method", a.method}, {"explanations", explanations}};
+    write_output(a.json, out.dump(2) + "\n");
+  }
+  if (a.json != "-")
+    std::printf("explained %lld images (method %s) in %d process%s%s%s\n", static_cast<long long>(rows),
+                a.method.c_str(), group->size(), group->size() == 1 ? "" : "es", a.jsonl.empty() ? "" : " -> ",
+                a.jsonl.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int run_explain_vim(const Args& a) {
@@ -64,9 +119,10 @@ int run_explain_vim(const Args& a) {
   if (!a.ids.empty() || a.has_text)
     throw io::InputError("Vision Mamba models read images: use --input FILE (pixel_values) or --image F.png");
   if (sources != 1) throw io::InputError("explain needs exactly one of --input, --image");
-  if (runs_row_by_row(a))
-    throw io::InputError("--jsonl and torchrun runs of explain are for Mamba language models (for Vision Mamba: one "
-                         "process, or evaluate under torchrun)");
+  const bool row_by_row = runs_row_by_row(a);
+  if (row_by_row && (!a.png.empty() || !a.output.empty()))
+    throw io::InputError("--png and --output (per-pixel relevance) are written by one process: run without torchrun "
+                         "and --jsonl for them");
   if (a.dtype != "float32" && a.dtype != "float64")
     throw io::InputError("--dtype must be float32 or float64, got '" + a.dtype + "'");
   // The LRP methods explain down to the pixels; smoothgrad, ig, attnroll, mambaattr and
@@ -91,7 +147,7 @@ int run_explain_vim(const Args& a) {
   if (a.no_resize && a.image.empty()) throw io::InputError("--no-resize applies to --image only");
 
   const at::ScalarType dtype = a.dtype == "float64" ? at::kDouble : at::kFloat;
-  const at::Device device = parse_device(a.device, a.dtype);
+  const at::Device device = parse_device(row_by_row ? device_of_rank(a.device) : a.device, a.dtype);
   VimExplainOptions opt;
   opt.method = a.method;
   opt.zero_bias = a.zero_bias;
@@ -110,29 +166,17 @@ int run_explain_vim(const Args& a) {
   VisionMamba model = load_vision_mamba(a.model, dtype);
   model->to(device);
   if (!a.image.empty()) pixels = check_pixel_values(cfg, load_vim_inputs(a, cfg), dtype, a.image);
-  const VimExplanation e =
-      (baseline ? explain_vim_baseline(model, pixels, opt.targets, baseline_opt) : explain_vim(model, pixels, opt)).cpu();
+  auto explain = [&](const at::Tensor& rows, int64_t first_row) {
+    ExplainOptions o = baseline_opt;
+    o.first_row = first_row;  // the seeded methods draw per row (ExplainOptions::seed)
+    return (baseline ? explain_vim_baseline(model, rows, opt.targets, o) : explain_vim(model, rows, opt)).cpu();
+  };
+  if (row_by_row) return explain_vim_rows(a, pixels, explain);
+  const VimExplanation e = explain(pixels, 0);
 
   const int64_t batch = pixels.size(0);
   nlohmann::json out = {{"model_type", "vim"}, {"method", a.method}, {"explanations", nlohmann::json::array()}};
-  for (int64_t b = 0; b < batch; ++b) {
-    const std::vector<double> r = to_vector(e.token_relevance[b]);
-    double sum = 0;
-    for (double v : r) sum += v;
-    nlohmann::json grid = nlohmann::json::array();
-    for (int64_t i = 0; i < e.patch_relevance.size(1); ++i) grid.push_back(to_vector(e.patch_relevance[b][i]));
-    out["explanations"].push_back({{"target", e.targets[b].item<int64_t>()},
-                                   {"position", e.cls_position},
-                                   {"logit", e.logits[b].item<double>()},
-                                   {"relevance", r},
-                                   {"relevance_sum", sum},
-                                   {"cls_position", e.cls_position},
-                                   {"patch_relevance", grid}});
-    if (e.pixel_relevance.defined()) {
-      out["explanations"].back()["pixel_relevance_sum"] = e.pixel_relevance[b].sum().item<double>();
-      out["explanations"].back()["constant_relevance"] = e.constant_relevance[b].item<double>();
-    }
-  }
+  for (int64_t b = 0; b < batch; ++b) out["explanations"].push_back(vim_explanation_json(e, b));
   if (!a.json.empty()) write_output(a.json, out.dump(2) + "\n");
   if (!a.output.empty())
     io::save_safetensors(a.output, {{"token_relevance", e.token_relevance.contiguous()},
