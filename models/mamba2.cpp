@@ -93,7 +93,7 @@ at::Tensor Mamba2MixerImpl::forward(const at::Tensor& hidden, const at::Tensor& 
     delta = at::clamp(delta, c.time_step_min_limit(),
                       clamp_max ? c10::optional<at::Scalar>(c.time_step_max_limit()) : c10::nullopt);
   // The SSD scan with a scalar A and Delta per head (head h reads group h / (heads / G) of B
-  // and C): per step or chunked by length (ops::ssd_scan), on the channel-major x.
+  // and C), in the form ops::ssd_scan picks (chunk_size 0), on the channel-major x.
   const at::Tensor A = -at::exp(A_log);                                           // (heads)
   const at::Tensor y = std::get<0>(ops::ssd_scan(x, delta, A, Bm, Cm, D, false, r.ssm ? "mambalrp" : "exact"));  // (B, I, L)
   if (ctx.trace) {

@@ -94,8 +94,8 @@ int64_t resolve_ssd_chunk_size(int64_t chunk_size, int64_t seqlen) {
                 "MAMBA_LRP_SSD_CHUNK must be an integer in [1, ", kernels::cpu::kMaxSsdChunk, "], got \"", env, "\"");
     return static_cast<int64_t>(v);
   }();
-  if (forced > 0) return forced;
-  return seqlen < kSsdChunkedFromLength ? 1 : kSsdDefaultChunk;
+  (void)seqlen;
+  return forced > 0 ? forced : 1;
 }
 
 void check_ssd_last_state_grad(const char* op, const at::Tensor& g, const SsdScanSizes& s, const at::Tensor& x) {

@@ -30,12 +30,14 @@ bool ssd_rule_is_mambalrp(c10::string_view rule);
 // chunked form with chunks of that many steps); anything else is an error.
 void check_ssd_chunk_size(int64_t chunk_size);
 
-// What 0 (automatic) resolves to for a sequence of `seqlen` steps: the environment variable
-// MAMBA_LRP_SSD_CHUNK (an integer as chunk_size takes, > 0) when set, else the per-step
-// form below kSsdChunkedFromLength steps and chunks of kSsdDefaultChunk from there on.
+// What 0 (automatic) resolves to: the environment variable MAMBA_LRP_SSD_CHUNK (an integer
+// as chunk_size takes, > 0) when set, else the per-step form at every length: on the CPU
+// measured (AVX-512, README "Mamba-2 (SSD) models") the chunked kernel was never faster, up to
+// L = 4096 (0.9x at chunk 16, 0.7x at 64). `seqlen` stays in the signature for a device where
+// the crossover exists.
 int64_t resolve_ssd_chunk_size(int64_t chunk_size, int64_t seqlen);
+// The chunk of the ATen composite (other devices), which has no per-step form.
 constexpr int64_t kSsdDefaultChunk = 64;
-constexpr int64_t kSsdChunkedFromLength = 128;
 
 // The gradient of the last state, checked: (batch, heads, head_dim, dstate), x's dtype and device.
 void check_ssd_last_state_grad(const char* op, const at::Tensor& g, const SsdScanSizes& s, const at::Tensor& x);
