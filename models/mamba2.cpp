@@ -92,16 +92,18 @@ at::Tensor Mamba2MixerImpl::forward(const at::Tensor& hidden, const at::Tensor& 
   if (c.time_step_min_limit() > 0 || clamp_max)
     delta = at::clamp(delta, c.time_step_min_limit(),
                       clamp_max ? c10::optional<at::Scalar>(c.time_step_max_limit()) : c10::nullopt);
-  // The per-channel form of the selective scan: A, Delta and D of head h repeated over its P
-  // channels; channel h P + p reads group (h P + p) / (I / G) = h / (heads / G) of B and C.
-  const at::Tensor delta_ch = delta.unsqueeze(2).expand({batch, heads, P, L}).reshape({batch, I, L});
-  const at::Tensor A_ch = (-at::exp(A_log)).unsqueeze(1).expand({heads, P}).reshape({I, 1}).expand({I, N});
-  const at::Tensor D_ch = D.unsqueeze(1).expand({heads, P}).reshape({I});
-  const at::Tensor y = std::get<0>(ops::selective_scan(x, delta_ch, A_ch, Bm, Cm, D_ch, c10::nullopt, c10::nullopt,
-                                                       false, false, r.ssm ? "mambalrp" : "exact"));  // (B, I, L)
-  if (ctx.trace)
-    ctx.trace->push_back({x.detach(), delta_ch.detach(), A_ch.detach().contiguous(), Bm.detach().contiguous(),
+  // The SSD scan with a scalar A and Delta per head (head h reads group h / (heads / G) of B
+  // and C), in the form ops::ssd_scan picks (chunk_size 0), on the channel-major x.
+  const at::Tensor A = -at::exp(A_log);                                           // (heads)
+  const at::Tensor y = std::get<0>(ops::ssd_scan(x, delta, A, Bm, Cm, D, false, r.ssm ? "mambalrp" : "exact"));  // (B, I, L)
+  if (ctx.trace) {
+    // The hidden-attention methods read the per-channel form: A and Delta of head h
+    // repeated over its P channels (channel h P + p reads group (h P + p) / (I / G)).
+    const at::Tensor delta_ch = delta.detach().unsqueeze(2).expand({batch, heads, P, L}).reshape({batch, I, L});
+    const at::Tensor A_ch = A.detach().unsqueeze(1).expand({heads, P}).reshape({I, 1}).expand({I, N});
+    ctx.trace->push_back({x.detach(), delta_ch, A_ch.contiguous(), Bm.detach().contiguous(),
                           Cm.detach().contiguous(), y});
+  }
 
   const at::Tensor v = norm->forward(y.transpose(1, 2), z.transpose(1, 2), r);   // (B, L, I)
   return rules::linear_with_rule(v, out_proj->weight, out_proj->opt_bias(), comp.rule_for("out_proj"));  // (B, L, H)

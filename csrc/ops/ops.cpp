@@ -17,7 +17,13 @@ TORCH_LIBRARY(mamba_lrp, m) {
       "selective_scan(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D=None, Tensor? z=None, "
       "Tensor? delta_bias=None, bool delta_softplus=False, bool return_last_state=False, str rule=\"exact\") "
       "-> (Tensor, Tensor?)");
+  m.def(
+      "ssd_scan(Tensor x, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D=None, bool return_last_state=False, "
+      "str rule=\"exact\", int chunk_size=0) -> (Tensor, Tensor?)");
   // Internal (csrc/ops/ops.h says what each computes).
+  m.def(
+      "_ssd_scan_transpose(Tensor grad_out, Tensor? grad_last_state, Tensor delta, Tensor A, Tensor B, Tensor C, "
+      "Tensor? D, int chunk_size) -> Tensor");
   m.def(
       "_selective_scan_fwd(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, "
       "Tensor? delta_bias, bool delta_softplus, bool return_last_state) -> (Tensor, Tensor?, Tensor?)");
@@ -80,6 +86,24 @@ std::tuple<at::Tensor, OptTensor> selective_scan(
       const OptTensor&, const OptTensor&, const OptTensor&, bool, bool,
       c10::string_view)>("mamba_lrp::selective_scan");
   return handle.call(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, rule);
+}
+
+std::tuple<at::Tensor, OptTensor> ssd_scan(const at::Tensor& x, const at::Tensor& delta, const at::Tensor& A,
+                                           const at::Tensor& B, const at::Tensor& C, const OptTensor& D,
+                                           bool return_last_state, c10::string_view rule, int64_t chunk_size) {
+  static auto handle = op<std::tuple<at::Tensor, OptTensor>(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                                            const at::Tensor&, const at::Tensor&, const OptTensor&,
+                                                            bool, c10::string_view, int64_t)>("mamba_lrp::ssd_scan");
+  return handle.call(x, delta, A, B, C, D, return_last_state, rule, chunk_size);
+}
+
+at::Tensor _ssd_scan_transpose(const at::Tensor& grad_out, const OptTensor& grad_last_state, const at::Tensor& delta,
+                               const at::Tensor& A, const at::Tensor& B, const at::Tensor& C, const OptTensor& D,
+                               int64_t chunk_size) {
+  static auto handle = op<at::Tensor(const at::Tensor&, const OptTensor&, const at::Tensor&, const at::Tensor&,
+                                     const at::Tensor&, const at::Tensor&, const OptTensor&, int64_t)>(
+      "mamba_lrp::_ssd_scan_transpose");
+  return handle.call(grad_out, grad_last_state, delta, A, B, C, D, chunk_size);
 }
 
 at::Tensor silu_identity(const at::Tensor& x) {

@@ -35,6 +35,29 @@ std::tuple<at::Tensor, OptTensor> selective_scan(const at::Tensor& u, const at::
                                                  bool delta_softplus = false, bool return_last_state = false,
                                                  c10::string_view rule = "exact");
 
+// The Mamba-2 (SSD) scan: per head h, with a scalar A_h and Δ per step, head h reading
+// group g(h) = h / (heads / groups) of B and C,
+//   S_t = exp(Δ_t A_h) S_{t-1} + Δ_t x_t ⊗ B_t,  y_t = S_t C_t + D_h x_t   (S: head_dim × dstate)
+//   x: (batch, heads * head_dim, seqlen) (channel h * head_dim + p is head h's p-th) or
+//      (batch, heads, head_dim, seqlen); delta: (batch, heads, seqlen) (Δ itself: no bias,
+//      no softplus here); A, D: (heads); B, C: (batch, groups, dstate, seqlen).
+//   float32 or float64, all one dtype and device.
+// Returns y in x's shape and, if return_last_state, the state after the last step
+// (batch, heads, head_dim, dstate).
+// rule "exact": true gradients for x, delta, A, B, C, D (autograd through the chunked form
+// in ATen). rule "mambalrp": the same forward; exp(ΔA), Δ, B, C, D held constant, so y is
+// linear in x: the backward is the transpose of the scan (_ssd_scan_transpose) and only x
+// gets a gradient.
+// chunk_size: 0 chooses (the per-step form, measured faster than the chunked one on the CPU
+// at every length up to 4096; the environment variable MAMBA_LRP_SSD_CHUNK=N overrides it),
+// 1 forces the per-step form (one exp per head and step), 2 .. 1024 the chunked SSD form with
+// chunks of that size. The CPU runs kernels/cpu/ssd_scan; other devices the ATen composite
+// (always chunked: chunks of 64 for 0 and 1).
+std::tuple<at::Tensor, OptTensor> ssd_scan(const at::Tensor& x, const at::Tensor& delta, const at::Tensor& A,
+                                           const at::Tensor& B, const at::Tensor& C, const OptTensor& D = c10::nullopt,
+                                           bool return_last_state = false, c10::string_view rule = "exact",
+                                           int64_t chunk_size = 0);
+
 // ---- LRP rule ops: forward identical to the plain layer, backward replaced by the rule.
 // The rules propagate to the activations only: weights and biases get no gradient.
 
@@ -135,6 +158,13 @@ std::tuple<at::Tensor, OptTensor> _selective_scan_lrp_bwd_recompute(
     const at::Tensor& grad_out, const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B,
     const at::Tensor& C, const OptTensor& D, const OptTensor& z, const OptTensor& delta_bias, bool delta_softplus,
     bool overwrite_inputs, bool u_through_silu);
+
+// The transpose of ssd_scan as a linear map in x (its MambaLRP backward): dx for the output
+// gradient grad_out (x's shape) and, optionally, the last state's gradient (batch, heads,
+// head_dim, dstate). Arguments as ssd_scan's.
+at::Tensor _ssd_scan_transpose(const at::Tensor& grad_out, const OptTensor& grad_last_state, const at::Tensor& delta,
+                               const at::Tensor& A, const at::Tensor& B, const at::Tensor& C, const OptTensor& D,
+                               int64_t chunk_size);
 
 // Which outputs _causal_conv1d_silu computes (any combination, at least one).
 enum ConvSiluOutput : int64_t { kConv = 1, kSilu = 2, kSigmoid = 4 };

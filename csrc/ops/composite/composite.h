@@ -6,6 +6,7 @@
 #pragma once
 #include <ATen/ATen.h>
 #include <c10/util/Optional.h>
+#include <c10/util/string_view.h>
 
 #include <tuple>
 
@@ -37,6 +38,14 @@ at::Tensor causal_conv1d_input_grad(const at::Tensor& grad_out, const OptTensor&
 
 at::Tensor flip_add(const at::Tensor& x, const OptTensor& a, double scale);
 void flip_add_into(const at::Tensor& out, const at::Tensor& x, const OptTensor& a, double scale);
+
+// The Mamba-2 (SSD) scan, chunked, differentiable in every input (ssd_scan_chunked.cpp).
+std::tuple<at::Tensor, OptTensor> ssd_scan(const at::Tensor& x, const at::Tensor& delta, const at::Tensor& A,
+                                           const at::Tensor& B, const at::Tensor& C, const OptTensor& D,
+                                           bool return_last_state, c10::string_view rule, int64_t chunk_size);
+at::Tensor ssd_scan_transpose(const at::Tensor& grad_out, const OptTensor& grad_last_state, const at::Tensor& delta,
+                              const at::Tensor& A, const at::Tensor& B, const at::Tensor& C, const OptTensor& D,
+                              int64_t chunk_size);
 
 // The argument checks the kernels and the composites share.
 void check_flip_add_args(const at::Tensor& out, const at::Tensor& x, const OptTensor& a);
