@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <ctime>
 #include <string>
 #include <vector>
 
@@ -44,32 +45,38 @@ int before_after(mamba_lrp::MambaForCausalLM& model, const std::vector<int64_t>&
   const at::Tensor ids = seq_t.narrow(1, 0, P + G - 1);                            // the explained context
   const at::Tensor positions = torch::arange(P - 1, P - 1 + G, at::kLong);
   const at::Tensor targets = torch::tensor(gen.generated_ids, at::kLong);
-  std::vector<double> before, after;
+  // Wall time and this process's CPU time (std::clock): on a shared machine the CPU time is
+  // what other processes disturb least (the explanation runs on libtorch's intra-op threads).
+  std::vector<double> before, after, before_cpu, after_cpu;
   at::Tensor r_before, r_after;
+  auto cpu_s = [] { return static_cast<double>(std::clock()) / CLOCKS_PER_SEC; };
   for (int64_t round = 0; round < rounds; ++round) {
     for (int which = 0; which < 2; ++which) {
       const bool run_before = (which == 0) == (round % 2 == 0);  // before first in even rounds
-      const double t0 = bench::now_s();
+      const double t0 = bench::now_s(), c0 = cpu_s();
       if (run_before)
         r_before = mamba_lrp::mambalrp_batched_before(model, ids, {}, positions, targets).relevance;
       else
         r_after = mamba_lrp::mambalrp_batched(model, ids, {}, positions, targets).relevance;
       (run_before ? before : after).push_back(bench::now_s() - t0);
-      std::printf("round %lld: %s %.2f s\n", (long long)round, run_before ? "before" : "after ",
-                  (run_before ? before : after).back());
+      (run_before ? before_cpu : after_cpu).push_back(cpu_s() - c0);
+      std::printf("round %lld: %s %.2f s (CPU %.2f s)\n", (long long)round, run_before ? "before" : "after ",
+                  (run_before ? before : after).back(), (run_before ? before_cpu : after_cpu).back());
       std::fflush(stdout);
     }
   }
-  double t_separate = 0;
+  double t_separate = 0, c_separate = 0;
   for (int64_t s = 0; s < S; ++s) {
     const int64_t k = s * G / S;
     mamba_lrp::ExplainOptions one;
     one.targets = {gen.generated_ids[k]};
-    const double t0 = bench::now_s();
+    const double t0 = bench::now_s(), c0 = cpu_s();
     mamba_lrp::explain(model, seq_t.narrow(1, 0, P + k), {}, one);
     t_separate += bench::now_s() - t0;
+    c_separate += cpu_s() - c0;
   }
   t_separate *= static_cast<double>(G) / S;
+  c_separate *= static_cast<double>(G) / S;
   auto median = [](std::vector<double> v) {
     std::sort(v.begin(), v.end());
     return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
@@ -79,6 +86,9 @@ int before_after(mamba_lrp::MambaForCausalLM& model, const std::vector<int64_t>&
               "separate %.2f s (%lld timed, scaled); after/before %.3f; max |before - after| / max |R| = %.2g\n",
               (long long)G, (long long)rounds, median(before), median(before) / t_separate, median(after),
               median(after) / t_separate, t_separate, (long long)S, median(after) / median(before), diff);
+  std::printf("CPU time: before %.2f s (%.3fx), after %.2f s (%.3fx), separate %.2f s; after/before %.3f\n",
+              median(before_cpu), median(before_cpu) / c_separate, median(after_cpu), median(after_cpu) / c_separate,
+              c_separate, median(after_cpu) / median(before_cpu));
   return 0;
 }
 
