@@ -95,17 +95,18 @@ at::Tensor MambaBlockImpl::forward(const at::Tensor& hidden, const at::Tensor& m
   // a float64 model keeps float64 throughout).
   at::Tensor residual = hidden;
   if (residual_in_fp32_ && at::elementSize(hidden.scalar_type()) < 4) residual = residual.to(at::kFloat);
-  if (mixer2 && state) throw io::InputError("generation with the recurrent state is not available for Mamba-2 models");
   const at::Tensor normed = norm->forward(hidden, ctx.rules.norm);
-  const at::Tensor out = mixer2 ? mixer2->forward(normed, mask, ctx) : mixer->forward(normed, mask, ctx, state);  // (B, L, H)
+  const at::Tensor out = !mixer2 ? mixer->forward(normed, mask, ctx, state)
+                         : state ? mixer2->prefill(normed, mask, *state)
+                                 : mixer2->forward(normed, mask, ctx);  // (B, L, H)
   return residual + out;
 }
 
 at::Tensor MambaBlockImpl::step(const at::Tensor& hidden, SsmState& state) {
-  if (mixer2) throw io::InputError("generation with the recurrent state is not available for Mamba-2 models");
   at::Tensor residual = hidden;  // (B, H), kept as in forward
   if (residual_in_fp32_ && at::elementSize(hidden.scalar_type()) < 4) residual = residual.to(at::kFloat);
-  return residual + mixer->step(norm->forward(hidden, false), state);
+  const at::Tensor normed = norm->forward(hidden, false);
+  return residual + (mixer2 ? mixer2->step(normed, state) : mixer->step(normed, state));
 }
 
 MambaModelImpl::MambaModelImpl(const MambaConfig& c) {

@@ -29,6 +29,19 @@ at::Tensor GatedRMSNormImpl::forward(const at::Tensor& y, const at::Tensor& z, c
 
 // ---- Mixer ---------------------------------------------------------------------------------
 
+at::Tensor Mamba2MixerImpl::delta_of(const at::Tensor& dt) const {
+  const MambaConfig& c = config_;
+  at::Tensor delta = at::softplus(dt + dt_bias.unsqueeze(-1));                    // (B, heads, L)
+  // (A maximum beyond the dtype's range clamps nothing: it is left out, as infinity is.)
+  const double top = delta.scalar_type() == at::kFloat ? std::numeric_limits<float>::max()
+                                                        : std::numeric_limits<double>::max();
+  const bool clamp_max = c.time_step_max_limit() < top;
+  if (c.time_step_min_limit() > 0 || clamp_max)
+    delta = at::clamp(delta, c.time_step_min_limit(),
+                      clamp_max ? c10::optional<at::Scalar>(c.time_step_max_limit()) : c10::nullopt);
+  return delta;
+}
+
 Mamba2MixerImpl::Mamba2MixerImpl(const MambaConfig& c) : config_(c) {
   const int64_t H = c.hidden_size(), I = c.intermediate_size(), heads = c.num_heads(), conv_dim = c.conv_dim();
   const int64_t proj = I + conv_dim + heads;
@@ -83,15 +96,7 @@ at::Tensor Mamba2MixerImpl::forward(const at::Tensor& hidden, const at::Tensor& 
     Cm = Cm.detach();
     dt = dt.detach();
   }
-  // Delta = softplus(dt + dt_bias), clamped to time_step_limit when that is not (0, inf).
-  at::Tensor delta = at::softplus(dt + dt_bias.unsqueeze(-1));                    // (B, heads, L)
-  // (A maximum beyond the dtype's range clamps nothing: it is left out, as infinity is.)
-  const double top = delta.scalar_type() == at::kFloat ? std::numeric_limits<float>::max()
-                                                        : std::numeric_limits<double>::max();
-  const bool clamp_max = c.time_step_max_limit() < top;
-  if (c.time_step_min_limit() > 0 || clamp_max)
-    delta = at::clamp(delta, c.time_step_min_limit(),
-                      clamp_max ? c10::optional<at::Scalar>(c.time_step_max_limit()) : c10::nullopt);
+  const at::Tensor delta = delta_of(dt);                                          // (B, heads, L)
   // The SSD scan with a scalar A and Delta per head (head h reads group h / (heads / G) of B
   // and C), in the form ops::ssd_scan picks (chunk_size 0), on the channel-major x.
   const at::Tensor A = -at::exp(A_log);                                           // (heads)

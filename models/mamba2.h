@@ -8,6 +8,7 @@
 
 #include "models/mamba_config.h"
 #include "models/propagation_context.h"
+#include "models/ssm_branch.h"
 #include "models/weights.h"
 
 namespace mamba_lrp {
@@ -32,6 +33,17 @@ class Mamba2MixerImpl : public torch::nn::Module {
   // hidden (B, L, H); mask (B, L) of 0/1 or undefined (the conv's input and output are
   // zeroed at padded positions, as the Mamba-1 mixer does) -> (B, L, H).
   at::Tensor forward(const at::Tensor& hidden, const at::Tensor& mask, const PropagationContext& ctx);
+
+  // Generation (models/mamba2_step.cpp), nothing recorded. prefill: forward()'s values
+  // (plain layers) that also leave in `state` what a step needs after the last position:
+  // conv_window (B, I + 2GN, K-1) = the last K-1 masked xBC inputs of the conv, ssm (B, I, N)
+  // = the state, channel h P + p of head h (P x N per head). step: one token, hidden (B, H)
+  // -> (B, H), advancing `state`: O(1) in the length so far.
+  at::Tensor prefill(const at::Tensor& hidden, const at::Tensor& mask, SsmState& state);
+  at::Tensor step(const at::Tensor& hidden, SsmState& state);
+  // Delta = softplus(dt + dt_bias), clamped to time_step_limit when that is not (0, inf);
+  // dt (B, heads, L) -> (B, heads, L).
+  at::Tensor delta_of(const at::Tensor& dt) const;
 
   Weights in_proj{nullptr};   // (2 d_inner + 2 G N + heads, H): [z | x B C | dt]
   Weights conv1d{nullptr};    // (d_inner + 2 G N, 1, K) depthwise over x, B, C

@@ -45,7 +45,8 @@ at::Tensor ssm_branch_forward(const at::Tensor& x, const at::Tensor& z, const at
 // ---- Generation: the branch as a recurrence, O(1) per token -------------------------------
 
 // What one branch carries from step to step when it is run token by token (as Mamba is for
-// generation): the conv's window and the SSM state.
+// generation): the conv's window and the SSM state. Mamba-2's mixer (models/mamba2.h) keeps
+// the same two: its conv's input is xBC (I + 2GN channels), its state P x N per head.
 struct SsmState {
   at::Tensor conv_window;  // (B, I, K-1) the branch input x at the last K-1 steps (zeros before the start)
   at::Tensor ssm;          // (B, I, N) the state h after the last step

@@ -78,8 +78,7 @@ int run_generate(int argc, char** argv) {
   const std::filesystem::path dir(a.model);
   if (!std::filesystem::is_directory(dir)) throw io::InputError(a.model + ": not a model directory");
   const std::string kind = read_model_type(dir);
-  if (kind == "mamba2") throw io::InputError(a.model + ": generate is not available for Mamba-2 models yet");
-  if (kind != "mamba") throw io::InputError(a.model + ": generate needs a Mamba language model");
+  if (kind != "mamba" && kind != "mamba2") throw io::InputError(a.model + ": generate needs a Mamba language model");
   GenerateOptions options;
   options.max_new_tokens = parse_int(g.max_new_tokens, "--max-new-tokens");
   if (options.max_new_tokens < 0) throw io::InputError("--max-new-tokens must be >= 0, got " + g.max_new_tokens);
@@ -107,7 +106,7 @@ int run_generate(int argc, char** argv) {
   auto token_text = [&](int64_t id) -> std::string {
     return in.tokenizer && id < in.tokenizer->vocab_size() ? in.tokenizer->decode(id) : "[" + std::to_string(id) + "]";
   };
-  nlohmann::json out = {{"model_type", "mamba"}, {"prompt_ids", gen.prompt_ids}, {"generated_ids", gen.generated_ids}};
+  nlohmann::json out = {{"model_type", kind}, {"prompt_ids", gen.prompt_ids}, {"generated_ids", gen.generated_ids}};
   if (in.tokenizer) out["generated_text"] = in.tokenizer->decode(gen.generated_ids);
   if (g.explain) {
     out["method"] = a.method;

@@ -8,7 +8,10 @@
 // forward saw; is_grads_batched is a Python-only vmap), so this walks the backward by hand:
 // the rules of DESIGN.md §1 with LRP-0 on every linear layer (the `mambalrp` method with the
 // default composite), each step applied to (G, ...) cotangents with the (1, ...) factors of
-// the one forward. Tested against explain() of each output alone.
+// the one forward, for Mamba-1 and Mamba-2 blocks. Output k's cotangent is zero after its
+// position p_k, so the cotangents go through the layers in chunks of consecutive outputs,
+// each over positions 0..max p_k of its chunk only. Tested against explain() of each
+// output alone.
 #pragma once
 #include <ATen/ATen.h>
 

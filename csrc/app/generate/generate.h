@@ -47,8 +47,8 @@ struct TokenExplanation {
 
 // Explains every generated token. MambaLRP with the default composite (LRP-0 on every
 // linear layer) runs one forward over prompt + generated and one backward that carries one
-// cotangent per generated token (csrc/app/generate/batched_lrp.h); any other method (or a
-// composite) explains each token with explain() of its prefix. Each entry equals explain()
+// cotangent per generated token (csrc/app/generate/batched_lrp.h), Mamba-1 and Mamba-2; any
+// other method (or a composite) explains each token with explain() of its prefix. Each entry equals explain()
 // of prompt + generated[0..k) with target generated[k] at the last position.
 std::vector<TokenExplanation> explain_generation(MambaForCausalLM& model, const Generation& generation,
                                                  const ExplainOptions& options);

@@ -124,17 +124,30 @@ std::tuple<at::Tensor, OptTensor> selective_scan_lrp_bwd_cpu(const at::Tensor& g
   // allocations (grad_out against u, du, dz) apply; the kernel reads the factors.
   TORCH_CHECK(gy_scale.has_value() == dz_scale.has_value(),
               "_selective_scan_lrp_bwd: gy_scale and dz_scale come together (both with z, neither without)");
-  // Dense, as the forward made them: one stride pair then serves the three factors.
+  // One stride pair serves the three factors: as given when they share one layout with a
+  // unit time stride (the forward's dense ones, or a stride-0 batch of them for a batch of
+  // cotangents through one forward), dense copies otherwise.
   if (reduced_precision(dt))
     return composite::selective_scan_lrp_bwd(grad_out, dt, gy_scale, dz_scale, A, B, C, D, delta_softplus);
-  const at::Tensor dt_dense = dt.contiguous();
-  const OptTensor gy_dense = gy_scale ? OptTensor(gy_scale->contiguous()) : c10::nullopt;
+  const bool one_layout = dt.stride(-1) == 1 && (!gy_scale || (gy_scale->strides() == dt.strides() &&
+                                                               dz_scale->strides() == dt.strides()));
+  auto laid_out = [&](const at::Tensor& t) { return one_layout ? t : t.contiguous(); };
+  const at::Tensor dt_dense = laid_out(dt);
+  const OptTensor gy_dense = gy_scale ? OptTensor(laid_out(*gy_scale)) : c10::nullopt;
+  const OptTensor dz_dense = dz_scale ? OptTensor(laid_out(*dz_scale)) : c10::nullopt;
   const ScanInputs in =
       check_scan_inputs(ScanBackend::kCPU, dt_dense, dt_dense, A, B, C, D, gy_dense, c10::nullopt, delta_softplus);
   kernels::SelectiveScanBwdParams p;
   fill_scan_params(in, p);
-  const ScanBackwardTensors t = prepare_backward(in, kernels::ScanRule::kMambaLRP, grad_out, c10::nullopt, dz_scale,
-                                                 in.u.scalar_type(), p);
+  const ScanBackwardTensors t = prepare_backward(in, kernels::ScanRule::kMambaLRP, grad_out, c10::nullopt, c10::nullopt,
+                                                 in.u.scalar_type(), p, at::Tensor(), at::Tensor(), /*needs_out_y=*/false);
+  if (dz_dense) {  // y sigmoid(z) / 2 where the kernel expects the pre-gate y (read through its strides)
+    TORCH_CHECK(dz_dense->sizes() == in.u.sizes() && dz_dense->scalar_type() == in.u.scalar_type(),
+                "_selective_scan_lrp_bwd: dz_scale must match dt");
+    p.out_y = dz_dense->data_ptr();
+    p.out_y_batch_stride = dz_dense->stride(0);
+    p.out_y_dim_stride = dz_dense->stride(1);
+  }
   kernels::cpu::LrpFactors factors;
   factors.batch_stride = in.u.stride(0);
   factors.dim_stride = in.u.stride(1);
@@ -143,7 +156,7 @@ std::tuple<at::Tensor, OptTensor> selective_scan_lrp_bwd_cpu(const at::Tensor& g
     TORCH_INTERNAL_ASSERT(p.z_batch_stride == factors.batch_stride && p.z_dim_stride == factors.dim_stride &&
                           p.out_y_batch_stride == factors.batch_stride && p.out_y_dim_stride == factors.dim_stride);
     factors.gy_scale = in.z->data_ptr();
-    factors.dz_scale = t.out_y.data_ptr();
+    factors.dz_scale = p.out_y;
   }
   kernels::cpu::selective_scan_bwd(p, aten_parallel_for, factors);
   return {t.du, t.dz};
