@@ -21,7 +21,7 @@ import sys
 sys.path.insert(0, "tests/python")
 import st_io
 n = int(sys.argv[1])
-for name in sorted({"spam2": "spam"}.get(t, t) for t in sys.argv[2:]):  # spam2 reads the spam data
+for name in sorted({{"spam2": "spam"}.get(t, t) for t in sys.argv[2:]}):  # spam2 reads the spam data
     d = st_io.load_file(f"build/data/{name}/test.safetensors")
     st_io.save_file({k: v[:n].contiguous() for k, v in d.items()}, f"build/results/{name}_test.safetensors")
 PY
