@@ -98,12 +98,30 @@ int64_t resolve_ssd_chunk_size(int64_t chunk_size, int64_t seqlen) {
   return forced > 0 ? forced : 1;
 }
 
+namespace {
 void check_ssd_last_state_grad(const char* op, const at::Tensor& g, const SsdScanSizes& s, const at::Tensor& x) {
   TORCH_CHECK(g.dim() == 4 && g.size(0) == s.batch && g.size(1) == s.heads && g.size(2) == s.head_dim &&
                   g.size(3) == s.dstate,
               op, ": grad_last_state must be (batch, heads, head_dim, dstate) = (", s.batch, ", ", s.heads, ", ",
               s.head_dim, ", ", s.dstate, "), got shape ", shape_of(g));
   check_like_x(op, "grad_last_state", g, x);
+}
+}  // namespace
+
+SsdScanSizes check_ssd_scan_call(const at::Tensor& x, const at::Tensor& delta, const at::Tensor& A,
+                                 const at::Tensor& B, const at::Tensor& C, const c10::optional<at::Tensor>& D,
+                                 int64_t chunk_size) {
+  check_ssd_chunk_size(chunk_size);
+  return check_ssd_scan_args("ssd_scan", x, delta, A, B, C, D);
+}
+
+SsdScanSizes check_ssd_transpose_call(const at::Tensor& grad_out, const c10::optional<at::Tensor>& grad_last_state,
+                                      const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B,
+                                      const at::Tensor& C, const c10::optional<at::Tensor>& D, int64_t chunk_size) {
+  check_ssd_chunk_size(chunk_size);
+  SsdScanSizes s = check_ssd_scan_args("_ssd_scan_transpose", grad_out, delta, A, B, C, D);
+  if (grad_last_state) check_ssd_last_state_grad("_ssd_scan_transpose", *grad_last_state, s, grad_out);
+  return s;
 }
 
 }  // namespace ops

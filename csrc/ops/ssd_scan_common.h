@@ -39,8 +39,15 @@ int64_t resolve_ssd_chunk_size(int64_t chunk_size, int64_t seqlen);
 // The chunk of the ATen composite (other devices), which has no per-step form.
 constexpr int64_t kSsdDefaultChunk = 64;
 
-// The gradient of the last state, checked: (batch, heads, head_dim, dstate), x's dtype and device.
-void check_ssd_last_state_grad(const char* op, const at::Tensor& g, const SsdScanSizes& s, const at::Tensor& x);
+// Everything each backend checks on entry, in one call per op: ssd_scan's arguments and
+// chunk_size; _ssd_scan_transpose's, with grad_out in x's place and the gradient of the last
+// state (batch, heads, head_dim, dstate) in grad_out's dtype and on its device.
+SsdScanSizes check_ssd_scan_call(const at::Tensor& x, const at::Tensor& delta, const at::Tensor& A,
+                                 const at::Tensor& B, const at::Tensor& C, const c10::optional<at::Tensor>& D,
+                                 int64_t chunk_size);
+SsdScanSizes check_ssd_transpose_call(const at::Tensor& grad_out, const c10::optional<at::Tensor>& grad_last_state,
+                                      const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B,
+                                      const at::Tensor& C, const c10::optional<at::Tensor>& D, int64_t chunk_size);
 
 }  // namespace ops
 }  // namespace mamba_lrp

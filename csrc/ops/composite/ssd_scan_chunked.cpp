@@ -76,8 +76,7 @@ std::tuple<at::Tensor, OptTensor> ssd_scan(const at::Tensor& x, const at::Tensor
                                            const at::Tensor& B, const at::Tensor& C, const OptTensor& D,
                                            bool return_last_state, c10::string_view rule, int64_t chunk_size) {
   ssd_rule_is_mambalrp(rule);
-  check_ssd_chunk_size(chunk_size);
-  const SsdScanSizes s = check_ssd_scan_args("ssd_scan", x, delta, A, B, C, D);
+  const SsdScanSizes s = check_ssd_scan_call(x, delta, A, B, C, D, chunk_size);
   auto [y, last] = chunked_scan(s.x4, delta * A.view({1, s.heads, 1}), delta, at::Tensor(), B, C, D, at::Tensor(),
                                 composite_chunk(chunk_size, s.seqlen));
   return {y.reshape(x.sizes()), return_last_state ? OptTensor(last) : c10::nullopt};
@@ -86,9 +85,7 @@ std::tuple<at::Tensor, OptTensor> ssd_scan(const at::Tensor& x, const at::Tensor
 at::Tensor ssd_scan_transpose(const at::Tensor& grad_out, const OptTensor& grad_last_state, const at::Tensor& delta,
                               const at::Tensor& A, const at::Tensor& B, const at::Tensor& C, const OptTensor& D,
                               int64_t chunk_size) {
-  check_ssd_chunk_size(chunk_size);
-  const SsdScanSizes s = check_ssd_scan_args("_ssd_scan_transpose", grad_out, delta, A, B, C, D);
-  if (grad_last_state) check_ssd_last_state_grad("_ssd_scan_transpose", *grad_last_state, s, grad_out);
+  const SsdScanSizes s = check_ssd_transpose_call(grad_out, grad_last_state, delta, A, B, C, D, chunk_size);
   // The forward recurrence in reversed time: R_t = exp(Δ_{t+1} A) R_{t+1} + dy_t ⊗ C_t,
   // dx_t = Δ_t R_t B_t + D dy_t, with R starting from the last state's gradient.
   const int64_t L = s.seqlen;

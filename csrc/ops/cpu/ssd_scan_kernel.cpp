@@ -54,8 +54,7 @@ std::tuple<at::Tensor, OptTensor> ssd_scan_cpu(const at::Tensor& x, const at::Te
                                                const at::Tensor& B, const at::Tensor& C, const OptTensor& D,
                                                bool return_last_state, c10::string_view rule, int64_t chunk_size) {
   ssd_rule_is_mambalrp(rule);  // both rules have this forward; refuse another
-  check_ssd_chunk_size(chunk_size);
-  const SsdScanSizes s = check_ssd_scan_args("ssd_scan", x, delta, A, B, C, D);
+  const SsdScanSizes s = check_ssd_scan_call(x, delta, A, B, C, D, chunk_size);
   auto [out, last] = run_kernel(s, s.x4, delta, A, B, C, D, false, at::Tensor(), return_last_state, chunk_size);
   return {out.view(x.sizes()), last};
 }
@@ -63,9 +62,7 @@ std::tuple<at::Tensor, OptTensor> ssd_scan_cpu(const at::Tensor& x, const at::Te
 at::Tensor ssd_scan_transpose_cpu(const at::Tensor& grad_out, const OptTensor& grad_last_state, const at::Tensor& delta,
                                   const at::Tensor& A, const at::Tensor& B, const at::Tensor& C, const OptTensor& D,
                                   int64_t chunk_size) {
-  check_ssd_chunk_size(chunk_size);
-  const SsdScanSizes s = check_ssd_scan_args("_ssd_scan_transpose", grad_out, delta, A, B, C, D);
-  if (grad_last_state) check_ssd_last_state_grad("_ssd_scan_transpose", *grad_last_state, s, grad_out);
+  const SsdScanSizes s = check_ssd_transpose_call(grad_out, grad_last_state, delta, A, B, C, D, chunk_size);
   auto [dx, unused] = run_kernel(s, s.x4, delta, A, B, C, D, true,
                                  grad_last_state ? *grad_last_state : at::Tensor(), false, chunk_size);
   return dx.view(grad_out.sizes());
