@@ -34,6 +34,15 @@ prepare_spam() {
   [[ -f build/data/spam/test.safetensors ]] || "$PY" scripts/prepare_spam.py --corpus "$corpus" --out build/data/spam
 }
 
+# train_spam CONFIG NAME EPOCHS: a spam classifier from build/data/spam/CONFIG into $OUT/NAME,
+# with the optimiser and seed both spam models share, and its reference logits.
+train_spam() {
+  "$BIN" train --init "build/data/spam/$1" --data build/data/spam/train.safetensors \
+    --test build/data/spam/test.safetensors --tokenizer build/data/spam/tokenizer.json \
+    --out "$OUT/$2" --epochs "$3" --lr 2e-3 --batch-size 32 --seed 0
+  "$PY" scripts/record_reference_logits.py "$OUT/$2" build/data/spam/test.safetensors --bin "$BIN"
+}
+
 for t in "${targets[@]}"; do
   case $t in
   spam)
@@ -43,10 +52,7 @@ for t in "${targets[@]}"; do
  "num_hidden_layers": 2, "expand": 2, "conv_kernel": 4, "time_step_rank": "auto",
  "num_labels": 2, "id2label": {"0": "ham", "1": "spam"}, "pad_token_id": 1999, "eos_token_id": 1999}
 JSON
-    "$BIN" train --init build/data/spam/mamba-config.json --data build/data/spam/train.safetensors \
-      --test build/data/spam/test.safetensors --tokenizer build/data/spam/tokenizer.json \
-      --out "$OUT/spam-mamba" --epochs "${SPAM_EPOCHS:-6}" --lr 2e-3 --batch-size 32 --seed 0
-    "$PY" scripts/record_reference_logits.py "$OUT/spam-mamba" build/data/spam/test.safetensors --bin "$BIN"
+    train_spam mamba-config.json spam-mamba "${SPAM_EPOCHS:-6}"
     ;;
   spam2)
     # The Mamba-2 counterpart of spam-mamba: same data, split, tokenizer, optimiser and seed;
@@ -58,10 +64,7 @@ JSON
  "n_groups": 1, "chunk_size": 256, "tie_word_embeddings": false,
  "num_labels": 2, "id2label": {"0": "ham", "1": "spam"}, "pad_token_id": 1999, "eos_token_id": 1999}
 JSON
-    "$BIN" train --init build/data/spam/mamba2-config.json --data build/data/spam/train.safetensors \
-      --test build/data/spam/test.safetensors --tokenizer build/data/spam/tokenizer.json \
-      --out "$OUT/spam-mamba2" --epochs "${SPAM2_EPOCHS:-6}" --lr 2e-3 --batch-size 32 --seed 0
-    "$PY" scripts/record_reference_logits.py "$OUT/spam-mamba2" build/data/spam/test.safetensors --bin "$BIN"
+    train_spam mamba2-config.json spam-mamba2 "${SPAM2_EPOCHS:-6}"
     ;;
   digits)
     [[ -f build/data/digits/test.safetensors ]] || "$PY" scripts/prepare_digits.py --out build/data/digits
