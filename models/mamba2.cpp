@@ -29,6 +29,13 @@ at::Tensor GatedRMSNormImpl::forward(const at::Tensor& y, const at::Tensor& z, c
 
 // ---- Mixer ---------------------------------------------------------------------------------
 
+at::Tensor Mamba2MixerImpl::in_proj_rows(const at::Tensor& hidden, int64_t begin, int64_t n,
+                                         const rules::LayerRule& rule) const {
+  const c10::optional<at::Tensor> b =
+      in_proj->bias.defined() ? c10::optional<at::Tensor>(in_proj->bias.narrow(0, begin, n)) : c10::nullopt;
+  return linear_to_channels(hidden, in_proj->weight.narrow(0, begin, n), b, rule);  // (B, n, L)
+}
+
 at::Tensor Mamba2MixerImpl::delta_of(const at::Tensor& dt) const {
   const MambaConfig& c = config_;
   at::Tensor delta = at::softplus(dt + dt_bias.unsqueeze(-1));                    // (B, heads, L)
@@ -67,11 +74,7 @@ at::Tensor Mamba2MixerImpl::forward(const at::Tensor& hidden, const at::Tensor& 
 
   // in_proj as three products (z, xBC, dt), each channel-major, rather than slices of one.
   const rules::LayerRule in_rule = comp.rule_for("in_proj");
-  auto rows = [&](int64_t begin, int64_t n) {
-    const c10::optional<at::Tensor> b =
-        in_proj->bias.defined() ? c10::optional<at::Tensor>(in_proj->bias.narrow(0, begin, n)) : c10::nullopt;
-    return linear_to_channels(hidden, in_proj->weight.narrow(0, begin, n), b, in_rule);  // (B, n, L)
-  };
+  auto rows = [&](int64_t begin, int64_t n) { return in_proj_rows(hidden, begin, n, in_rule); };
   const at::Tensor z = rows(0, I);                                                // (B, I, L)
   at::Tensor xbc = rows(I, conv_dim);                                             // (B, I + 2GN, L)
   at::Tensor dt = rows(I + conv_dim, heads);                                      // (B, heads, L)

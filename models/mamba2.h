@@ -52,6 +52,9 @@ class Mamba2MixerImpl : public torch::nn::Module {
   at::Tensor dt_bias, A_log, D;  // (heads) each
 
  private:
+  // Rows begin .. begin + n of in_proj applied to hidden (B, L, H), channel-major: (B, n, L).
+  at::Tensor in_proj_rows(const at::Tensor& hidden, int64_t begin, int64_t n, const rules::LayerRule& rule) const;
+
   MambaConfig config_;
 };
 TORCH_MODULE(Mamba2Mixer);

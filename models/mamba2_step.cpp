@@ -4,7 +4,6 @@
 #include <ATen/ATen.h>
 
 #include "csrc/ops/ops.h"
-#include "models/channel_layout.h"
 #include "models/mamba2.h"
 
 namespace mamba_lrp {
@@ -16,11 +15,7 @@ at::Tensor Mamba2MixerImpl::prefill(const at::Tensor& hidden, const at::Tensor& 
   const int64_t I = c.intermediate_size(), heads = c.num_heads(), G = c.n_groups(),
                 N = c.state_size(), K = c.conv_kernel(), conv_dim = c.conv_dim();
   const rules::LayerRule plain;
-  auto rows = [&](int64_t begin, int64_t n) {
-    const c10::optional<at::Tensor> b =
-        in_proj->bias.defined() ? c10::optional<at::Tensor>(in_proj->bias.narrow(0, begin, n)) : c10::nullopt;
-    return linear_to_channels(hidden, in_proj->weight.narrow(0, begin, n), b, plain);  // (B, n, L)
-  };
+  auto rows = [&](int64_t begin, int64_t n) { return in_proj_rows(hidden, begin, n, plain); };
   const at::Tensor z = rows(0, I);                                                // (B, I, L)
   at::Tensor xbc = rows(I, conv_dim);                                             // (B, I + 2GN, L)
   const at::Tensor delta = delta_of(rows(I + conv_dim, heads));                   // (B, heads, L)
