@@ -1,0 +1,237 @@
+// The chunked SSD form (kernels/cpu/ssd_scan.h), written once and compiled per instruction
+// set with the per-step form (ssd_scan_loops.h includes it).
+//
+// One task is one (batch, group) pair and a block of the group's heads: all of them share B
+// and C, so what depends on B and C alone is computed once per chunk for the block. Time
+// runs in chunks of Q steps [t0, t0 + q), in order (forward) or last chunk first
+// (transpose). With cum_i = Σ_{k <= i} Δ_{t0+k} A_h within the chunk (inclusive), both
+// directions are, per head and chunk, in the chunk's own time order:
+//   Y = X W                   the chunk's inputs to its outputs (W: Q × Q, triangular),
+//   Y += (S Vr) diag(ro)      the state entering the chunk, read out along Vr,
+//   S <- e S + X diag(in) Viᵀ the state leaving it (e = exp(cum_last)),
+// with the state S as (head_dim P × d_state N), X, Y as (P × Q) and
+//   forward   (x in, y out):   Vr = C, Vi = B, ro_o = exp(cum_o),               in_u = Δ_u exp(cum_last - cum_u),
+//                              W_uo = (B_u·C_o) exp(cum_o - cum_u) Δ_u  for u <= o;
+//   transpose (dy in, dx out): Vr = B, Vi = C, ro_o = Δ_o exp(cum_last - cum_o), in_u = exp(cum_u),
+//                              W_uo = (C_u·B_o) exp(cum_u - cum_o) Δ_o  for u >= o;
+// and D_h added on W's diagonal. In the transpose S is the gradient flowing back in time: the
+// last state's gradient (init_state) enters the last chunk, and what leaves chunk 0 is unused.
+// All exponents are differences of cum taken in the direction of the decay, so they are <= 0
+// when A <= 0 (no overflow however strong the decay).
+//
+// The products (ssd_scan_gemm.h) run on packed scratch whose rows are padded to a whole
+// number of vectors (ldq for time, ldn for the state), with zeros in the padding of the
+// matrices whose padding is read: Vr's and Viᵀ's.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+#if defined(__SSE__)
+#include <xmmintrin.h>
+#endif
+
+#include "kernels/cpu/simd_math.h"
+#include "kernels/cpu/ssd_scan.h"
+#include "kernels/cpu/ssd_scan_gemm.h"
+
+namespace mamba_lrp {
+namespace kernels {
+namespace cpu {
+namespace MAMBA_LRP_CPU_ISA {
+namespace ssd {
+
+inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+
+// Prefetches rows [0, rows) of `width` elements (stride apart) into the second-level cache:
+// the rows of x, out, B and C are the length of the sequence apart, so the hardware's
+// prefetchers, which follow a few sequential streams, do not see them coming.
+template <typename T>
+inline void prefetch_rows(const T* base, int64_t stride, int64_t rows, int64_t width, bool for_write) {
+  constexpr int64_t kLine = 64 / sizeof(T);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t i = 0; i < width; i += kLine) {
+      if (for_write) __builtin_prefetch(base + r * stride + i, 1, 2);
+      else __builtin_prefetch(base + r * stride + i, 0, 2);
+    }
+  if (width > 0)  // the row's last element may lie on one more line
+    for (int64_t r = 0; r < rows; ++r) __builtin_prefetch(base + r * stride + width - 1, for_write ? 1 : 0, 2);
+}
+
+// The scratch of one task (a thread runs its tasks one after the other with it).
+template <typename T>
+struct ChunkScratch {
+  int64_t Q, ldq, N, ldn, P;
+  std::vector<T> S;          // (heads in the block × P × ldn): each head's state
+  std::vector<T> VrP;        // (N × ldq)   the read-out vectors of the chunk
+  std::vector<T> ViT;        // (Q × ldn)   the input vectors, one row per step
+  std::vector<T> CB;         // (Q × ldq)   CB_uo = Vi_u · Vr_o
+  std::vector<T> Wm;         // (Q × ldq)   one head's W
+  std::vector<T> X, Xw, Y;   // (P × ldq)   one head's inputs, inputs weighted by `in`, outputs
+  std::vector<T> dt, cum, ro, in;   // (ldq): Δ (zero in the padding), cum, the weights
+  ChunkScratch(int64_t heads, int64_t Q_, int64_t N_, int64_t P_)
+      : Q(Q_), ldq(round_up(Q_, kLanes<T>)), N(N_), ldn(round_up(N_, kLanes<T>)), P(P_) {
+    S.resize(heads * P * ldn), VrP.resize(N * ldq), ViT.resize(Q * ldn), CB.resize(Q * ldq), Wm.resize(Q * ldq);
+    X.resize(P * ldq), Xw.resize(P * ldq), Y.resize(P * ldq);
+    dt.resize(ldq), cum.resize(ldq), ro.resize(ldq), in.resize(ldq);
+  }
+};
+
+// What the heads of a (batch, group) share in the chunk [t0, t0 + q): Vr packed, Vi
+// transposed, and CB = Viᵀ Vr.
+template <typename T>
+void pack_group_chunk(const SsdScanParams<T>& p, int64_t b, int64_t g, int64_t t0, int64_t q, ChunkScratch<T>& s) {
+  const int64_t N = s.N, ldq = s.ldq, ldn = s.ldn;
+  const T* Bsrc = p.B + b * p.B_batch_stride + g * p.B_group_stride + t0;
+  const T* Csrc = p.C + b * p.C_batch_stride + g * p.C_group_stride + t0;
+  const T* vr = p.transpose ? Bsrc : Csrc;
+  const T* vi = p.transpose ? Csrc : Bsrc;
+  const int64_t vr_stride = p.transpose ? p.B_state_stride : p.C_state_stride;
+  const int64_t vi_stride = p.transpose ? p.C_state_stride : p.B_state_stride;
+  for (int64_t n = 0; n < N; ++n) {
+    T* row = s.VrP.data() + n * ldq;
+    std::memcpy(row, vr + n * vr_stride, q * sizeof(T));
+    std::fill(row + q, row + ldq, T(0));
+  }
+  std::fill(s.ViT.begin(), s.ViT.end(), T(0));
+  for (int64_t n = 0; n < N; ++n) {
+    const T* src = vi + n * vi_stride;
+    for (int64_t u = 0; u < q; ++u) s.ViT[u * ldn + n] = src[u];
+  }
+  gemm(q, ldq, s.ViT.data(), ldn, s.VrP.data(), ldq, FullK{N}, s.CB.data(), ldq, Epilogue<T>{});
+}
+
+// One head's chunk: Y = X W (+ the state read out), the state passed on, Y written out.
+template <typename T>
+void head_chunk(const SsdScanParams<T>& p, int64_t b, int64_t h, int64_t t0, int64_t q, bool state_is_zero, T* S,
+                ChunkScratch<T>& s) {
+  const int64_t P = s.P, N = s.N, ldq = s.ldq, ldn = s.ldn;
+  const T A = p.A[h], Dh = p.D ? p.D[h] : T(0);
+  const T* delta = p.delta + b * p.delta_batch_stride + h * p.delta_head_stride + t0;
+  using V = Vec<T>;
+  constexpr int64_t W = kLanes<T>;
+  T *dt = s.dt.data(), *cum = s.cum.data(), *ro = s.ro.data(), *in = s.in.data();
+  T run = 0;
+  for (int64_t i = 0; i < q; ++i) dt[i] = delta[i], cum[i] = run += delta[i] * A;
+  std::fill(dt + q, dt + ldq, T(0));
+  std::fill(cum + q, cum + ldq, run);  // padding: finite exponents (their columns are zero)
+  const T last = run;
+  const V lastv = broadcast(last);
+  // The read-out weights ro and the input weights in.
+  for (int64_t i = 0; i < ldq; i += W) {
+    const V c = load(cum + i), d = load(dt + i), to_last = vexp(lastv - c), from_start = vexp(c);
+    store(ro + i, p.transpose ? d * to_last : from_start);
+    store(in + i, p.transpose ? from_start : d * to_last);
+  }
+  std::fill(ro + q, ro + ldq, T(0));
+  // W from CB: row u holds the outputs o input u reaches (forward o >= u, transpose o <= u),
+  // computed in whole vectors, then the part out of reach set to 0.
+  for (int64_t u = 0; u < q; ++u) {
+    const T* cb = s.CB.data() + u * ldq;
+    T* w = s.Wm.data() + u * ldq;
+    const V cu = broadcast(cum[u]);
+    if (!p.transpose) {
+      const V du = broadcast(dt[u]);
+      for (int64_t o = u / W * W; o < ldq; o += W) store(w + o, vexp(load(cum + o) - cu) * load(cb + o) * du);
+      std::fill(w, w + u, T(0));
+    } else {
+      for (int64_t o = 0; o <= u; o += W) store(w + o, vexp(cu - load(cum + o)) * load(cb + o) * load(dt + o));
+      std::fill(w + u + 1, w + ldq, T(0));
+    }
+    w[u] += Dh;
+  }
+  // This head's inputs, packed.
+  const T* x = p.x + b * p.x_batch_stride + h * p.x_head_stride + t0;
+  for (int64_t c = 0; c < P; ++c) std::memcpy(s.X.data() + c * ldq, x + c * p.x_dim_stride, q * sizeof(T));
+  // Y = X W, each column tile over the inputs that reach it.
+  auto reach = [&](int64_t o0, int64_t o1) -> std::pair<int64_t, int64_t> {
+    return p.transpose ? std::pair<int64_t, int64_t>{std::min(o0, q), q}
+                       : std::pair<int64_t, int64_t>{0, std::min(o1, q)};
+  };
+  gemm(P, ldq, s.X.data(), ldq, s.Wm.data(), ldq, reach, s.Y.data(), ldq, Epilogue<T>{});
+  if (!state_is_zero) {
+    Epilogue<T> e;
+    e.beta = 1, e.scale = ro;
+    gemm(P, ldq, S, ldn, s.VrP.data(), ldq, FullK{N}, s.Y.data(), ldq, e);
+  }
+  // The state leaving the chunk: S <- exp(cum_last) S + (X diag(in)) Viᵀ.
+  for (int64_t c = 0; c < P; ++c)
+    for (int64_t u = 0; u < ldq; u += W) store(s.Xw.data() + c * ldq + u, load(s.X.data() + c * ldq + u) * load(in + u));
+  Epilogue<T> e;
+  e.beta = state_is_zero ? T(0) : std::exp(last);
+  gemm(P, ldn, s.Xw.data(), ldq, s.ViT.data(), ldn, FullK{q}, S, ldn, e);
+  T* out = p.out + b * p.out_batch_stride + h * p.out_head_stride + t0;
+  for (int64_t c = 0; c < P; ++c) std::memcpy(out + c * p.out_dim_stride, s.Y.data() + c * ldq, q * sizeof(T));
+}
+
+// While alive, results below the smallest normal number are 0 and are read as 0 (the SSE
+// control register's flush-to-zero and denormals-are-zero bits, restored after). The chunk's
+// decay weights reach far below it (exp(-100) and less over a long chunk with a strong
+// decay), and products with such subnormal numbers take a slow microcode path on x86: 2-3x
+// slower chunks for contributions 30 orders of magnitude below a float's rounding.
+class FlushSubnormals {
+ public:
+#if defined(__SSE__)
+  FlushSubnormals() : saved_(_mm_getcsr()) { _mm_setcsr(saved_ | 0x8040u); }
+  ~FlushSubnormals() { _mm_setcsr(saved_); }
+ private:
+  unsigned saved_;
+#endif
+};
+
+template <typename T>
+void chunked_tasks(const SsdScanParams<T>& p, int64_t begin, int64_t end) {
+  const int64_t L = p.seqlen, N = p.dstate, P = p.head_dim, Q = std::min(p.chunk, L);
+  const int64_t hg = p.heads / p.groups;
+  const int64_t blocks = ssd_chunked_head_blocks(p);
+  const int64_t per_block = (hg + blocks - 1) / blocks;
+  ChunkScratch<T> s(per_block, Q, N, P);
+  const int64_t chunks = (L + Q - 1) / Q;
+  FlushSubnormals flush;
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t b = task / (p.groups * blocks), g = task / blocks % p.groups, blk = task % blocks;
+    const int64_t h0 = g * hg + blk * per_block, h1 = std::min(g * hg + hg, h0 + per_block);
+    if (h0 >= h1) continue;
+    for (int64_t h = h0; h < h1; ++h) {
+      T* S = s.S.data() + (h - h0) * P * s.ldn;
+      const T* init = p.init_state ? p.init_state + (b * p.heads + h) * P * N : nullptr;
+      for (int64_t c = 0; c < P; ++c) {
+        for (int64_t n = 0; n < N; ++n) S[c * s.ldn + n] = init ? init[c * N + n] : T(0);
+        std::fill(S + c * s.ldn + N, S + (c + 1) * s.ldn, T(0));
+      }
+    }
+    // The rows of the chunk after this one are prefetched a head ahead (x, out) or a chunk
+    // ahead (B, C).
+    auto chunk_start = [&](int64_t k) { return (p.transpose ? chunks - 1 - k : k) * Q; };
+    auto prefetch_head = [&](int64_t h, int64_t t0, int64_t q) {
+      prefetch_rows(p.x + b * p.x_batch_stride + h * p.x_head_stride + t0, p.x_dim_stride, P, q, false);
+      prefetch_rows(p.out + b * p.out_batch_stride + h * p.out_head_stride + t0, p.out_dim_stride, P, q, true);
+    };
+    for (int64_t k = 0; k < chunks; ++k) {
+      const int64_t t0 = chunk_start(k), q = std::min(Q, L - t0);
+      pack_group_chunk(p, b, g, t0, q, s);
+      if (k + 1 < chunks) {
+        const int64_t t1 = chunk_start(k + 1), q1 = std::min(Q, L - t1);
+        prefetch_rows(p.B + b * p.B_batch_stride + g * p.B_group_stride + t1, p.B_state_stride, N, q1, false);
+        prefetch_rows(p.C + b * p.C_batch_stride + g * p.C_group_stride + t1, p.C_state_stride, N, q1, false);
+      }
+      for (int64_t h = h0; h < h1; ++h) {
+        if (h + 1 < h1) prefetch_head(h + 1, t0, q);
+        else if (k + 1 < chunks) prefetch_head(h0, chunk_start(k + 1), std::min(Q, L - chunk_start(k + 1)));
+        head_chunk(p, b, h, t0, q, k == 0 && !p.init_state, s.S.data() + (h - h0) * P * s.ldn, s);
+      }
+    }
+    if (p.last_state)
+      for (int64_t h = h0; h < h1; ++h) {
+        const T* S = s.S.data() + (h - h0) * P * s.ldn;
+        T* last = p.last_state + (b * p.heads + h) * P * N;
+        for (int64_t c = 0; c < P; ++c) std::memcpy(last + c * N, S + c * s.ldn, N * sizeof(T));
+      }
+  }
+}
+
+}  // namespace ssd
+}  // namespace MAMBA_LRP_CPU_ISA
+}  // namespace cpu
+}  // namespace kernels
+}  // namespace mamba_lrp
