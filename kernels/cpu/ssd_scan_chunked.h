@@ -27,6 +27,7 @@
 #include <cmath>
 #include <cstring>
 #include <vector>
+#include <cstdlib>
 #if defined(__SSE__)
 #include <xmmintrin.h>
 #endif
@@ -67,12 +68,12 @@ struct ChunkScratch {
   std::vector<T> ViT;        // (Q × ldn)   the input vectors, one row per step
   std::vector<T> CB;         // (Q × ldq)   CB_uo = Vi_u · Vr_o
   std::vector<T> Wm;         // (Q × ldq)   one head's W
-  std::vector<T> X, Xw, Y;   // (P × ldq)   one head's inputs, inputs weighted by `in`, outputs
+  std::vector<T> Xw, Y;      // (P × ldq)   one head's inputs weighted by `in`; outputs (partial chunks)
   std::vector<T> dt, cum, ro, in;   // (ldq): Δ (zero in the padding), cum, the weights
   ChunkScratch(int64_t heads, int64_t Q_, int64_t N_, int64_t P_)
       : Q(Q_), ldq(round_up(Q_, kLanes<T>)), N(N_), ldn(round_up(N_, kLanes<T>)), P(P_) {
     S.resize(heads * P * ldn), VrP.resize(N * ldq), ViT.resize(Q * ldn), CB.resize(Q * ldq), Wm.resize(Q * ldq);
-    X.resize(P * ldq), Xw.resize(P * ldq), Y.resize(P * ldq);
+    Xw.resize(P * ldq), Y.resize(P * ldq);
     dt.resize(ldq), cum.resize(ldq), ro.resize(ldq), in.resize(ldq);
   }
 };
@@ -140,28 +141,40 @@ void head_chunk(const SsdScanParams<T>& p, int64_t b, int64_t h, int64_t t0, int
     }
     w[u] += Dh;
   }
-  // This head's inputs, packed.
+  // Y = (S Vr) diag(ro) + X W, into out's rows when the chunk is whole vectors long, else
+  // into scratch and copied; X is read where it lies.
   const T* x = p.x + b * p.x_batch_stride + h * p.x_head_stride + t0;
-  for (int64_t c = 0; c < P; ++c) std::memcpy(s.X.data() + c * ldq, x + c * p.x_dim_stride, q * sizeof(T));
-  // Y = X W, each column tile over the inputs that reach it.
+  T* out = p.out + b * p.out_batch_stride + h * p.out_head_stride + t0;
+  const int64_t cols = round_up(q, W);
+  const bool direct = cols == q;
+  T* y = direct ? out : s.Y.data();
+  const int64_t ldy = direct ? p.out_dim_stride : ldq;
+  if (!state_is_zero) {
+    Epilogue<T> e;
+    e.scale = ro;
+    gemm(P, cols, S, ldn, s.VrP.data(), ldq, FullK{N}, y, ldy, e);
+  }
+  // Each column tile of X W sums over the inputs that reach it.
   auto reach = [&](int64_t o0, int64_t o1) -> std::pair<int64_t, int64_t> {
     return p.transpose ? std::pair<int64_t, int64_t>{std::min(o0, q), q}
                        : std::pair<int64_t, int64_t>{0, std::min(o1, q)};
   };
-  gemm(P, ldq, s.X.data(), ldq, s.Wm.data(), ldq, reach, s.Y.data(), ldq, Epilogue<T>{});
-  if (!state_is_zero) {
-    Epilogue<T> e;
-    e.beta = 1, e.scale = ro;
-    gemm(P, ldq, S, ldn, s.VrP.data(), ldq, FullK{N}, s.Y.data(), ldq, e);
-  }
+  Epilogue<T> e_intra;
+  e_intra.beta = state_is_zero ? T(0) : T(1);
+  gemm(P, cols, x, p.x_dim_stride, s.Wm.data(), ldq, reach, y, ldy, e_intra);
+  if (!direct)
+    for (int64_t c = 0; c < P; ++c) std::memcpy(out + c * p.out_dim_stride, s.Y.data() + c * ldq, q * sizeof(T));
   // The state leaving the chunk: S <- exp(cum_last) S + (X diag(in)) Viᵀ.
-  for (int64_t c = 0; c < P; ++c)
-    for (int64_t u = 0; u < ldq; u += W) store(s.Xw.data() + c * ldq + u, load(s.X.data() + c * ldq + u) * load(in + u));
+  const int64_t whole = q / W * W;
+  for (int64_t c = 0; c < P; ++c) {
+    const T* xr = x + c * p.x_dim_stride;
+    T* xw = s.Xw.data() + c * ldq;
+    for (int64_t u = 0; u < whole; u += W) store(xw + u, load(xr + u) * load(in + u));
+    for (int64_t u = whole; u < q; ++u) xw[u] = xr[u] * in[u];
+  }
   Epilogue<T> e;
   e.beta = state_is_zero ? T(0) : std::exp(last);
   gemm(P, ldn, s.Xw.data(), ldq, s.ViT.data(), ldn, FullK{q}, S, ldn, e);
-  T* out = p.out + b * p.out_batch_stride + h * p.out_head_stride + t0;
-  for (int64_t c = 0; c < P; ++c) std::memcpy(out + c * p.out_dim_stride, s.Y.data() + c * ldq, q * sizeof(T));
 }
 
 // While alive, results below the smallest normal number are 0 and are read as 0 (the SSE
@@ -215,9 +228,13 @@ void chunked_tasks(const SsdScanParams<T>& p, int64_t begin, int64_t end) {
         prefetch_rows(p.B + b * p.B_batch_stride + g * p.B_group_stride + t1, p.B_state_stride, N, q1, false);
         prefetch_rows(p.C + b * p.C_batch_stride + g * p.C_group_stride + t1, p.C_state_stride, N, q1, false);
       }
+      static const int64_t dist = getenv("PFD") ? atoi(getenv("PFD")) : 1;
       for (int64_t h = h0; h < h1; ++h) {
-        if (h + 1 < h1) prefetch_head(h + 1, t0, q);
-        else if (k + 1 < chunks) prefetch_head(h0, chunk_start(k + 1), std::min(Q, L - chunk_start(k + 1)));
+        if (dist > 0) {
+          int64_t hp = h + dist, kp = k;
+          while (hp >= h1) hp -= (h1 - h0), ++kp;
+          if (kp < chunks) prefetch_head(hp, chunk_start(kp), std::min(Q, L - chunk_start(kp)));
+        }
         head_chunk(p, b, h, t0, q, k == 0 && !p.init_state, s.S.data() + (h - h0) * P * s.ldn, s);
       }
     }

@@ -44,8 +44,10 @@ inline void gemm_tile(const T* __restrict a, int64_t lda, const T* __restrict b,
     V bv[NV];
     for (int v = 0; v < NV; ++v) bv[v] = load(b + k * ldb + v * W);
     for (int r = 0; r < R; ++r) {
-      const V av = broadcast(a[r * lda + k]);
-      for (int v = 0; v < NV; ++v) acc[r][v] += av * bv[v];
+      // scalar * vector: a broadcast the multiply-add takes from memory itself (V{} + a
+      // would add a scalar 0 first, one more instruction on the multiply-add ports).
+      const T ar = a[r * lda + k];
+      for (int v = 0; v < NV; ++v) acc[r][v] += ar * bv[v];
     }
   }
   for (int v = 0; v < NV; ++v) {
