@@ -27,9 +27,8 @@
 #include <cmath>
 #include <cstring>
 #include <vector>
-#include <cstdlib>
-#if defined(__SSE__)
-#include <xmmintrin.h>
+#if defined(__SSE2__)
+#include <immintrin.h>
 #endif
 
 #include "kernels/cpu/simd_math.h"
@@ -57,6 +56,48 @@ inline void prefetch_rows(const T* base, int64_t stride, int64_t rows, int64_t w
     }
   if (width > 0)  // the row's last element may lie on one more line
     for (int64_t r = 0; r < rows; ++r) __builtin_prefetch(base + r * stride + width - 1, for_write ? 1 : 0, 2);
+}
+
+// Outputs larger than this are written past the caches (non-temporal stores): the rows of
+// out lie far apart, and an ordinary store first reads each line of them from memory.
+constexpr int64_t kStreamOutBytes = int64_t(16) << 20;
+
+// One vector stored past the caches (p vector-aligned).
+inline void stream_vector(float* p, Vec<float> v) {
+#if defined(__AVX512F__)
+  _mm512_stream_ps(p, (__m512)v);
+#elif defined(__AVX__)
+  _mm256_stream_ps(p, (__m256)v);
+#elif defined(__SSE2__)
+  _mm_stream_ps(p, (__m128)v);
+#else
+  store(p, v);
+#endif
+}
+inline void stream_vector(double* p, Vec<double> v) {
+#if defined(__AVX512F__)
+  _mm512_stream_pd(p, (__m512d)v);
+#elif defined(__AVX__)
+  _mm256_stream_pd(p, (__m256d)v);
+#elif defined(__SSE2__)
+  _mm_stream_pd(p, (__m128d)v);
+#else
+  store(p, v);
+#endif
+}
+
+// dst[0, n) = src[0, n); with `stream`, the vector-aligned part with non-temporal stores.
+template <typename T>
+inline void write_row(T* dst, const T* src, int64_t n, bool stream) {
+  if (!stream) {
+    std::memcpy(dst, src, n * sizeof(T));
+    return;
+  }
+  constexpr int64_t W = kLanes<T>;
+  int64_t i = 0;
+  for (; i < n && reinterpret_cast<uintptr_t>(dst + i) % kVecBytes != 0; ++i) dst[i] = src[i];
+  for (; i + W <= n; i += W) stream_vector(dst + i, load(src + i));
+  for (; i < n; ++i) dst[i] = src[i];
 }
 
 // The scratch of one task (a thread runs its tasks one after the other with it).
@@ -105,7 +146,7 @@ void pack_group_chunk(const SsdScanParams<T>& p, int64_t b, int64_t g, int64_t t
 // One head's chunk: Y = X W (+ the state read out), the state passed on, Y written out.
 template <typename T>
 void head_chunk(const SsdScanParams<T>& p, int64_t b, int64_t h, int64_t t0, int64_t q, bool state_is_zero, T* S,
-                ChunkScratch<T>& s) {
+                bool stream_out, ChunkScratch<T>& s) {
   const int64_t P = s.P, N = s.N, ldq = s.ldq, ldn = s.ldn;
   const T A = p.A[h], Dh = p.D ? p.D[h] : T(0);
   const T* delta = p.delta + b * p.delta_batch_stride + h * p.delta_head_stride + t0;
@@ -141,18 +182,14 @@ void head_chunk(const SsdScanParams<T>& p, int64_t b, int64_t h, int64_t t0, int
     }
     w[u] += Dh;
   }
-  // Y = (S Vr) diag(ro) + X W, into out's rows when the chunk is whole vectors long, else
-  // into scratch and copied; X is read where it lies.
+  // Y = (S Vr) diag(ro) + X W in scratch (X read where it lies), then written to out.
   const T* x = p.x + b * p.x_batch_stride + h * p.x_head_stride + t0;
-  T* out = p.out + b * p.out_batch_stride + h * p.out_head_stride + t0;
   const int64_t cols = round_up(q, W);
-  const bool direct = cols == q;
-  T* y = direct ? out : s.Y.data();
-  const int64_t ldy = direct ? p.out_dim_stride : ldq;
+  T* y = s.Y.data();
   if (!state_is_zero) {
     Epilogue<T> e;
     e.scale = ro;
-    gemm(P, cols, S, ldn, s.VrP.data(), ldq, FullK{N}, y, ldy, e);
+    gemm(P, cols, S, ldn, s.VrP.data(), ldq, FullK{N}, y, ldq, e);
   }
   // Each column tile of X W sums over the inputs that reach it.
   auto reach = [&](int64_t o0, int64_t o1) -> std::pair<int64_t, int64_t> {
@@ -161,9 +198,9 @@ void head_chunk(const SsdScanParams<T>& p, int64_t b, int64_t h, int64_t t0, int
   };
   Epilogue<T> e_intra;
   e_intra.beta = state_is_zero ? T(0) : T(1);
-  gemm(P, cols, x, p.x_dim_stride, s.Wm.data(), ldq, reach, y, ldy, e_intra);
-  if (!direct)
-    for (int64_t c = 0; c < P; ++c) std::memcpy(out + c * p.out_dim_stride, s.Y.data() + c * ldq, q * sizeof(T));
+  gemm(P, cols, x, p.x_dim_stride, s.Wm.data(), ldq, reach, y, ldq, e_intra);
+  T* out = p.out + b * p.out_batch_stride + h * p.out_head_stride + t0;
+  for (int64_t c = 0; c < P; ++c) write_row(out + c * p.out_dim_stride, y + c * ldq, q, stream_out);
   // The state leaving the chunk: S <- exp(cum_last) S + (X diag(in)) Viᵀ.
   const int64_t whole = q / W * W;
   for (int64_t c = 0; c < P; ++c) {
@@ -184,7 +221,7 @@ void head_chunk(const SsdScanParams<T>& p, int64_t b, int64_t h, int64_t t0, int
 // slower chunks for contributions 30 orders of magnitude below a float's rounding.
 class FlushSubnormals {
  public:
-#if defined(__SSE__)
+#if defined(__SSE2__)
   FlushSubnormals() : saved_(_mm_getcsr()) { _mm_setcsr(saved_ | 0x8040u); }
   ~FlushSubnormals() { _mm_setcsr(saved_); }
  private:
@@ -201,6 +238,7 @@ void chunked_tasks(const SsdScanParams<T>& p, int64_t begin, int64_t end) {
   ChunkScratch<T> s(per_block, Q, N, P);
   const int64_t chunks = (L + Q - 1) / Q;
   FlushSubnormals flush;
+  const bool stream_out = p.batch * p.heads * P * L * static_cast<int64_t>(sizeof(T)) >= kStreamOutBytes;
   for (int64_t task = begin; task < end; ++task) {
     const int64_t b = task / (p.groups * blocks), g = task / blocks % p.groups, blk = task % blocks;
     const int64_t h0 = g * hg + blk * per_block, h1 = std::min(g * hg + hg, h0 + per_block);
@@ -213,12 +251,13 @@ void chunked_tasks(const SsdScanParams<T>& p, int64_t begin, int64_t end) {
         std::fill(S + c * s.ldn + N, S + (c + 1) * s.ldn, T(0));
       }
     }
-    // The rows of the chunk after this one are prefetched a head ahead (x, out) or a chunk
-    // ahead (B, C).
+    // The rows of the chunk after this one are prefetched a head ahead (x, and out when it is
+    // not streamed) or a chunk ahead (B, C).
     auto chunk_start = [&](int64_t k) { return (p.transpose ? chunks - 1 - k : k) * Q; };
     auto prefetch_head = [&](int64_t h, int64_t t0, int64_t q) {
       prefetch_rows(p.x + b * p.x_batch_stride + h * p.x_head_stride + t0, p.x_dim_stride, P, q, false);
-      prefetch_rows(p.out + b * p.out_batch_stride + h * p.out_head_stride + t0, p.out_dim_stride, P, q, true);
+      if (!stream_out)
+        prefetch_rows(p.out + b * p.out_batch_stride + h * p.out_head_stride + t0, p.out_dim_stride, P, q, true);
     };
     for (int64_t k = 0; k < chunks; ++k) {
       const int64_t t0 = chunk_start(k), q = std::min(Q, L - t0);
@@ -228,14 +267,10 @@ void chunked_tasks(const SsdScanParams<T>& p, int64_t begin, int64_t end) {
         prefetch_rows(p.B + b * p.B_batch_stride + g * p.B_group_stride + t1, p.B_state_stride, N, q1, false);
         prefetch_rows(p.C + b * p.C_batch_stride + g * p.C_group_stride + t1, p.C_state_stride, N, q1, false);
       }
-      static const int64_t dist = getenv("PFD") ? atoi(getenv("PFD")) : 1;
       for (int64_t h = h0; h < h1; ++h) {
-        if (dist > 0) {
-          int64_t hp = h + dist, kp = k;
-          while (hp >= h1) hp -= (h1 - h0), ++kp;
-          if (kp < chunks) prefetch_head(hp, chunk_start(kp), std::min(Q, L - chunk_start(kp)));
-        }
-        head_chunk(p, b, h, t0, q, k == 0 && !p.init_state, s.S.data() + (h - h0) * P * s.ldn, s);
+        if (h + 1 < h1) prefetch_head(h + 1, t0, q);
+        else if (k + 1 < chunks) prefetch_head(h0, chunk_start(k + 1), std::min(Q, L - chunk_start(k + 1)));
+        head_chunk(p, b, h, t0, q, k == 0 && !p.init_state, s.S.data() + (h - h0) * P * s.ldn, stream_out, s);
       }
     }
     if (p.last_state)
@@ -245,6 +280,9 @@ void chunked_tasks(const SsdScanParams<T>& p, int64_t begin, int64_t end) {
         for (int64_t c = 0; c < P; ++c) std::memcpy(last + c * N, S + c * s.ldn, N * sizeof(T));
       }
   }
+#if defined(__SSE2__)
+  if (stream_out) _mm_sfence();  // the non-temporal stores are done before the threads join
+#endif
 }
 
 }  // namespace ssd

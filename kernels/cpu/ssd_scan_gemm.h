@@ -23,6 +23,8 @@ namespace ssd {
 // quarters of them as accumulators, the rest hold b's vectors and a broadcast.
 constexpr int kTileVectors = kVecBytes == 64 ? 4 : 2;
 constexpr int kTileAccumulators = kVecBytes == 64 ? 24 : 12;
+// The most bytes of b one pass over the rows reads (a third of a 48 KiB first-level cache).
+constexpr int64_t kPanelBytes = 16384;
 
 // How a product ends: c = acc (beta 0: c is not read), or c = beta c + acc; with `scale`,
 // acc is first multiplied by scale[j] (a vector of column weights).
@@ -97,15 +99,25 @@ void gemm(int64_t rows, int64_t cols, const T* a, int64_t lda, const T* b, int64
     const T* ak = a + k0;
     const T* bk = b + k0 * ldb + j0;
     T* cj = c + j0;
-    switch (nv) {
-      case 1: gemm_column_tile<T, 1>(rows, ak, lda, bk, ldb, K, cj, ldc, ej); break;
-      case 2: gemm_column_tile<T, 2>(rows, ak, lda, bk, ldb, K, cj, ldc, ej); break;
-      case 3:
-        if constexpr (kTileVectors >= 3) gemm_column_tile<T, 3>(rows, ak, lda, bk, ldb, K, cj, ldc, ej);
-        break;
-      default:
-        if constexpr (kTileVectors >= 4) gemm_column_tile<T, 4>(rows, ak, lda, bk, ldb, K, cj, ldc, ej);
-        break;
+    // The k range in blocks whose panel of b (kc × the tile's width) fits the first-level
+    // cache beside the rows of a and c: the first block ends as asked, the others add on.
+    const int64_t kc = std::max<int64_t>(1, kPanelBytes / (nv * W * static_cast<int64_t>(sizeof(T))));
+    for (int64_t kb = 0; kb < K || kb == 0; kb += kc) {
+      const int64_t kn = std::min(kc, K - kb);
+      Epilogue<T> ek = ej;
+      if (kb > 0) ek.beta = 1;
+      const T* akb = ak + kb;
+      const T* bkb = bk + kb * ldb;
+      switch (nv) {
+        case 1: gemm_column_tile<T, 1>(rows, akb, lda, bkb, ldb, kn, cj, ldc, ek); break;
+        case 2: gemm_column_tile<T, 2>(rows, akb, lda, bkb, ldb, kn, cj, ldc, ek); break;
+        case 3:
+          if constexpr (kTileVectors >= 3) gemm_column_tile<T, 3>(rows, akb, lda, bkb, ldb, kn, cj, ldc, ek);
+          break;
+        default:
+          if constexpr (kTileVectors >= 4) gemm_column_tile<T, 4>(rows, akb, lda, bkb, ldb, kn, cj, ldc, ek);
+          break;
+      }
     }
     v0 += nv;
   }
