@@ -199,17 +199,22 @@ def test_composite_path(groups):
 
 
 def test_automatic_choice_and_long_sequences():
-    """chunk_size 0 is the per-step form (the faster one measured, at every length); at
-    L = 300 the chunked form (5 chunks of 64, the last one partial) agrees with it and with
-    the loop."""
+    """chunk_size 0 is the per-step form below 16 steps and chunks of 64 from there on (the
+    faster form measured at each length); at L = 300 the chunked form (5 chunks of 64, the
+    last one partial) agrees with the per-step form and with the loop."""
     d = inputs(batch=1, heads=2, head_dim=4, seqlen=300, dstate=8, seed=7)
     y_ref, _ = ssd_loop(**d)
     y0, _ = ssd_scan(d["x"], d["delta"], d["A"], d["B"], d["C"], d["D"])
     y1, _ = ssd_scan(d["x"], d["delta"], d["A"], d["B"], d["C"], d["D"], False, "exact", 1)
     y64, _ = ssd_scan(d["x"], d["delta"], d["A"], d["B"], d["C"], d["D"], False, "exact", 64)
-    assert torch.equal(y0, y1)
+    assert torch.equal(y0, y64)
     close(y1, y_ref, 1e-11)
     close(y64, y_ref, 1e-11)
+    for L, per_step in ((15, True), (16, False)):
+        s = {k: (v[..., :L] if k in ("x", "delta", "B", "C") else v) for k, v in d.items()}
+        y_auto, _ = ssd_scan(s["x"], s["delta"], s["A"], s["B"], s["C"], s["D"])
+        y_form, _ = ssd_scan(s["x"], s["delta"], s["A"], s["B"], s["C"], s["D"], False, "exact", 1 if per_step else 64)
+        assert torch.equal(y_auto, y_form), L
 
 
 # ---- The chunked CPU kernel at the edges of its blocking (kernels/cpu/ssd_scan_gemm.h):
