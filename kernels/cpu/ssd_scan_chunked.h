@@ -43,21 +43,6 @@ namespace ssd {
 
 inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
-// Prefetches rows [0, rows) of `width` elements (stride apart) into the second-level cache:
-// the rows of x, out, B and C are the length of the sequence apart, so the hardware's
-// prefetchers, which follow a few sequential streams, do not see them coming.
-template <typename T>
-inline void prefetch_rows(const T* base, int64_t stride, int64_t rows, int64_t width, bool for_write) {
-  constexpr int64_t kLine = 64 / sizeof(T);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t i = 0; i < width; i += kLine) {
-      if (for_write) __builtin_prefetch(base + r * stride + i, 1, 2);
-      else __builtin_prefetch(base + r * stride + i, 0, 2);
-    }
-  if (width > 0)  // the row's last element may lie on one more line
-    for (int64_t r = 0; r < rows; ++r) __builtin_prefetch(base + r * stride + width - 1, for_write ? 1 : 0, 2);
-}
-
 // Outputs larger than this are written past the caches (non-temporal stores): the rows of
 // out lie far apart, and an ordinary store first reads each line of them from memory.
 constexpr int64_t kStreamOutBytes = int64_t(16) << 20;
@@ -251,27 +236,11 @@ void chunked_tasks(const SsdScanParams<T>& p, int64_t begin, int64_t end) {
         std::fill(S + c * s.ldn + N, S + (c + 1) * s.ldn, T(0));
       }
     }
-    // The rows of the chunk after this one are prefetched a head ahead (x, and out when it is
-    // not streamed) or a chunk ahead (B, C).
-    auto chunk_start = [&](int64_t k) { return (p.transpose ? chunks - 1 - k : k) * Q; };
-    auto prefetch_head = [&](int64_t h, int64_t t0, int64_t q) {
-      prefetch_rows(p.x + b * p.x_batch_stride + h * p.x_head_stride + t0, p.x_dim_stride, P, q, false);
-      if (!stream_out)
-        prefetch_rows(p.out + b * p.out_batch_stride + h * p.out_head_stride + t0, p.out_dim_stride, P, q, true);
-    };
     for (int64_t k = 0; k < chunks; ++k) {
-      const int64_t t0 = chunk_start(k), q = std::min(Q, L - t0);
+      const int64_t t0 = (p.transpose ? chunks - 1 - k : k) * Q, q = std::min(Q, L - t0);
       pack_group_chunk(p, b, g, t0, q, s);
-      if (k + 1 < chunks) {
-        const int64_t t1 = chunk_start(k + 1), q1 = std::min(Q, L - t1);
-        prefetch_rows(p.B + b * p.B_batch_stride + g * p.B_group_stride + t1, p.B_state_stride, N, q1, false);
-        prefetch_rows(p.C + b * p.C_batch_stride + g * p.C_group_stride + t1, p.C_state_stride, N, q1, false);
-      }
-      for (int64_t h = h0; h < h1; ++h) {
-        if (h + 1 < h1) prefetch_head(h + 1, t0, q);
-        else if (k + 1 < chunks) prefetch_head(h0, chunk_start(k + 1), std::min(Q, L - chunk_start(k + 1)));
+      for (int64_t h = h0; h < h1; ++h)
         head_chunk(p, b, h, t0, q, k == 0 && !p.init_state, s.S.data() + (h - h0) * P * s.ldn, stream_out, s);
-      }
     }
     if (p.last_state)
       for (int64_t h = h0; h < h1; ++h) {
