@@ -94,7 +94,7 @@ struct ChunkScratch {
   std::vector<T> ViT;        // (Q × ldn)   the input vectors, one row per step
   std::vector<T> CB;         // (Q × ldq)   CB_uo = Vi_u · Vr_o
   std::vector<T> Wm;         // (Q × ldq)   one head's W
-  std::vector<T> Xw, Y;      // (P × ldq)   one head's inputs weighted by `in`; outputs (partial chunks)
+  std::vector<T> Xw, Y;      // (P × ldq)   one head's inputs weighted by `in`; its outputs
   std::vector<T> dt, cum, ro, in;   // (ldq): Δ (zero in the padding), cum, the weights
   ChunkScratch(int64_t heads, int64_t Q_, int64_t N_, int64_t P_)
       : Q(Q_), ldq(round_up(Q_, kLanes<T>)), N(N_), ldn(round_up(N_, kLanes<T>)), P(P_) {
@@ -128,7 +128,7 @@ void pack_group_chunk(const SsdScanParams<T>& p, int64_t b, int64_t g, int64_t t
   gemm(q, ldq, s.ViT.data(), ldn, s.VrP.data(), ldq, FullK{N}, s.CB.data(), ldq, Epilogue<T>{});
 }
 
-// One head's chunk: Y = X W (+ the state read out), the state passed on, Y written out.
+// One head's chunk: Y = X W (+ the state read out) written out, the state passed on.
 template <typename T>
 void head_chunk(const SsdScanParams<T>& p, int64_t b, int64_t h, int64_t t0, int64_t q, bool state_is_zero, T* S,
                 bool stream_out, ChunkScratch<T>& s) {
