@@ -4,7 +4,8 @@ y_t = S_t C_t + D_h x_t, with head h reading group h // (H / G). It shares nothi
 op (no chunks, no transposes). Covers the per-step (chunk_size 1) and chunked kernels, the
 automatic choice, the ATen composite (the other devices' path, run here on the CPU), both
 backward rules, groups 1/2/4, dstate 256, lengths across chunk boundaries, the last state,
-strided inputs and the refusals.
+strided inputs and the refusals; and the chunked kernel at the edges of its blocking
+(register tiles, panels, padding, head blocks per thread, the streamed output).
 
 Tolerances: float64 results at 1e-11 relative (a few hundred products and exps summed in a
 different order); float32 kernels at 2e-4 relative of the float64 result (float32 rounding
