@@ -86,20 +86,27 @@ inline void write_row(T* dst, const T* src, int64_t n, bool stream) {
   for (; i < n; ++i) dst[i] = src[i];
 }
 
+// The most bytes the group's part of a super-chunk takes (C Bᵀ, Vr, Viᵀ of its chunks).
+constexpr int64_t kSuperChunkBytes = int64_t(384) << 10;
+
 // The scratch of one task (a thread runs its tasks one after the other with it).
 template <typename T>
 struct ChunkScratch {
   int64_t Q, ldq, N, ldn, P;
   std::vector<T> S;          // (heads in the block × P × ldn): each head's state
-  std::vector<T> VrP;        // (N × ldq)   the read-out vectors of the chunk
-  std::vector<T> ViT;        // (Q × ldn)   the input vectors, one row per step
-  std::vector<T> CB;         // (Q × ldq)   CB_uo = Vi_u · Vr_o
+  int64_t span;              // chunks per super-chunk: the group's part of each is kept at once
+  std::vector<T> VrP;        // span × (N × ldq)  the read-out vectors of each chunk
+  std::vector<T> ViT;        // span × (Q × ldn)  the input vectors, one row per step
+  std::vector<T> CB;         // span × (Q × ldq)  CB_uo = Vi_u · Vr_o
   std::vector<T> Wm;         // (Q × ldq)   one head's W
   std::vector<T> Xw, Y;      // (P × ldq)   one head's inputs weighted by `in`; its outputs
   std::vector<T> dt, cum, ro, in;   // (ldq): Δ (zero in the padding), cum, the weights
-  ChunkScratch(int64_t heads, int64_t Q_, int64_t N_, int64_t P_)
+  ChunkScratch(int64_t heads, int64_t Q_, int64_t N_, int64_t P_, int64_t chunks)
       : Q(Q_), ldq(round_up(Q_, kLanes<T>)), N(N_), ldn(round_up(N_, kLanes<T>)), P(P_) {
-    S.resize(heads * P * ldn), VrP.resize(N * ldq), ViT.resize(Q * ldn), CB.resize(Q * ldq), Wm.resize(Q * ldq);
+    const int64_t slot_bytes = (N * ldq + Q * ldn + Q * ldq) * static_cast<int64_t>(sizeof(T));
+    span = std::max<int64_t>(1, std::min<int64_t>(chunks, kSuperChunkBytes / slot_bytes));
+    S.resize(heads * P * ldn), VrP.resize(span * N * ldq), ViT.resize(span * Q * ldn), CB.resize(span * Q * ldq);
+    Wm.resize(Q * ldq);
     Xw.resize(P * ldq), Y.resize(P * ldq);
     dt.resize(ldq), cum.resize(ldq), ro.resize(ldq), in.resize(ldq);
   }
@@ -108,8 +115,11 @@ struct ChunkScratch {
 // What the heads of a (batch, group) share in the chunk [t0, t0 + q): Vr packed, Vi
 // transposed, and CB = Viᵀ Vr.
 template <typename T>
-void pack_group_chunk(const SsdScanParams<T>& p, int64_t b, int64_t g, int64_t t0, int64_t q, ChunkScratch<T>& s) {
+void pack_group_chunk(const SsdScanParams<T>& p, int64_t b, int64_t g, int64_t t0, int64_t q, ChunkScratch<T>& s,
+                      int64_t slot) {
   const int64_t N = s.N, ldq = s.ldq, ldn = s.ldn;
+  T* VrP = s.VrP.data() + slot * N * ldq;
+  T* ViT = s.ViT.data() + slot * s.Q * ldn;
   const T* Bsrc = p.B + b * p.B_batch_stride + g * p.B_group_stride + t0;
   const T* Csrc = p.C + b * p.C_batch_stride + g * p.C_group_stride + t0;
   const T* vr = p.transpose ? Bsrc : Csrc;
@@ -117,23 +127,25 @@ void pack_group_chunk(const SsdScanParams<T>& p, int64_t b, int64_t g, int64_t t
   const int64_t vr_stride = p.transpose ? p.B_state_stride : p.C_state_stride;
   const int64_t vi_stride = p.transpose ? p.C_state_stride : p.B_state_stride;
   for (int64_t n = 0; n < N; ++n) {
-    T* row = s.VrP.data() + n * ldq;
+    T* row = VrP + n * ldq;
     std::memcpy(row, vr + n * vr_stride, q * sizeof(T));
     std::fill(row + q, row + ldq, T(0));
   }
-  std::fill(s.ViT.begin(), s.ViT.end(), T(0));
+  std::fill(ViT, ViT + s.Q * ldn, T(0));
   for (int64_t n = 0; n < N; ++n) {
     const T* src = vi + n * vi_stride;
-    for (int64_t u = 0; u < q; ++u) s.ViT[u * ldn + n] = src[u];
+    for (int64_t u = 0; u < q; ++u) ViT[u * ldn + n] = src[u];
   }
-  gemm(q, ldq, s.ViT.data(), ldn, s.VrP.data(), ldq, FullK{N}, s.CB.data(), ldq, Epilogue<T>{});
+  gemm(q, ldq, ViT, ldn, VrP, ldq, FullK{N}, s.CB.data() + slot * s.Q * ldq, ldq, Epilogue<T>{});
 }
 
 // One head's chunk: Y = X W (+ the state read out) written out, the state passed on.
 template <typename T>
 void head_chunk(const SsdScanParams<T>& p, int64_t b, int64_t h, int64_t t0, int64_t q, bool state_is_zero, T* S,
-                bool stream_out, ChunkScratch<T>& s) {
+                bool stream_out, ChunkScratch<T>& s, int64_t slot) {
   const int64_t P = s.P, N = s.N, ldq = s.ldq, ldn = s.ldn;
+  const T* VrP = s.VrP.data() + slot * N * ldq;
+  const T* ViT = s.ViT.data() + slot * s.Q * ldn;
   const T A = p.A[h], Dh = p.D ? p.D[h] : T(0);
   const T* delta = p.delta + b * p.delta_batch_stride + h * p.delta_head_stride + t0;
   using V = Vec<T>;
@@ -155,7 +167,7 @@ void head_chunk(const SsdScanParams<T>& p, int64_t b, int64_t h, int64_t t0, int
   // W from CB: row u holds the outputs o input u reaches (forward o >= u, transpose o <= u),
   // computed in whole vectors, then the part out of reach set to 0.
   for (int64_t u = 0; u < q; ++u) {
-    const T* cb = s.CB.data() + u * ldq;
+    const T* cb = s.CB.data() + (slot * s.Q + u) * ldq;
     T* w = s.Wm.data() + u * ldq;
     const V cu = broadcast(cum[u]);
     if (!p.transpose) {
@@ -175,7 +187,7 @@ void head_chunk(const SsdScanParams<T>& p, int64_t b, int64_t h, int64_t t0, int
   if (!state_is_zero) {
     Epilogue<T> e;
     e.scale = ro;
-    gemm(P, cols, S, ldn, s.VrP.data(), ldq, FullK{N}, y, ldq, e);
+    gemm(P, cols, S, ldn, VrP, ldq, FullK{N}, y, ldq, e);
   }
   // Each column tile of X W sums over the inputs that reach it.
   auto reach = [&](int64_t o0, int64_t o1) -> std::pair<int64_t, int64_t> {
@@ -197,7 +209,7 @@ void head_chunk(const SsdScanParams<T>& p, int64_t b, int64_t h, int64_t t0, int
   }
   Epilogue<T> e;
   e.beta = state_is_zero ? T(0) : std::exp(last);
-  gemm(P, ldn, s.Xw.data(), ldq, s.ViT.data(), ldn, FullK{q}, S, ldn, e);
+  gemm(P, ldn, s.Xw.data(), ldq, ViT, ldn, FullK{q}, S, ldn, e);
 }
 
 // While alive, results below the smallest normal number are 0 and are read as 0 (the SSE
@@ -221,8 +233,8 @@ void chunked_tasks(const SsdScanParams<T>& p, int64_t begin, int64_t end) {
   const int64_t hg = p.heads / p.groups;
   const int64_t blocks = ssd_chunked_head_blocks(p);
   const int64_t per_block = (hg + blocks - 1) / blocks;
-  ChunkScratch<T> s(per_block, Q, N, P);
   const int64_t chunks = (L + Q - 1) / Q;
+  ChunkScratch<T> s(per_block, Q, N, P, chunks);
   FlushSubnormals flush;
   const bool stream_out = p.batch * p.heads * P * L * static_cast<int64_t>(sizeof(T)) >= kStreamOutBytes;
   for (int64_t task = begin; task < end; ++task) {
@@ -237,11 +249,22 @@ void chunked_tasks(const SsdScanParams<T>& p, int64_t begin, int64_t end) {
         std::fill(S + c * s.ldn + N, S + (c + 1) * s.ldn, T(0));
       }
     }
-    for (int64_t k = 0; k < chunks; ++k) {
-      const int64_t t0 = (p.transpose ? chunks - 1 - k : k) * Q, q = std::min(Q, L - t0);
-      pack_group_chunk(p, b, g, t0, q, s);
+    // Chunks in super-chunks of `span`: the group's part of each, then every head through
+    // them (each row of x and out is then read and written span chunks at a stretch, and a
+    // head's state stays in the nearer caches over them).
+    auto chunk_start = [&](int64_t k) { return (p.transpose ? chunks - 1 - k : k) * Q; };
+    for (int64_t k0 = 0; k0 < chunks; k0 += s.span) {
+      const int64_t n = std::min(s.span, chunks - k0);
+      for (int64_t j = 0; j < n; ++j) {
+        const int64_t t0 = chunk_start(k0 + j);
+        pack_group_chunk(p, b, g, t0, std::min(Q, L - t0), s, j);
+      }
       for (int64_t h = h0; h < h1; ++h)
-        head_chunk(p, b, h, t0, q, k == 0 && !p.init_state, s.S.data() + (h - h0) * P * s.ldn, stream_out, s);
+        for (int64_t j = 0; j < n; ++j) {
+          const int64_t t0 = chunk_start(k0 + j);
+          head_chunk(p, b, h, t0, std::min(Q, L - t0), k0 + j == 0 && !p.init_state,
+                     s.S.data() + (h - h0) * P * s.ldn, stream_out, s, j);
+        }
     }
     if (p.last_state)
       for (int64_t h = h0; h < h1; ++h) {
