@@ -222,7 +222,8 @@ def test_automatic_choice_and_long_sequences():
 # products in register tiles of up to 4 vectors (16 floats / 8 doubles each with AVX-512,
 # half that with AVX2 and baseline; ctest runs this file under each) by 6, 8, 12 or 24 rows
 # with remainders of 8, 4, 2, 1 rows; b's panel in blocks of 16 KiB (64 steps of a 4-vector
-# tile); time padded to whole vectors; one task per (batch, group, block of heads).
+# tile); time padded to whole vectors; one task per (batch, group, block of heads); chunks
+# in super-chunks of at most 384 KiB of the group's C Bᵀ, Vr and Viᵀ.
 
 # (chunk, seqlen, head_dim, dstate): chunks of 2, 15, 16, 17 (around one float vector), 40
 # (3 vectors), 64 (4: one full tile), 100 (7: a 4- and a 3-vector tile); the last chunk
@@ -267,6 +268,23 @@ def test_chunked_float32_mamba2_like(chunk):
     close(last, s_ref, 2e-4)
     dx = transpose_op(gy.float(), gs.float(), f["delta"], f["A"], f["B"], f["C"], f["D"], chunk)
     close(dx, dx_ref, 2e-4)
+
+
+def test_chunked_super_chunks_float64():
+    """dstate 128 in float64: the group's part of a chunk of 64 takes 160 KiB, so the kernel
+    keeps 2 chunks at a time (super-chunks); 1000 steps = 8 super-chunks, the last chunk
+    partial. Forward with the last state, transpose with a last-state gradient."""
+    d = inputs(batch=1, heads=4, head_dim=8, seqlen=1000, groups=2, dstate=128, seed=21)
+    xr = d["x"].clone().requires_grad_()
+    y_ref, s_ref = ssd_loop(xr, d["delta"], d["A"], d["B"], d["C"], d["D"], mambalrp=True)
+    y, last = ssd_scan(d["x"], d["delta"], d["A"], d["B"], d["C"], d["D"], True, "mambalrp", 64)
+    close(y, y_ref, 1e-11)
+    close(last, s_ref, 1e-11)
+    g = torch.Generator().manual_seed(6)
+    gy = torch.randn(y.shape, generator=g, dtype=torch.float64)
+    gs = torch.randn(last.shape, generator=g, dtype=torch.float64)
+    (dx_ref,) = torch.autograd.grad((y_ref * gy).sum() + (s_ref * gs).sum(), [xr])
+    close(transpose_op(gy, gs, d["delta"], d["A"], d["B"], d["C"], d["D"], 64), dx_ref, 1e-11)
 
 
 @pytest.mark.parametrize("threads", [2, 3, 5])
