@@ -99,7 +99,7 @@ struct ChunkScratch {
   std::vector<T> ViT;        // span × (Q × ldn)  the input vectors, one row per step
   std::vector<T> CB;         // span × (Q × ldq)  CB_uo = Vi_u · Vr_o
   std::vector<T> Wm;         // (Q × ldq)   one head's W
-  std::vector<T> Xw, Y;      // (P × ldq)   one head's inputs weighted by `in`; its outputs
+  std::vector<T> X, Xw, Y;   // (P × ldq)   one head's inputs, them weighted by `in`, its outputs
   std::vector<T> dt, cum, ro, in;   // (ldq): Δ (zero in the padding), cum, the weights
   ChunkScratch(int64_t heads, int64_t Q_, int64_t N_, int64_t P_, int64_t chunks)
       : Q(Q_), ldq(round_up(Q_, kLanes<T>)), N(N_), ldn(round_up(N_, kLanes<T>)), P(P_) {
@@ -107,7 +107,7 @@ struct ChunkScratch {
     span = std::max<int64_t>(1, std::min<int64_t>(chunks, kSuperChunkBytes / slot_bytes));
     S.resize(heads * P * ldn), VrP.resize(span * N * ldq), ViT.resize(span * Q * ldn), CB.resize(span * Q * ldq);
     Wm.resize(Q * ldq);
-    Xw.resize(P * ldq), Y.resize(P * ldq);
+    X.resize(P * ldq), Xw.resize(P * ldq), Y.resize(P * ldq);
     dt.resize(ldq), cum.resize(ldq), ro.resize(ldq), in.resize(ldq);
   }
 };
@@ -180,8 +180,21 @@ void head_chunk(const SsdScanParams<T>& p, int64_t b, int64_t h, int64_t t0, int
     }
     w[u] += Dh;
   }
-  // Y = (S Vr) diag(ro) + X W in scratch (X read where it lies), then written to out.
+  // This head's inputs, packed (X) and weighted by `in` (Xw), in one pass over x's rows
+  // (independent loads: the rows come from memory faster than inside a product).
   const T* x = p.x + b * p.x_batch_stride + h * p.x_head_stride + t0;
+  const int64_t whole = q / W * W;
+  for (int64_t c = 0; c < P; ++c) {
+    const T* xr = x + c * p.x_dim_stride;
+    T* xp = s.X.data() + c * ldq;
+    T* xw = s.Xw.data() + c * ldq;
+    for (int64_t u = 0; u < whole; u += W) {
+      const V v = load(xr + u);
+      store(xp + u, v), store(xw + u, v * load(in + u));
+    }
+    for (int64_t u = whole; u < q; ++u) xp[u] = xr[u], xw[u] = xr[u] * in[u];
+  }
+  // Y = (S Vr) diag(ro) + X W in scratch, then written to out.
   const int64_t cols = round_up(q, W);
   T* y = s.Y.data();
   if (!state_is_zero) {
@@ -196,17 +209,10 @@ void head_chunk(const SsdScanParams<T>& p, int64_t b, int64_t h, int64_t t0, int
   };
   Epilogue<T> e_intra;
   e_intra.beta = state_is_zero ? T(0) : T(1);
-  gemm(P, cols, x, p.x_dim_stride, s.Wm.data(), ldq, reach, y, ldq, e_intra);
+  gemm(P, cols, s.X.data(), ldq, s.Wm.data(), ldq, reach, y, ldq, e_intra);
   T* out = p.out + b * p.out_batch_stride + h * p.out_head_stride + t0;
   for (int64_t c = 0; c < P; ++c) write_row(out + c * p.out_dim_stride, y + c * ldq, q, stream_out);
   // The state leaving the chunk: S <- exp(cum_last) S + (X diag(in)) Viᵀ.
-  const int64_t whole = q / W * W;
-  for (int64_t c = 0; c < P; ++c) {
-    const T* xr = x + c * p.x_dim_stride;
-    T* xw = s.Xw.data() + c * ldq;
-    for (int64_t u = 0; u < whole; u += W) store(xw + u, load(xr + u) * load(in + u));
-    for (int64_t u = whole; u < q; ++u) xw[u] = xr[u] * in[u];
-  }
   Epilogue<T> e;
   e.beta = state_is_zero ? T(0) : std::exp(last);
   gemm(P, ldn, s.Xw.data(), ldq, ViT, ldn, FullK{q}, S, ldn, e);
