@@ -1,5 +1,6 @@
 """Benchmark of the Mamba-2 (SSD) scan op on the CPU: the per-step form (chunk_size 1), the
-chunked form (chunk_size 16 .. 128) and the Mamba-1 selective_scan op fed the per-channel
+chunked form (chunk_size 16 .. 128), the automatic choice (chunk_size 0) and the Mamba-1
+selective_scan op fed the per-channel
 form (A, Δ, D repeated over each head's channels, as models/mamba2.cpp ran it before), at the
 shape of one Mamba-2 130M mixer (batch 1, 24 heads, head_dim 64, d_state 128, 1 group),
 forward and MambaLRP backward, in one run. Not a test: it prints figures (minimum of
@@ -57,6 +58,7 @@ def main():
         row = {"per-step": (best_of(lambda: fwd(1), a.repeat), best_of(lambda: bwd(1), a.repeat))}
         for q in chunks:
             row[f"chunk {q}"] = (best_of(lambda: fwd(q), a.repeat), best_of(lambda: bwd(q), a.repeat))
+        row["auto"] = (best_of(lambda: fwd(0), a.repeat), best_of(lambda: bwd(0), a.repeat))
         # The per-channel form through the Mamba-1 op (forward only: its MambaLRP backward
         # needs the autograd node).
         d_ch = delta.unsqueeze(2).expand(batch, H, P, L).reshape(batch, H * P, L)

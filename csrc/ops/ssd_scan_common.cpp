@@ -94,8 +94,8 @@ int64_t resolve_ssd_chunk_size(int64_t chunk_size, int64_t seqlen) {
                 "MAMBA_LRP_SSD_CHUNK must be an integer in [1, ", kernels::cpu::kMaxSsdChunk, "], got \"", env, "\"");
     return static_cast<int64_t>(v);
   }();
-  (void)seqlen;
-  return forced > 0 ? forced : 1;
+  if (forced > 0) return forced;
+  return seqlen >= kSsdChunkedFromSeqlen ? kSsdAutoChunk : 1;
 }
 
 namespace {

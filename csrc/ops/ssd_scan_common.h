@@ -31,10 +31,12 @@ bool ssd_rule_is_mambalrp(c10::string_view rule);
 void check_ssd_chunk_size(int64_t chunk_size);
 
 // What 0 (automatic) resolves to: the environment variable MAMBA_LRP_SSD_CHUNK (an integer
-// as chunk_size takes, > 0) when set, else the per-step form at every length: on the CPU
-// measured (AVX-512, README "Mamba-2 (SSD) models") the chunked kernel was never faster, up to
-// L = 4096 (0.9x at chunk 16, 0.7x at 64). `seqlen` stays in the signature for a device where
-// the crossover exists.
+// as chunk_size takes, > 0) when set, else by length on the CPU (measured, README "Mamba-2
+// (SSD) models"): the per-step form below kSsdChunkedFromSeqlen steps, where the two are
+// about even, the chunked form with chunks of kSsdAutoChunk from there on (at the Mamba-2
+// 130M mixer's shape: 1.6-2x at 16 steps, 2.2-3x at 512 and 2048, 2.8-3.4x at 4096).
+constexpr int64_t kSsdAutoChunk = 64;
+constexpr int64_t kSsdChunkedFromSeqlen = 16;
 int64_t resolve_ssd_chunk_size(int64_t chunk_size, int64_t seqlen);
 // The chunk of the ATen composite (other devices), which has no per-step form.
 constexpr int64_t kSsdDefaultChunk = 64;

@@ -1,6 +1,7 @@
 // The SSD scan's entry points: check the sizes, pick the instruction set the selective scan
-// runs with (selected_isa(), MAMBA_LRP_CPU_ISA may force a lower one) and run the
-// (batch, head) tasks in parallel. Compiled for the baseline instruction set.
+// runs with (selected_isa(), MAMBA_LRP_CPU_ISA may force a lower one) and run the tasks in
+// parallel: (batch, head) pairs per step, (batch, group, block of heads) chunked. Compiled
+// for the baseline instruction set.
 #include "kernels/cpu/ssd_scan.h"
 
 #include <cstring>
@@ -30,6 +31,7 @@ void check_sizes(const SsdScanParams<T>& p) {
   if (p.batch < 0 || p.heads < 1 || p.head_dim < 1 || p.seqlen < 1 || p.dstate < 1 || p.groups < 1)
     fail("sizes must be positive");
   if (p.heads % p.groups != 0) fail("groups must divide heads");
+  if (p.threads < 1) fail("threads must be positive");
   if (p.chunk < 1 || p.chunk > kMaxSsdChunk) fail("chunk must be in [1, " + std::to_string(kMaxSsdChunk) + "]");
   if (!p.x || !p.delta || !p.A || !p.B || !p.C || !p.out) fail("missing input or output");
   if (p.transpose && p.last_state) fail("the transpose returns no last state");
@@ -42,7 +44,8 @@ void run(const SsdScanParams<T>& p, ParallelFor parallel_for, Rows baseline_rows
   const char* isa = selected_isa();
   const Rows rows = std::strcmp(isa, "avx512") == 0 ? avx512_rows : std::strcmp(isa, "avx2") == 0 ? avx2_rows
                                                                                                   : baseline_rows;
-  run_parallel(parallel_for, p.batch * p.heads, 1, [&](int64_t begin, int64_t end) { rows(p, begin, end); });
+  const int64_t tasks = p.chunk >= 2 ? p.batch * p.groups * ssd_chunked_head_blocks(p) : p.batch * p.heads;
+  run_parallel(parallel_for, tasks, 1, [&](int64_t begin, int64_t end) { rows(p, begin, end); });
 }
 
 }  // namespace

@@ -4,7 +4,8 @@ y_t = S_t C_t + D_h x_t, with head h reading group h // (H / G). It shares nothi
 op (no chunks, no transposes). Covers the per-step (chunk_size 1) and chunked kernels, the
 automatic choice, the ATen composite (the other devices' path, run here on the CPU), both
 backward rules, groups 1/2/4, dstate 256, lengths across chunk boundaries, the last state,
-strided inputs and the refusals.
+strided inputs and the refusals; and the chunked kernel at the edges of its blocking
+(register tiles, panels, padding, head blocks per thread, the streamed output).
 
 Tolerances: float64 results at 1e-11 relative (a few hundred products and exps summed in a
 different order); float32 kernels at 2e-4 relative of the float64 result (float32 rounding
@@ -199,17 +200,150 @@ def test_composite_path(groups):
 
 
 def test_automatic_choice_and_long_sequences():
-    """chunk_size 0 is the per-step form (the faster one measured, at every length); at
-    L = 300 the chunked form (5 chunks of 64, the last one partial) agrees with it and with
-    the loop."""
+    """chunk_size 0 is the per-step form below 16 steps and chunks of 64 from there on (the
+    faster form measured at each length); at L = 300 the chunked form (5 chunks of 64, the
+    last one partial) agrees with the per-step form and with the loop."""
     d = inputs(batch=1, heads=2, head_dim=4, seqlen=300, dstate=8, seed=7)
     y_ref, _ = ssd_loop(**d)
     y0, _ = ssd_scan(d["x"], d["delta"], d["A"], d["B"], d["C"], d["D"])
     y1, _ = ssd_scan(d["x"], d["delta"], d["A"], d["B"], d["C"], d["D"], False, "exact", 1)
     y64, _ = ssd_scan(d["x"], d["delta"], d["A"], d["B"], d["C"], d["D"], False, "exact", 64)
-    assert torch.equal(y0, y1)
+    assert torch.equal(y0, y64)
     close(y1, y_ref, 1e-11)
     close(y64, y_ref, 1e-11)
+    for L, per_step in ((15, True), (16, False)):
+        s = {k: (v[..., :L] if k in ("x", "delta", "B", "C") else v) for k, v in d.items()}
+        y_auto, _ = ssd_scan(s["x"], s["delta"], s["A"], s["B"], s["C"], s["D"])
+        y_form, _ = ssd_scan(s["x"], s["delta"], s["A"], s["B"], s["C"], s["D"], False, "exact", 1 if per_step else 64)
+        assert torch.equal(y_auto, y_form), L
+
+
+# ---- The chunked CPU kernel at the edges of its blocking (kernels/cpu/ssd_scan_gemm.h):
+# products in register tiles of up to 4 vectors (16 floats / 8 doubles each with AVX-512,
+# half that with AVX2 and baseline; ctest runs this file under each) by 6, 8, 12 or 24 rows
+# with remainders of 8, 4, 2, 1 rows; b's panel in blocks of 16 KiB (64 steps of a 4-vector
+# tile); time padded to whole vectors; one task per (batch, group, block of heads); chunks
+# in super-chunks of at most 384 KiB of the group's C Bᵀ, Vr and Viᵀ.
+
+# (chunk, seqlen, head_dim, dstate): chunks of 2, 15, 16, 17 (around one float vector), 40
+# (3 vectors), 64 (4: one full tile), 100 (7: a 4- and a 3-vector tile); the last chunk
+# partial except where the chunk divides L; head_dim 1, 7, 13, 64 (row remainders); dstate
+# 5, 33, 130 (not whole vectors; 130 = two full panels and 2 more rows).
+EDGES = [(2, 9, 13, 5), (15, 47, 7, 33), (16, 48, 13, 20), (17, 50, 1, 16), (40, 97, 13, 33), (64, 150, 64, 130),
+         (100, 230, 7, 130), (64, 64, 13, 8)]
+
+
+@pytest.mark.parametrize("chunk, seqlen, head_dim, dstate", EDGES)
+@pytest.mark.parametrize("groups", [1, 2, 4])
+def test_chunked_blocking_edges_float64(chunk, seqlen, head_dim, dstate, groups):
+    """8 heads: 8, 4 or 2 per group sharing B and C; batch 2; forward with the last state,
+    and the transpose with a last-state gradient, against the float64 loop (autograd of the
+    loop for the transpose)."""
+    d = inputs(batch=2, heads=8, head_dim=head_dim, seqlen=seqlen, groups=groups, dstate=dstate, seed=chunk + seqlen)
+    xr = d["x"].clone().requires_grad_()
+    y_ref, s_ref = ssd_loop(xr, d["delta"], d["A"], d["B"], d["C"], d["D"], mambalrp=True)
+    y, last = ssd_scan(d["x"], d["delta"], d["A"], d["B"], d["C"], d["D"], True, "mambalrp", chunk)
+    close(y, y_ref, 1e-11)
+    close(last, s_ref, 1e-11)
+    g = torch.Generator().manual_seed(1)
+    gy = torch.randn(y.shape, generator=g, dtype=torch.float64)
+    gs = torch.randn(last.shape, generator=g, dtype=torch.float64)
+    (dx_ref,) = torch.autograd.grad((y_ref * gy).sum() + (s_ref * gs).sum(), [xr])
+    close(transpose_op(gy, gs, d["delta"], d["A"], d["B"], d["C"], d["D"], chunk), dx_ref, 1e-11)
+
+
+@pytest.mark.parametrize("chunk", [16, 33, 64])
+def test_chunked_float32_mamba2_like(chunk):
+    """float32 at a Mamba-2 head's width (head_dim 64, dstate 128, 4 heads in one group) over
+    3+ chunks: 2e-4 of the float64 loop's largest value, forward and transpose."""
+    d = inputs(batch=1, heads=4, head_dim=64, seqlen=150, groups=1, dstate=128, seed=chunk)
+    xr = d["x"].clone().requires_grad_()
+    y_ref, s_ref = ssd_loop(xr, d["delta"], d["A"], d["B"], d["C"], d["D"], mambalrp=True)
+    gy = torch.randn(y_ref.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    gs = torch.randn(s_ref.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    (dx_ref,) = torch.autograd.grad((y_ref * gy).sum() + (s_ref * gs).sum(), [xr])
+    f = cast(d, torch.float32)
+    y, last = ssd_scan(f["x"], f["delta"], f["A"], f["B"], f["C"], f["D"], True, "exact", chunk)
+    close(y, y_ref, 2e-4)
+    close(last, s_ref, 2e-4)
+    dx = transpose_op(gy.float(), gs.float(), f["delta"], f["A"], f["B"], f["C"], f["D"], chunk)
+    close(dx, dx_ref, 2e-4)
+
+
+def test_chunked_super_chunks_float64():
+    """dstate 128 in float64: the group's part of a chunk of 64 takes 160 KiB, so the kernel
+    keeps 2 chunks at a time (super-chunks); 1000 steps = 8 super-chunks, the last chunk
+    partial. Forward with the last state, transpose with a last-state gradient."""
+    d = inputs(batch=1, heads=4, head_dim=8, seqlen=1000, groups=2, dstate=128, seed=21)
+    xr = d["x"].clone().requires_grad_()
+    y_ref, s_ref = ssd_loop(xr, d["delta"], d["A"], d["B"], d["C"], d["D"], mambalrp=True)
+    y, last = ssd_scan(d["x"], d["delta"], d["A"], d["B"], d["C"], d["D"], True, "mambalrp", 64)
+    close(y, y_ref, 1e-11)
+    close(last, s_ref, 1e-11)
+    g = torch.Generator().manual_seed(6)
+    gy = torch.randn(y.shape, generator=g, dtype=torch.float64)
+    gs = torch.randn(last.shape, generator=g, dtype=torch.float64)
+    (dx_ref,) = torch.autograd.grad((y_ref * gy).sum() + (s_ref * gs).sum(), [xr])
+    close(transpose_op(gy, gs, d["delta"], d["A"], d["B"], d["C"], d["D"], 64), dx_ref, 1e-11)
+
+
+@pytest.mark.parametrize("threads", [2, 3, 5])
+def test_chunked_threads_split_heads(threads):
+    """With fewer (batch, group) pairs than threads the kernel splits each group's heads into
+    blocks (some blocks empty with 3 and 5 threads); the result is the loop's either way."""
+    d = inputs(batch=1, heads=8, head_dim=5, seqlen=37, groups=2, dstate=9, seed=threads)
+    y_ref, s_ref = ssd_loop(**d)
+    gy = torch.randn(y_ref.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    xr = d["x"].clone().requires_grad_()
+    (dx_ref,) = torch.autograd.grad((ssd_loop(xr, d["delta"], d["A"], d["B"], d["C"], d["D"], True)[0] * gy).sum(),
+                                    [xr])
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        y, last = ssd_scan(d["x"], d["delta"], d["A"], d["B"], d["C"], d["D"], True, "exact", 8)
+        dx = transpose_op(gy, None, d["delta"], d["A"], d["B"], d["C"], d["D"], 8)
+    finally:
+        torch.set_num_threads(before)
+    close(y, y_ref, 1e-11)
+    close(last, s_ref, 1e-11)
+    close(dx, dx_ref, 1e-11)
+
+
+def test_chunked_non_contiguous_views():
+    """x a slice of a wider tensor (head and channel strides not those of its shape), delta a
+    slice along heads, B and C views into one tensor, and the output gradient a transposed
+    copy (last dimension not contiguous: the op copies it)."""
+    d = inputs(batch=2, heads=4, head_dim=6, seqlen=70, groups=2, dstate=12, seed=9)
+    b, H, P, L = d["x"].shape
+    wide = torch.randn(b, H, P + 3, L, dtype=torch.float64)
+    wide[:, :, 1:P + 1] = d["x"]
+    xv = wide[:, :, 1:P + 1]
+    dwide = torch.randn(b, 2 * H, L, dtype=torch.float64)
+    dwide[:, ::2] = d["delta"]
+    dv = dwide[:, ::2]
+    bc = torch.cat([d["B"], d["C"]], 2)
+    Bv, Cv = bc[:, :, :12], bc[:, :, 12:]
+    assert not (xv.is_contiguous() or dv.is_contiguous() or Bv.is_contiguous())
+    xr = d["x"].clone().requires_grad_()
+    y_ref, _ = ssd_loop(xr, d["delta"], d["A"], d["B"], d["C"], d["D"], mambalrp=True)
+    gy = torch.randn(y_ref.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    (dx_ref,) = torch.autograd.grad((y_ref * gy).sum(), [xr])
+    gy_t = gy.transpose(-1, -2).contiguous().transpose(-1, -2)
+    for chunk in (16, 64):
+        y, _ = ssd_scan(xv, dv, d["A"], Bv, Cv, d["D"], False, "exact", chunk)
+        close(y, y_ref, 1e-11)
+        close(transpose_op(gy_t, None, dv, d["A"], Bv, Cv, d["D"], chunk), dx_ref, 1e-11)
+
+
+def test_chunked_streamed_output():
+    """An output of at least 2 MiB is written with non-temporal stores; seqlen 2051 puts the
+    rows of out off the vector alignment (a scalar prologue per row), float64."""
+    d = inputs(batch=1, heads=2, head_dim=64, seqlen=2051, groups=1, dstate=4, seed=13)
+    assert d["x"].numel() * 8 >= 2 << 20
+    y_ref, s_ref = ssd_loop(**d)
+    y, last = ssd_scan(d["x"], d["delta"], d["A"], d["B"], d["C"], d["D"], True, "exact", 64)
+    close(y, y_ref, 1e-11)
+    close(last, s_ref, 1e-11)
 
 
 def good():

@@ -1,5 +1,6 @@
 // CPU kernels of ssd_scan (below autograd) and _ssd_scan_transpose (its MambaLRP backward):
 // kernels/cpu/ssd_scan, per-step or chunked as chunk_size says (0: by length).
+#include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include "csrc/ops/cpu/parallel_for.h"
@@ -32,6 +33,7 @@ std::tuple<at::Tensor, OptTensor> run_kernel(const SsdScanSizes& s, const at::Te
     p.groups = s.groups, p.dstate = s.dstate;
     p.chunk = resolve_ssd_chunk_size(chunk_size, s.seqlen);
     p.transpose = transpose;
+    p.threads = at::get_num_threads();
     p.x = x4.data_ptr<scalar_t>();
     p.x_batch_stride = x4.stride(0), p.x_head_stride = x4.stride(1), p.x_dim_stride = x4.stride(2);
     p.delta = delta.data_ptr<scalar_t>(), p.delta_batch_stride = delta.stride(0), p.delta_head_stride = delta.stride(1);
