@@ -32,7 +32,26 @@ class Mamba2MixerImpl : public torch::nn::Module {
   explicit Mamba2MixerImpl(const MambaConfig& config);
   // hidden (B, L, H); mask (B, L) of 0/1 or undefined (the conv's input and output are
   // zeroed at padded positions, as the Mamba-1 mixer does) -> (B, L, H).
+  // With ctx.recompute under the default explanation (uses_recompute_node), the mixer is one
+  // autograd node that keeps only its input and the scan's output and operands (Delta, B, C)
+  // for the backward and recomputes the rest there (models/mamba2_recompute.cpp).
   at::Tensor forward(const at::Tensor& hidden, const at::Tensor& mask, const PropagationContext& ctx);
+
+  // forward() in two halves. scan_parts: in_proj, the conv and its SiLU, Delta and the scan,
+  // each recorded by the rules of ctx (plain under NoGradGuard); gated_out: the gated norm of
+  // y with z, then out_proj: y, z (B, I, L) -> (B, L, H).
+  struct ScanParts {
+    at::Tensor z, x, y;  // (B, I, L) each, channel-major
+    at::Tensor B, C;     // (B, G, N, L), views of the conv's output
+    at::Tensor delta;    // (B, heads, L)
+    at::Tensor A;        // (heads)
+  };
+  ScanParts scan_parts(const at::Tensor& hidden, const at::Tensor& mask, const PropagationContext& ctx);
+  at::Tensor gated_out(const at::Tensor& y, const at::Tensor& z, const PropagationContext& ctx);
+  // Whether forward() runs the recomputing node: ctx.recompute, every MambaLRP rule on, LRP-0
+  // on in_proj, conv1d and out_proj, no trace, no trained (requires_grad) weight, and grad mode.
+  bool uses_recompute_node(const PropagationContext& ctx) const;
+  const MambaConfig& config() const { return config_; }
 
   // Generation (models/mamba2_step.cpp), nothing recorded. prefill: forward()'s values
   // (plain layers) that also leave in `state` what a step needs after the last position:
@@ -58,5 +77,13 @@ class Mamba2MixerImpl : public torch::nn::Module {
   MambaConfig config_;
 };
 TORCH_MODULE(Mamba2Mixer);
+
+// The mixer's forward as one autograd node under the default explanation (every MambaLRP
+// rule, LRP-0 on its linear layers; Mamba2MixerImpl::uses_recompute_node says when). It keeps
+// the mixer's input (B, L, H), the scan's output y (B, I, L) and its operands Delta, B, C for
+// the backward, about 1.7 of the (B, L, d_inner) tensors where the composition of rule ops
+// keeps about 8, and recomputes z and the conv there (rows [0, 2 d_inner) of in_proj). Same
+// values as the composition, to rounding. hidden (B, L, H), mask (B, L) or undefined.
+at::Tensor mamba2_mixer_recomputing(Mamba2MixerImpl& mixer, const at::Tensor& hidden, const at::Tensor& mask);
 
 }  // namespace mamba_lrp
