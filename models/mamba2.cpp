@@ -65,7 +65,8 @@ Mamba2MixerImpl::Mamba2MixerImpl(const MambaConfig& c) : config_(c) {
 }
 
 Mamba2MixerImpl::ScanParts Mamba2MixerImpl::scan_parts(const at::Tensor& hidden, const at::Tensor& mask,
-                                                         const PropagationContext& ctx) {
+                                                         const PropagationContext& ctx, bool conv_sigmoid) {
+  TORCH_CHECK(!conv_sigmoid || !at::GradMode::is_enabled(), "scan_parts: conv_sigmoid only without grad mode");
   const MambaConfig& c = config_;
   const int64_t batch = hidden.size(0), L = hidden.size(1);
   const int64_t I = c.intermediate_size(), heads = c.num_heads(), G = c.n_groups(), N = c.state_size(),
@@ -85,7 +86,10 @@ Mamba2MixerImpl::ScanParts Mamba2MixerImpl::scan_parts(const at::Tensor& hidden,
   const at::Tensor m3 = mask.defined() ? mask.unsqueeze(1).to(xbc.scalar_type()) : at::Tensor();
   if (m3.defined()) xbc = xbc * m3;
   if (!at::GradMode::is_enabled()) {
-    xbc = ops::_causal_conv1d_silu(xbc, conv1d->weight, conv1d->opt_bias(), ops::kSilu).silu;
+    const ops::ConvSiluParts parts = ops::_causal_conv1d_silu(xbc, conv1d->weight, conv1d->opt_bias(),
+                                                              ops::kSilu | (conv_sigmoid ? ops::kSigmoid : 0));
+    xbc = parts.silu;
+    if (conv_sigmoid) s.conv_sigmoid = parts.sigmoid.narrow(1, 0, I).clone(at::MemoryFormat::Contiguous);
   } else {
     const at::Tensor conv = rules::conv1d_with_rule(at::constant_pad_nd(xbc, {K - 1, 0}), conv1d->weight,
                                                     conv1d->opt_bias(), 0, conv_dim, comp.rule_for("conv1d"));
@@ -114,10 +118,10 @@ at::Tensor Mamba2MixerImpl::gated_out(const at::Tensor& y, const at::Tensor& z, 
   return rules::linear_with_rule(v, out_proj->weight, out_proj->opt_bias(), ctx.composite.rule_for("out_proj"));
 }
 
-bool Mamba2MixerImpl::uses_recompute_node(const PropagationContext& ctx) const {
+bool Mamba2MixerImpl::uses_explanation_node(const PropagationContext& ctx) const {
   const rules::RuleSet& r = ctx.rules;
   auto lrp0 = [&](const char* layer) { return ctx.composite.rule_for(layer).kind == rules::LayerRule::Kind::kLrp0; };
-  if (!ctx.recompute || ctx.trace || !at::GradMode::is_enabled() || !(r.silu && r.ssm && r.gate && r.norm) ||
+  if (ctx.trace || !at::GradMode::is_enabled() || !(r.silu && r.ssm && r.gate && r.norm) ||
       !lrp0("in_proj") || !lrp0("conv1d") || !lrp0("out_proj"))
     return false;
   for (const at::Tensor& p : parameters())
@@ -126,7 +130,7 @@ bool Mamba2MixerImpl::uses_recompute_node(const PropagationContext& ctx) const {
 }
 
 at::Tensor Mamba2MixerImpl::forward(const at::Tensor& hidden, const at::Tensor& mask, const PropagationContext& ctx) {
-  if (uses_recompute_node(ctx)) return mamba2_mixer_recomputing(*this, hidden, mask);
+  if (uses_explanation_node(ctx)) return mamba2_mixer_explanation_node(*this, hidden, mask, ctx.recompute);
   const ScanParts s = scan_parts(hidden, mask, ctx);
   if (ctx.trace) {
     // The hidden-attention methods read the per-channel form: A and Delta of head h

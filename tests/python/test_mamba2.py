@@ -158,7 +158,7 @@ def test_left_padding_and_batch(model_dir, tmp_path):
 @pytest.mark.parametrize("recompute", ["on", "off"])
 def test_recompute_keeps_the_relevance(model_dir, tmp_path, recompute):
     """--recompute on runs each mixer as one node that keeps its input, y, Delta, B, C and
-    recomputes z and the conv in the backward (models/mamba2_recompute.cpp); off keeps what the
+    recomputes z and the conv in the backward (models/mamba2_explanation_node.cpp); off keeps what the
     composition of rule ops keeps. Both equal the reference, with left padding and without; the
     ablations and a composite fall back to the composition under --recompute on."""
     ids = torch.cat([fixtures.random_ids(1, 11, 64, seed=23), fixtures.random_ids(1, 11, 64, seed=24)])

@@ -1,5 +1,5 @@
-// The Mamba-2 mixer as one recomputing autograd node (models/mamba2.h,
-// mamba2_mixer_recomputing). Its backward is what the composition of rule ops computes
+// The Mamba-2 mixer as one autograd node for the default explanation (models/mamba2.h,
+// mamba2_mixer_explanation_node). Its backward is what the composition of rule ops computes
 // under every MambaLRP rule with LRP-0 on in_proj, conv1d and out_proj:
 //   g_v  = out_proj's input gradient                         (LRP-0: the plain gradient)
 //   g_vg = g_v * weight * rsqrt(mean_group(v^2) + eps)        (gated norm, rsqrt constant)
@@ -25,17 +25,19 @@ c10::IValue opt_rows(const c10::optional<at::Tensor>& t, int64_t n) {
   return t ? c10::IValue(t->narrow(0, 0, n)) : c10::IValue();
 }
 
-class RecomputingMixer : public torch::autograd::Function<RecomputingMixer> {
+class ExplanationNode : public torch::autograd::Function<ExplanationNode> {
  public:
   // mask: optional, as autograd Functions do not take undefined tensors. Grad mode is off here.
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& hidden, const c10::optional<at::Tensor>& mask,
-                            Mamba2MixerImpl* mixer) {
+                            Mamba2MixerImpl* mixer, bool recompute) {
     const PropagationContext plain;
     const at::Tensor m = mask ? *mask : at::Tensor();
-    const Mamba2MixerImpl::ScanParts s = mixer->scan_parts(hidden, m, plain);
+    const Mamba2MixerImpl::ScanParts s = mixer->scan_parts(hidden, m, plain, /*conv_sigmoid=*/!recompute);
     const at::Tensor out = mixer->gated_out(s.y, s.z, plain);
     // B and C are views of the conv's whole output: copies, so that it is not kept alive.
-    ctx->save_for_backward({hidden, m, s.y, s.delta, dense_copy(s.B), dense_copy(s.C), s.A});
+    // Kept: hidden (recompute) or z and the conv's sigmoid (keep).
+    ctx->save_for_backward({recompute ? hidden : at::Tensor(), m, s.y, s.delta, dense_copy(s.B), dense_copy(s.C), s.A,
+                            recompute ? at::Tensor() : s.z, s.conv_sigmoid});
     const int64_t I = mixer->config().intermediate_size();
     ctx->saved_data["zx_weight"] = mixer->in_proj->weight.narrow(0, 0, 2 * I);  // [z | x] rows
     ctx->saved_data["zx_bias"] = opt_rows(mixer->in_proj->opt_bias(), 2 * I);
@@ -54,20 +56,23 @@ class RecomputingMixer : public torch::autograd::Function<RecomputingMixer> {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &hidden = saved[0], &mask = saved[1], &y = saved[2];
     const at::Tensor zx_weight = ctx->saved_data["zx_weight"].toTensor();
+    const at::Tensor conv_weight = ctx->saved_data["conv_weight"].toTensor();
     const int64_t batch = y.size(0), I = y.size(1), L = y.size(2), G = ctx->saved_data["groups"].toInt();
     const rules::LayerRule lrp0;
-    if (!grads[0].defined()) return {at::zeros_like(hidden), at::Tensor(), at::Tensor()};
+    if (!grads[0].defined()) return {at::zeros({batch, L, zx_weight.size(1)}, y.options()), {}, {}, {}};
     const at::Tensor m3 = mask.defined() ? mask.unsqueeze(1).to(y.scalar_type()) : at::Tensor();
 
-    // z and the conv of the x channels again (one product for both), as the forward had them.
-    const at::Tensor zx = linear_to_channels(hidden, zx_weight, ctx->saved_data["zx_bias"].toOptional<at::Tensor>(),
-                                             lrp0);                                // (B, 2I, L)
-    const at::Tensor z = zx.narrow(1, 0, I);
-    at::Tensor xpre = zx.narrow(1, I, I);
-    if (m3.defined()) xpre = xpre * m3;
-    const at::Tensor conv_weight = ctx->saved_data["conv_weight"].toTensor();
-    const at::Tensor sig_c = ops::_causal_conv1d_silu(xpre, conv_weight, ctx->saved_data["conv_bias"].toOptional<at::Tensor>(),
-                                                      ops::kSigmoid).sigmoid;      // (B, I, L)
+    at::Tensor z = saved[7], sig_c = saved[8];
+    if (!z.defined()) {
+      // Recompute: z and the conv of the x channels again (one product for both), as the forward had them.
+      const at::Tensor zx = linear_to_channels(hidden, zx_weight,
+                                               ctx->saved_data["zx_bias"].toOptional<at::Tensor>(), lrp0);  // (B, 2I, L)
+      z = zx.narrow(1, 0, I);
+      at::Tensor xpre = zx.narrow(1, I, I);
+      if (m3.defined()) xpre = xpre * m3;
+      sig_c = ops::_causal_conv1d_silu(xpre, conv_weight, ctx->saved_data["conv_bias"].toOptional<at::Tensor>(),
+                                       ops::kSigmoid).sigmoid;                     // (B, I, L)
+    }
 
     // Through out_proj and the gated norm, channel-major.
     const at::Tensor g_v = linear_on_channels(grads[0].transpose(1, 2), ctx->saved_data["out_weight"].toTensor().t(),
@@ -93,14 +98,16 @@ class RecomputingMixer : public torch::autograd::Function<RecomputingMixer> {
     // in_proj's rows [0, 2I) back to the mixer's input: (B, L, 2I) x (2I, H).
     const at::Tensor g_zx = at::cat({g_z, g_xpre}, 1);                              // (B, 2I, L)
     const at::Tensor w = zx_weight.unsqueeze(0).expand({batch, 2 * I, zx_weight.size(1)});
-    return {at::bmm(g_zx.transpose(1, 2), w), at::Tensor(), at::Tensor()};          // (B, L, H)
+    return {at::bmm(g_zx.transpose(1, 2), w), at::Tensor(), at::Tensor(), at::Tensor()};  // (B, L, H)
   }
 };
 
 }  // namespace
 
-at::Tensor mamba2_mixer_recomputing(Mamba2MixerImpl& mixer, const at::Tensor& hidden, const at::Tensor& mask) {
-  return RecomputingMixer::apply(hidden, mask.defined() ? c10::optional<at::Tensor>(mask) : c10::nullopt, &mixer);
+at::Tensor mamba2_mixer_explanation_node(Mamba2MixerImpl& mixer, const at::Tensor& hidden, const at::Tensor& mask,
+                                         bool recompute) {
+  return ExplanationNode::apply(hidden, mask.defined() ? c10::optional<at::Tensor>(mask) : c10::nullopt, &mixer,
+                                recompute);
 }
 
 }  // namespace mamba_lrp
