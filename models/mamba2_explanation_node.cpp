@@ -74,29 +74,31 @@ class ExplanationNode : public torch::autograd::Function<ExplanationNode> {
                                        ops::kSigmoid).sigmoid;                     // (B, I, L)
     }
 
-    // Through out_proj and the gated norm, channel-major.
-    const at::Tensor g_v = linear_on_channels(grads[0].transpose(1, 2), ctx->saved_data["out_weight"].toTensor().t(),
-                                              c10::nullopt, lrp0);                 // (B, I, L)
-    const at::Tensor sig_z = at::sigmoid(z), gate = z * sig_z;
+    // Through out_proj and the gated norm, channel-major. In place where a tensor is this
+    // backward's own: each pass over a (B, I, L) tensor costs about as much as the scan here.
+    at::Tensor g_v = linear_on_channels(grads[0].transpose(1, 2), ctx->saved_data["out_weight"].toTensor().t(),
+                                        c10::nullopt, lrp0);                       // (B, I, L)
     const std::vector<int64_t> grouped{batch, G, I / G, L};
-    const at::Tensor v = (y * gate).view(grouped);
+    const at::Tensor sig_z = at::sigmoid(z);
+    at::Tensor gate = z * sig_z;                                                   // silu(z)
     const double eps = ctx->saved_data["norm_eps"].toDouble();
-    const at::Tensor rs = at::rsqrt(v.square().mean(2, true) + eps);              // (B, G, 1, L)
-    const at::Tensor g_vg =
-        ((g_v * ctx->saved_data["norm_weight"].toTensor().view({1, I, 1})).view(grouped) * rs).view({batch, I, L});
-    const at::Tensor half = g_vg * 0.5;
-    const at::Tensor g_y = half * gate;
-    const at::Tensor g_z = half * y * sig_z;
+    const at::Tensor rs = at::rsqrt((y * gate).square_().view(grouped).mean(2, true).add_(eps));  // (B, G, 1, L)
+    g_v.mul_(ctx->saved_data["norm_weight"].toTensor().view({1, I, 1}));
+    g_v.view(grouped).mul_(rs.mul_(0.5));                                         // g_vg / 2
+    at::Tensor g_zx = at::empty({batch, 2 * I, L}, y.options());                  // [g_z | g_xpre]
+    at::Tensor g_z = g_zx.narrow(1, 0, I);
+    at::mul_out(g_z, g_v, y).mul_(sig_z);
+    const at::Tensor g_y = gate.mul_(g_v);
 
     // The scan's transpose, then the SiLU identity and the conv's input gradient, masked.
     at::Tensor g_x = ops::_ssd_scan_transpose(g_y, c10::nullopt, saved[3], saved[6], saved[4], saved[5],
                                               ctx->saved_data["D"].toTensor(), 0);  // (B, I, L)
     if (m3.defined()) g_x.mul_(m3);
-    at::Tensor g_xpre = ops::_causal_conv1d_input_grad(g_x, sig_c, conv_weight, /*overwrite_grad_out=*/true);
+    at::Tensor g_xpre = g_zx.narrow(1, I, I);
+    g_xpre.copy_(ops::_causal_conv1d_input_grad(g_x, sig_c, conv_weight, /*overwrite_grad_out=*/true));
     if (m3.defined()) g_xpre.mul_(m3);
 
     // in_proj's rows [0, 2I) back to the mixer's input: (B, L, 2I) x (2I, H).
-    const at::Tensor g_zx = at::cat({g_z, g_xpre}, 1);                              // (B, 2I, L)
     const at::Tensor w = zx_weight.unsqueeze(0).expand({batch, 2 * I, zx_weight.size(1)});
     return {at::bmm(g_zx.transpose(1, 2), w), at::Tensor(), at::Tensor(), at::Tensor()};  // (B, L, H)
   }
