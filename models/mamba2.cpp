@@ -27,6 +27,13 @@ at::Tensor GatedRMSNormImpl::forward(const at::Tensor& y, const at::Tensor& z, c
   return normed.reshape(v.sizes()) * weight;                                      // (B, L, dim)
 }
 
+at::Tensor GatedRMSNormImpl::forward_channels(const at::Tensor& y, const at::Tensor& z) const {
+  const int64_t batch = y.size(0), dim = y.size(1), L = y.size(2);
+  const at::Tensor vg = (y * at::silu(z)).view({batch, groups, dim / groups, L});  // (B, G, dim / G, L)
+  const at::Tensor rs = at::rsqrt(vg.square().mean(2, true).add_(eps));            // (B, G, 1, L)
+  return (vg * rs).view({batch, dim, L}).mul_(weight.view({1, dim, 1}));           // (B, dim, L)
+}
+
 // ---- Mixer ---------------------------------------------------------------------------------
 
 at::Tensor Mamba2MixerImpl::in_proj_rows(const at::Tensor& hidden, int64_t begin, int64_t n,
@@ -114,8 +121,12 @@ Mamba2MixerImpl::ScanParts Mamba2MixerImpl::scan_parts(const at::Tensor& hidden,
 }
 
 at::Tensor Mamba2MixerImpl::gated_out(const at::Tensor& y, const at::Tensor& z, const PropagationContext& ctx) {
-  const at::Tensor v = norm->forward(y.transpose(1, 2), z.transpose(1, 2), ctx.rules);  // (B, L, I)
-  return rules::linear_with_rule(v, out_proj->weight, out_proj->opt_bias(), ctx.composite.rule_for("out_proj"));
+  const rules::LayerRule out_rule = ctx.composite.rule_for("out_proj");
+  // Nothing recorded: the norm channel-major, as y and z are (token-major views of them cost a
+  // transposing copy and strided passes, slower the longer the sequence).
+  const at::Tensor v = at::GradMode::is_enabled() ? norm->forward(y.transpose(1, 2), z.transpose(1, 2), ctx.rules)
+                                                  : norm->forward_channels(y, z).transpose(1, 2);  // (B, L, I)
+  return rules::linear_with_rule(v, out_proj->weight, out_proj->opt_bias(), out_rule);  // (B, L, H)
 }
 
 bool Mamba2MixerImpl::uses_explanation_node(const PropagationContext& ctx) const {

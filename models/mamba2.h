@@ -21,6 +21,8 @@ class GatedRMSNormImpl : public torch::nn::Module {
   GatedRMSNormImpl(int64_t dim, int64_t groups, double eps);
   // y, z: (B, L, dim) -> (B, L, dim)
   at::Tensor forward(const at::Tensor& y, const at::Tensor& z, const rules::RuleSet& rules);
+  // The plain layer (no rules) on channel-major y, z (B, dim, L) -> (B, dim, L).
+  at::Tensor forward_channels(const at::Tensor& y, const at::Tensor& z) const;
   at::Tensor weight;  // (dim)
   int64_t groups;
   double eps;
