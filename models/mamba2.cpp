@@ -27,6 +27,13 @@ at::Tensor GatedRMSNormImpl::forward(const at::Tensor& y, const at::Tensor& z, c
   return normed.reshape(v.sizes()) * weight;                                      // (B, L, dim)
 }
 
+at::Tensor GatedRMSNormImpl::forward_channels(const at::Tensor& y, const at::Tensor& z) const {
+  const int64_t batch = y.size(0), dim = y.size(1), L = y.size(2);
+  const at::Tensor vg = (y * at::silu(z)).view({batch, groups, dim / groups, L});  // (B, G, dim / G, L)
+  const at::Tensor rs = at::rsqrt(vg.square().mean(2, true).add_(eps));            // (B, G, 1, L)
+  return (vg * rs).view({batch, dim, L}).mul_(weight.view({1, dim, 1}));           // (B, dim, L)
+}
+
 // ---- Mixer ---------------------------------------------------------------------------------
 
 at::Tensor Mamba2MixerImpl::in_proj_rows(const at::Tensor& hidden, int64_t begin, int64_t n,
@@ -64,18 +71,21 @@ Mamba2MixerImpl::Mamba2MixerImpl(const MambaConfig& c) : config_(c) {
   dt_bias = register_parameter("dt_bias", torch::full({heads}, std::log(std::expm1(0.01)), torch::kFloat32));
 }
 
-at::Tensor Mamba2MixerImpl::forward(const at::Tensor& hidden, const at::Tensor& mask, const PropagationContext& ctx) {
+Mamba2MixerImpl::ScanParts Mamba2MixerImpl::scan_parts(const at::Tensor& hidden, const at::Tensor& mask,
+                                                         const PropagationContext& ctx, bool conv_sigmoid) {
+  TORCH_CHECK(!conv_sigmoid || !at::GradMode::is_enabled(), "scan_parts: conv_sigmoid only without grad mode");
   const MambaConfig& c = config_;
   const int64_t batch = hidden.size(0), L = hidden.size(1);
-  const int64_t I = c.intermediate_size(), heads = c.num_heads(), P = c.head_dim(), G = c.n_groups(),
-                N = c.state_size(), K = c.conv_kernel(), conv_dim = c.conv_dim();
+  const int64_t I = c.intermediate_size(), heads = c.num_heads(), G = c.n_groups(), N = c.state_size(),
+                K = c.conv_kernel(), conv_dim = c.conv_dim();
   const rules::RuleSet& r = ctx.rules;
   const rules::Composite& comp = ctx.composite;
+  ScanParts s;
 
   // in_proj as three products (z, xBC, dt), each channel-major, rather than slices of one.
   const rules::LayerRule in_rule = comp.rule_for("in_proj");
   auto rows = [&](int64_t begin, int64_t n) { return in_proj_rows(hidden, begin, n, in_rule); };
-  const at::Tensor z = rows(0, I);                                                // (B, I, L)
+  s.z = rows(0, I);                                                               // (B, I, L)
   at::Tensor xbc = rows(I, conv_dim);                                             // (B, I + 2GN, L)
   at::Tensor dt = rows(I + conv_dim, heads);                                      // (B, heads, L)
 
@@ -83,38 +93,68 @@ at::Tensor Mamba2MixerImpl::forward(const at::Tensor& hidden, const at::Tensor& 
   const at::Tensor m3 = mask.defined() ? mask.unsqueeze(1).to(xbc.scalar_type()) : at::Tensor();
   if (m3.defined()) xbc = xbc * m3;
   if (!at::GradMode::is_enabled()) {
-    xbc = ops::_causal_conv1d_silu(xbc, conv1d->weight, conv1d->opt_bias(), ops::kSilu).silu;
+    const ops::ConvSiluParts parts = ops::_causal_conv1d_silu(xbc, conv1d->weight, conv1d->opt_bias(),
+                                                              ops::kSilu | (conv_sigmoid ? ops::kSigmoid : 0));
+    xbc = parts.silu;
+    if (conv_sigmoid) s.conv_sigmoid = parts.sigmoid.narrow(1, 0, I).clone(at::MemoryFormat::Contiguous);
   } else {
     const at::Tensor conv = rules::conv1d_with_rule(at::constant_pad_nd(xbc, {K - 1, 0}), conv1d->weight,
                                                     conv1d->opt_bias(), 0, conv_dim, comp.rule_for("conv1d"));
     xbc = r.silu ? ops::silu_identity(conv) : at::silu(conv);
   }
   if (m3.defined()) xbc = xbc * m3;
-  const at::Tensor x = xbc.narrow(1, 0, I);                                       // (B, I, L)
+  s.x = xbc.narrow(1, 0, I);                                                      // (B, I, L)
   // The SSM rule holds B, C and Delta constant: they are not recorded at all.
-  at::Tensor Bm = xbc.narrow(1, I, G * N).reshape({batch, G, N, L});              // (B, G, N, L)
-  at::Tensor Cm = xbc.narrow(1, I + G * N, G * N).reshape({batch, G, N, L});
+  s.B = xbc.narrow(1, I, G * N).reshape({batch, G, N, L});                        // (B, G, N, L)
+  s.C = xbc.narrow(1, I + G * N, G * N).reshape({batch, G, N, L});
   if (r.ssm) {
-    Bm = Bm.detach();
-    Cm = Cm.detach();
+    s.B = s.B.detach();
+    s.C = s.C.detach();
     dt = dt.detach();
   }
-  const at::Tensor delta = delta_of(dt);                                          // (B, heads, L)
+  s.delta = delta_of(dt);                                                         // (B, heads, L)
   // The SSD scan with a scalar A and Delta per head (head h reads group h / (heads / G) of B
   // and C), in the form ops::ssd_scan picks (chunk_size 0), on the channel-major x.
-  const at::Tensor A = -at::exp(A_log);                                           // (heads)
-  const at::Tensor y = std::get<0>(ops::ssd_scan(x, delta, A, Bm, Cm, D, false, r.ssm ? "mambalrp" : "exact"));  // (B, I, L)
+  s.A = -at::exp(A_log);                                                          // (heads)
+  s.y = std::get<0>(ops::ssd_scan(s.x, s.delta, s.A, s.B, s.C, D, false, r.ssm ? "mambalrp" : "exact"));  // (B, I, L)
+  return s;
+}
+
+at::Tensor Mamba2MixerImpl::gated_out(const at::Tensor& y, const at::Tensor& z, const PropagationContext& ctx) {
+  const rules::LayerRule out_rule = ctx.composite.rule_for("out_proj");
+  // Nothing recorded: the norm channel-major, as y and z are (token-major views of them cost a
+  // transposing copy and strided passes, slower the longer the sequence).
+  const at::Tensor v = at::GradMode::is_enabled() ? norm->forward(y.transpose(1, 2), z.transpose(1, 2), ctx.rules)
+                                                  : norm->forward_channels(y, z).transpose(1, 2);  // (B, L, I)
+  return rules::linear_with_rule(v, out_proj->weight, out_proj->opt_bias(), out_rule);  // (B, L, H)
+}
+
+bool Mamba2MixerImpl::uses_explanation_node(const PropagationContext& ctx) const {
+  const rules::RuleSet& r = ctx.rules;
+  auto lrp0 = [&](const char* layer) { return ctx.composite.rule_for(layer).kind == rules::LayerRule::Kind::kLrp0; };
+  if (ctx.trace || !at::GradMode::is_enabled() || !(r.silu && r.ssm && r.gate && r.norm) ||
+      !lrp0("in_proj") || !lrp0("conv1d") || !lrp0("out_proj"))
+    return false;
+  for (const at::Tensor& p : parameters())
+    if (p.requires_grad()) return false;
+  return true;
+}
+
+at::Tensor Mamba2MixerImpl::forward(const at::Tensor& hidden, const at::Tensor& mask, const PropagationContext& ctx) {
+  if (uses_explanation_node(ctx)) return mamba2_mixer_explanation_node(*this, hidden, mask, ctx.recompute);
+  const ScanParts s = scan_parts(hidden, mask, ctx);
   if (ctx.trace) {
     // The hidden-attention methods read the per-channel form: A and Delta of head h
     // repeated over its P channels (channel h P + p reads group (h P + p) / (I / G)).
-    const at::Tensor delta_ch = delta.detach().unsqueeze(2).expand({batch, heads, P, L}).reshape({batch, I, L});
-    const at::Tensor A_ch = A.detach().unsqueeze(1).expand({heads, P}).reshape({I, 1}).expand({I, N});
-    ctx.trace->push_back({x.detach(), delta_ch, A_ch.contiguous(), Bm.detach().contiguous(),
-                          Cm.detach().contiguous(), y});
+    const MambaConfig& c = config_;
+    const int64_t batch = hidden.size(0), L = hidden.size(1);
+    const int64_t I = c.intermediate_size(), heads = c.num_heads(), P = c.head_dim(), N = c.state_size();
+    const at::Tensor delta_ch = s.delta.detach().unsqueeze(2).expand({batch, heads, P, L}).reshape({batch, I, L});
+    const at::Tensor A_ch = s.A.detach().unsqueeze(1).expand({heads, P}).reshape({I, 1}).expand({I, N});
+    ctx.trace->push_back({s.x.detach(), delta_ch, A_ch.contiguous(), s.B.detach().contiguous(),
+                          s.C.detach().contiguous(), s.y});
   }
-
-  const at::Tensor v = norm->forward(y.transpose(1, 2), z.transpose(1, 2), r);   // (B, L, I)
-  return rules::linear_with_rule(v, out_proj->weight, out_proj->opt_bias(), comp.rule_for("out_proj"));  // (B, L, H)
+  return gated_out(s.y, s.z, ctx);                                                 // (B, L, H)
 }
 
 }  // namespace mamba_lrp

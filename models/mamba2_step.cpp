@@ -31,8 +31,7 @@ at::Tensor Mamba2MixerImpl::prefill(const at::Tensor& hidden, const at::Tensor& 
   // The scan as forward() runs it; its last state is the P x N state of each head.
   auto [y, last] = ops::ssd_scan(x, delta, -at::exp(A_log), Bm, Cm, D, true);     // last: (B, heads, P, N)
   state.ssm = last->reshape({batch, I, N});                                      // (B, I, N)
-  const at::Tensor v = norm->forward(y.transpose(1, 2), z.transpose(1, 2), rules::RuleSet{});  // (B, L, I)
-  return rules::linear_with_rule(v, out_proj->weight, out_proj->opt_bias(), plain);  // (B, L, H)
+  return gated_out(y, z, PropagationContext{});                                   // (B, L, H)
 }
 
 at::Tensor Mamba2MixerImpl::step(const at::Tensor& hidden, SsmState& state) {

@@ -13,7 +13,8 @@ struct PropagationContext {
   rules::RuleSet rules;
   rules::Composite composite;
   // Under every MambaLRP rule: keep only each SSM branch's inputs for the backward and
-  // recompute the rest there (models/ssm_branch.h). Same values; less memory, more time.
+  // recompute the rest there (models/ssm_branch.h; Mamba-2: models/mamba2.h,
+  // mamba2_mixer_explanation_node). Same values; less memory, more time.
   bool recompute = false;
   // When set, every SSM branch appends what its scan saw, in call order (the hidden-attention
   // explainers, csrc/app/explain/hidden_attention.h).

@@ -62,7 +62,7 @@ const char* const kDistributed =
     "         processes and rank 0 writes the outputs; --timeout S (1800) bounds every wait for another rank.\n";
 const char* const kMemory =
     "memory:  --recompute auto|on|off (explain, MambaLRP: keep only the SSM branch inputs for the backward\n"
-    "         and recompute the rest; auto = on above 2 GiB of kept activations per row)\n";
+    "         and recompute the rest; auto = on above 2 GiB of kept activations per row, Mamba-2 above 1 GiB)\n";
 
 // The synopses as one "usage:" block: "usage: " before the first line, its width of spaces
 // before the others.

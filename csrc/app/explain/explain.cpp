@@ -26,8 +26,9 @@ Explanation Explanation::cpu() const {
 
 bool explain_recomputes(MambaForCausalLM& model, int64_t length, const ExplainOptions& options) {
   const MambaConfig& c = model->config();
+  const double kept = c.is_mamba2() ? 3.2 : 7.0, limit = c.is_mamba2() ? 1.0 * (1 << 30) : 2.0 * (1 << 30);
   const bool wanted = recompute_ssm_branches(options.recompute, length, c.intermediate_size(), c.num_hidden_layers(),
-                                             model->head_weight().scalar_type());  // also checks the option
+                                             model->head_weight().scalar_type(), kept, limit);  // also checks the option
   return wanted && !is_baseline_method(options.method);
 }
 

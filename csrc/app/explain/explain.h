@@ -26,7 +26,9 @@ struct ExplainOptions {
   // tensors of length x intermediate_size per layer; fastest); "on" keeps only their inputs
   // (2 tensors) and recomputes the rest, so the backward also runs the branches' conv,
   // dt_proj and scan forward again and takes longer; "auto" (default): "on" when "off"
-  // would keep more than 2 GiB per batch row. Same relevance either way.
+  // would keep more than 2 GiB per batch row. Mamba-2 (models/mamba2.h,
+  // mamba2_mixer_explanation_node): "off" keeps 3.2 such tensors per layer, "on" 1.7 and
+  // recomputes z and the conv; "auto" turns it on above 1 GiB. Same relevance either way.
   std::string recompute = "auto";
 
   // smoothgrad: Gradient x Input averaged over `samples` noisy copies of the embeddings

@@ -58,15 +58,18 @@ class ScopedPropagation {
 };
 
 // The `recompute` option of the explain APIs: "on", "off", or "auto" = on when the SSM
-// branches would keep more than 2 GiB per batch row for the backward without it (7 tensors
-// of length x inner per branch). Throws io::InputError for other values.
+// branches would keep more than limit_bytes per batch row for the backward without it
+// (kept_tensors tensors of length x inner per branch: 7 for a Mamba-1 / Vision Mamba branch
+// with a 2 GiB limit; Mamba-2's explanation node keeps 3.2, with a 1 GiB limit, so that a
+// 130M-sized model at 4096 tokens stays under 2.5 GB in all). Throws io::InputError for other values.
 inline bool recompute_ssm_branches(const std::string& option, int64_t length, int64_t inner, int64_t branches,
-                                   at::ScalarType dtype) {
+                                   at::ScalarType dtype, double kept_tensors = 7.0,
+                                   double limit_bytes = 2.0 * (1 << 30)) {
   if (option == "on") return true;
   if (option == "off") return false;
   if (option != "auto") throw io::InputError("recompute must be auto, on or off, got '" + option + "'");
-  const double kept = 7.0 * static_cast<double>(length) * inner * branches * at::elementSize(dtype);
-  return kept > 2.0 * (1 << 30);
+  const double kept = kept_tensors * static_cast<double>(length) * inner * branches * at::elementSize(dtype);
+  return kept > limit_bytes;
 }
 
 }  // namespace mamba_lrp
