@@ -48,8 +48,9 @@ std::tuple<at::Tensor, OptTensor> selective_scan(const at::Tensor& u, const at::
 // in ATen). rule "mambalrp": the same forward; exp(ΔA), Δ, B, C, D held constant, so y is
 // linear in x: the backward is the transpose of the scan (_ssd_scan_transpose) and only x
 // gets a gradient.
-// chunk_size: 0 chooses (the per-step form, measured faster than the chunked one on the CPU
-// at every length up to 4096; the environment variable MAMBA_LRP_SSD_CHUNK=N overrides it),
+// chunk_size: 0 chooses (on the CPU the per-step form below 16 steps and chunks of 64 from 16
+// on, the faster form measured at each length; the environment variable MAMBA_LRP_SSD_CHUNK=N
+// overrides it),
 // 1 forces the per-step form (one exp per head and step), 2 .. 1024 the chunked SSD form with
 // chunks of that size. The CPU runs kernels/cpu/ssd_scan; other devices the ATen composite
 // (always chunked: chunks of 64 for 0 and 1).
