@@ -233,6 +233,21 @@ EDGES = [(2, 9, 13, 5), (15, 47, 7, 33), (16, 48, 13, 20), (17, 50, 1, 16), (40,
          (100, 230, 7, 130), (64, 64, 13, 8)]
 
 
+def check_forward_and_transpose_float64(d, chunk, grad_seed):
+    """The forward with the last state, and the transpose with a last-state gradient (random
+    cotangents from grad_seed), at `chunk` against the float64 loop and its autograd: 1e-11."""
+    xr = d["x"].clone().requires_grad_()
+    y_ref, s_ref = ssd_loop(xr, d["delta"], d["A"], d["B"], d["C"], d["D"], mambalrp=True)
+    y, last = ssd_scan(d["x"], d["delta"], d["A"], d["B"], d["C"], d["D"], True, "mambalrp", chunk)
+    close(y, y_ref, 1e-11)
+    close(last, s_ref, 1e-11)
+    g = torch.Generator().manual_seed(grad_seed)
+    gy = torch.randn(y.shape, generator=g, dtype=torch.float64)
+    gs = torch.randn(last.shape, generator=g, dtype=torch.float64)
+    (dx_ref,) = torch.autograd.grad((y_ref * gy).sum() + (s_ref * gs).sum(), [xr])
+    close(transpose_op(gy, gs, d["delta"], d["A"], d["B"], d["C"], d["D"], chunk), dx_ref, 1e-11)
+
+
 @pytest.mark.parametrize("chunk, seqlen, head_dim, dstate", EDGES)
 @pytest.mark.parametrize("groups", [1, 2, 4])
 def test_chunked_blocking_edges_float64(chunk, seqlen, head_dim, dstate, groups):
@@ -240,16 +255,7 @@ def test_chunked_blocking_edges_float64(chunk, seqlen, head_dim, dstate, groups)
     and the transpose with a last-state gradient, against the float64 loop (autograd of the
     loop for the transpose)."""
     d = inputs(batch=2, heads=8, head_dim=head_dim, seqlen=seqlen, groups=groups, dstate=dstate, seed=chunk + seqlen)
-    xr = d["x"].clone().requires_grad_()
-    y_ref, s_ref = ssd_loop(xr, d["delta"], d["A"], d["B"], d["C"], d["D"], mambalrp=True)
-    y, last = ssd_scan(d["x"], d["delta"], d["A"], d["B"], d["C"], d["D"], True, "mambalrp", chunk)
-    close(y, y_ref, 1e-11)
-    close(last, s_ref, 1e-11)
-    g = torch.Generator().manual_seed(1)
-    gy = torch.randn(y.shape, generator=g, dtype=torch.float64)
-    gs = torch.randn(last.shape, generator=g, dtype=torch.float64)
-    (dx_ref,) = torch.autograd.grad((y_ref * gy).sum() + (s_ref * gs).sum(), [xr])
-    close(transpose_op(gy, gs, d["delta"], d["A"], d["B"], d["C"], d["D"], chunk), dx_ref, 1e-11)
+    check_forward_and_transpose_float64(d, chunk, grad_seed=1)
 
 
 @pytest.mark.parametrize("chunk", [16, 33, 64])
@@ -275,16 +281,7 @@ def test_chunked_super_chunks_float64():
     keeps 2 chunks at a time (super-chunks); 1000 steps = 8 super-chunks, the last chunk
     partial. Forward with the last state, transpose with a last-state gradient."""
     d = inputs(batch=1, heads=4, head_dim=8, seqlen=1000, groups=2, dstate=128, seed=21)
-    xr = d["x"].clone().requires_grad_()
-    y_ref, s_ref = ssd_loop(xr, d["delta"], d["A"], d["B"], d["C"], d["D"], mambalrp=True)
-    y, last = ssd_scan(d["x"], d["delta"], d["A"], d["B"], d["C"], d["D"], True, "mambalrp", 64)
-    close(y, y_ref, 1e-11)
-    close(last, s_ref, 1e-11)
-    g = torch.Generator().manual_seed(6)
-    gy = torch.randn(y.shape, generator=g, dtype=torch.float64)
-    gs = torch.randn(last.shape, generator=g, dtype=torch.float64)
-    (dx_ref,) = torch.autograd.grad((y_ref * gy).sum() + (s_ref * gs).sum(), [xr])
-    close(transpose_op(gy, gs, d["delta"], d["A"], d["B"], d["C"], d["D"], 64), dx_ref, 1e-11)
+    check_forward_and_transpose_float64(d, 64, grad_seed=6)
 
 
 @pytest.mark.parametrize("threads", [2, 3, 5])
