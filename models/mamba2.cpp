@@ -27,10 +27,11 @@ at::Tensor GatedRMSNormImpl::forward(const at::Tensor& y, const at::Tensor& z, c
   return normed.reshape(v.sizes()) * weight;                                      // (B, L, dim)
 }
 
-at::Tensor GatedRMSNormImpl::forward_channels(const at::Tensor& y, const at::Tensor& z) const {
+at::Tensor GatedRMSNormImpl::forward_channels(const at::Tensor& y, const at::Tensor& z, at::Tensor* rsqrt_out) const {
   const int64_t batch = y.size(0), dim = y.size(1), L = y.size(2);
   const at::Tensor vg = (y * at::silu(z)).view({batch, groups, dim / groups, L});  // (B, G, dim / G, L)
   const at::Tensor rs = at::rsqrt(vg.square().mean(2, true).add_(eps));            // (B, G, 1, L)
+  if (rsqrt_out) *rsqrt_out = rs;
   return (vg * rs).view({batch, dim, L}).mul_(weight.view({1, dim, 1}));           // (B, dim, L)
 }
 
@@ -72,8 +73,10 @@ Mamba2MixerImpl::Mamba2MixerImpl(const MambaConfig& c) : config_(c) {
 }
 
 Mamba2MixerImpl::ScanParts Mamba2MixerImpl::scan_parts(const at::Tensor& hidden, const at::Tensor& mask,
-                                                         const PropagationContext& ctx, bool conv_sigmoid) {
-  TORCH_CHECK(!conv_sigmoid || !at::GradMode::is_enabled(), "scan_parts: conv_sigmoid only without grad mode");
+                                                         const PropagationContext& ctx, bool conv_sigmoid,
+                                                         SsmState* state) {
+  TORCH_CHECK(!(conv_sigmoid || state) || !at::GradMode::is_enabled(),
+              "scan_parts: conv_sigmoid and state only without grad mode");
   const MambaConfig& c = config_;
   const int64_t batch = hidden.size(0), L = hidden.size(1);
   const int64_t I = c.intermediate_size(), heads = c.num_heads(), G = c.n_groups(), N = c.state_size(),
@@ -92,6 +95,8 @@ Mamba2MixerImpl::ScanParts Mamba2MixerImpl::scan_parts(const at::Tensor& hidden,
   // xBC <- silu(causal depthwise conv(xBC)), masked before and after.
   const at::Tensor m3 = mask.defined() ? mask.unsqueeze(1).to(xbc.scalar_type()) : at::Tensor();
   if (m3.defined()) xbc = xbc * m3;
+  // The conv's next window for generation: its last K-1 (masked) inputs, zeros in front when L < K-1.
+  if (state) state->conv_window = at::constant_pad_nd(xbc, {K - 1, 0}).narrow(2, L, K - 1).contiguous();
   if (!at::GradMode::is_enabled()) {
     const ops::ConvSiluParts parts = ops::_causal_conv1d_silu(xbc, conv1d->weight, conv1d->opt_bias(),
                                                               ops::kSilu | (conv_sigmoid ? ops::kSigmoid : 0));
@@ -116,16 +121,21 @@ Mamba2MixerImpl::ScanParts Mamba2MixerImpl::scan_parts(const at::Tensor& hidden,
   // The SSD scan with a scalar A and Delta per head (head h reads group h / (heads / G) of B
   // and C), in the form ops::ssd_scan picks (chunk_size 0), on the channel-major x.
   s.A = -at::exp(A_log);                                                          // (heads)
-  s.y = std::get<0>(ops::ssd_scan(s.x, s.delta, s.A, s.B, s.C, D, false, r.ssm ? "mambalrp" : "exact"));  // (B, I, L)
+  // Its last state (generation) is the P x N state of each head: (B, heads, P, N) = (B, I, N).
+  auto [y, last] = ops::ssd_scan(s.x, s.delta, s.A, s.B, s.C, D, state != nullptr, r.ssm ? "mambalrp" : "exact");
+  s.y = y;                                                                        // (B, I, L)
+  if (state) state->ssm = last->reshape({batch, I, N});
   return s;
 }
 
-at::Tensor Mamba2MixerImpl::gated_out(const at::Tensor& y, const at::Tensor& z, const PropagationContext& ctx) {
+at::Tensor Mamba2MixerImpl::gated_out(const at::Tensor& y, const at::Tensor& z, const PropagationContext& ctx,
+                                      at::Tensor* norm_rsqrt) {
+  TORCH_CHECK(!norm_rsqrt || !at::GradMode::is_enabled(), "gated_out: norm_rsqrt only without grad mode");
   const rules::LayerRule out_rule = ctx.composite.rule_for("out_proj");
   // Nothing recorded: the norm channel-major, as y and z are (token-major views of them cost a
   // transposing copy and strided passes, slower the longer the sequence).
   const at::Tensor v = at::GradMode::is_enabled() ? norm->forward(y.transpose(1, 2), z.transpose(1, 2), ctx.rules)
-                                                  : norm->forward_channels(y, z).transpose(1, 2);  // (B, L, I)
+                                                  : norm->forward_channels(y, z, norm_rsqrt).transpose(1, 2);  // (B, L, I)
   return rules::linear_with_rule(v, out_proj->weight, out_proj->opt_bias(), out_rule);  // (B, L, H)
 }
 

@@ -21,8 +21,9 @@ class GatedRMSNormImpl : public torch::nn::Module {
   GatedRMSNormImpl(int64_t dim, int64_t groups, double eps);
   // y, z: (B, L, dim) -> (B, L, dim)
   at::Tensor forward(const at::Tensor& y, const at::Tensor& z, const rules::RuleSet& rules);
-  // The plain layer (no rules) on channel-major y, z (B, dim, L) -> (B, dim, L).
-  at::Tensor forward_channels(const at::Tensor& y, const at::Tensor& z) const;
+  // The plain layer (no rules) on channel-major y, z (B, dim, L) -> (B, dim, L); rsqrt_out
+  // (optional) receives the rsqrt of each group's mean square, (B, G, 1, L).
+  at::Tensor forward_channels(const at::Tensor& y, const at::Tensor& z, at::Tensor* rsqrt_out = nullptr) const;
   at::Tensor weight;  // (dim)
   int64_t groups;
   double eps;
@@ -40,8 +41,9 @@ class Mamba2MixerImpl : public torch::nn::Module {
 
   // forward() in two halves. scan_parts: in_proj, the conv and its SiLU, Delta and the scan,
   // each recorded by the rules of ctx (plain under NoGradGuard; there conv_sigmoid also returns
-  // the sigmoid of the conv output of the x channels); gated_out: the gated norm of y with z,
-  // then out_proj: y, z (B, I, L) -> (B, L, H).
+  // the sigmoid of the conv output of the x channels, and `state` receives what generation
+  // continues from: see prefill); gated_out: the gated norm of y with z, then out_proj: y, z
+  // (B, I, L) -> (B, L, H) (plain: norm_rsqrt receives the norm's rsqrt, (B, G, 1, L)).
   struct ScanParts {
     at::Tensor z, x, y;     // (B, I, L) each, channel-major
     at::Tensor B, C;        // (B, G, N, L), views of the conv's output
@@ -50,8 +52,9 @@ class Mamba2MixerImpl : public torch::nn::Module {
     at::Tensor conv_sigmoid;  // (B, I, L) when asked for
   };
   ScanParts scan_parts(const at::Tensor& hidden, const at::Tensor& mask, const PropagationContext& ctx,
-                       bool conv_sigmoid = false);
-  at::Tensor gated_out(const at::Tensor& y, const at::Tensor& z, const PropagationContext& ctx);
+                       bool conv_sigmoid = false, SsmState* state = nullptr);
+  at::Tensor gated_out(const at::Tensor& y, const at::Tensor& z, const PropagationContext& ctx,
+                       at::Tensor* norm_rsqrt = nullptr);
   // Whether forward() runs the explanation node: every MambaLRP rule on, LRP-0 on in_proj,
   // conv1d and out_proj, no trace, no trained (requires_grad) weight, and grad mode.
   bool uses_explanation_node(const PropagationContext& ctx) const;
@@ -85,8 +88,9 @@ TORCH_MODULE(Mamba2Mixer);
 // The mixer's forward as one autograd node under the default explanation (every MambaLRP
 // rule, LRP-0 on its linear layers; Mamba2MixerImpl::uses_explanation_node says when). Its
 // backward is what the composition of rule ops computes, to rounding, but it keeps far less:
-// the scan's output y (B, I, L), its operands Delta, B, C and either (recompute false) z and
-// the conv's sigmoid, 3.2 of the (B, L, d_inner) tensors where the composition keeps about 8,
+// the scan's output y (B, I, L), its operands Delta, B, C, the gated norm's rsqrt (B, G, 1, L)
+// and either (recompute false) z and the conv's sigmoid, 3.2 of the (B, L, d_inner) tensors
+// where the composition keeps about 8,
 // or (recompute true) the mixer's input (B, L, H), 1.7 of them, recomputing z and the conv in
 // the backward from rows [0, 2 d_inner) of in_proj. hidden (B, L, H), mask (B, L) or undefined.
 at::Tensor mamba2_mixer_explanation_node(Mamba2MixerImpl& mixer, const at::Tensor& hidden, const at::Tensor& mask,

@@ -33,19 +33,18 @@ class ExplanationNode : public torch::autograd::Function<ExplanationNode> {
     const PropagationContext plain;
     const at::Tensor m = mask ? *mask : at::Tensor();
     const Mamba2MixerImpl::ScanParts s = mixer->scan_parts(hidden, m, plain, /*conv_sigmoid=*/!recompute);
-    const at::Tensor out = mixer->gated_out(s.y, s.z, plain);
+    at::Tensor norm_rsqrt;  // the gated norm's rsqrt, constant under the rule: kept (B, G, 1, L)
+    const at::Tensor out = mixer->gated_out(s.y, s.z, plain, &norm_rsqrt);
     // B and C are views of the conv's whole output: copies, so that it is not kept alive.
-    // Kept: hidden (recompute) or z and the conv's sigmoid (keep).
+    // Kept: hidden (recompute) or z and the conv's sigmoid (keep), and the norm's rsqrt.
     ctx->save_for_backward({recompute ? hidden : at::Tensor(), m, s.y, s.delta, dense_copy(s.B), dense_copy(s.C), s.A,
-                            recompute ? at::Tensor() : s.z, s.conv_sigmoid});
+                            recompute ? at::Tensor() : s.z, s.conv_sigmoid, norm_rsqrt});
     const int64_t I = mixer->config().intermediate_size();
     ctx->saved_data["zx_weight"] = mixer->in_proj->weight.narrow(0, 0, 2 * I);  // [z | x] rows
     ctx->saved_data["zx_bias"] = opt_rows(mixer->in_proj->opt_bias(), 2 * I);
     ctx->saved_data["conv_weight"] = mixer->conv1d->weight.narrow(0, 0, I);     // the x channels
     ctx->saved_data["conv_bias"] = opt_rows(mixer->conv1d->opt_bias(), I);
     ctx->saved_data["norm_weight"] = mixer->norm->weight;
-    ctx->saved_data["norm_eps"] = mixer->norm->eps;
-    ctx->saved_data["groups"] = mixer->norm->groups;
     ctx->saved_data["out_weight"] = mixer->out_proj->weight;
     ctx->saved_data["D"] = mixer->D;
     return out;
@@ -57,7 +56,7 @@ class ExplanationNode : public torch::autograd::Function<ExplanationNode> {
     const at::Tensor &hidden = saved[0], &mask = saved[1], &y = saved[2];
     const at::Tensor zx_weight = ctx->saved_data["zx_weight"].toTensor();
     const at::Tensor conv_weight = ctx->saved_data["conv_weight"].toTensor();
-    const int64_t batch = y.size(0), I = y.size(1), L = y.size(2), G = ctx->saved_data["groups"].toInt();
+    const int64_t batch = y.size(0), I = y.size(1), L = y.size(2), G = saved[9].size(1);
     const rules::LayerRule lrp0;
     if (!grads[0].defined()) return {at::zeros({batch, L, zx_weight.size(1)}, y.options()), {}, {}, {}};
     const at::Tensor m3 = mask.defined() ? mask.unsqueeze(1).to(y.scalar_type()) : at::Tensor();
@@ -81,10 +80,8 @@ class ExplanationNode : public torch::autograd::Function<ExplanationNode> {
     const std::vector<int64_t> grouped{batch, G, I / G, L};
     const at::Tensor sig_z = at::sigmoid(z);
     at::Tensor gate = z * sig_z;                                                   // silu(z)
-    const double eps = ctx->saved_data["norm_eps"].toDouble();
-    const at::Tensor rs = at::rsqrt((y * gate).square_().view(grouped).mean(2, true).add_(eps));  // (B, G, 1, L)
     g_v.mul_(ctx->saved_data["norm_weight"].toTensor().view({1, I, 1}));
-    g_v.view(grouped).mul_(rs.mul_(0.5));                                         // g_vg / 2
+    g_v.view(grouped).mul_(saved[9] * 0.5);                                        // g_vg / 2
     at::Tensor g_zx = at::empty({batch, 2 * I, L}, y.options());                  // [g_z | g_xpre]
     at::Tensor g_z = g_zx.narrow(1, 0, I);
     at::mul_out(g_z, g_v, y).mul_(sig_z);

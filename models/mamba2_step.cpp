@@ -10,28 +10,9 @@ namespace mamba_lrp {
 
 at::Tensor Mamba2MixerImpl::prefill(const at::Tensor& hidden, const at::Tensor& mask, SsmState& state) {
   at::NoGradGuard plain_layers;
-  const MambaConfig& c = config_;
-  const int64_t batch = hidden.size(0), L = hidden.size(1);
-  const int64_t I = c.intermediate_size(), heads = c.num_heads(), G = c.n_groups(),
-                N = c.state_size(), K = c.conv_kernel(), conv_dim = c.conv_dim();
-  const rules::LayerRule plain;
-  auto rows = [&](int64_t begin, int64_t n) { return in_proj_rows(hidden, begin, n, plain); };
-  const at::Tensor z = rows(0, I);                                                // (B, I, L)
-  at::Tensor xbc = rows(I, conv_dim);                                             // (B, I + 2GN, L)
-  const at::Tensor delta = delta_of(rows(I + conv_dim, heads));                   // (B, heads, L)
-  const at::Tensor m3 = mask.defined() ? mask.unsqueeze(1).to(xbc.scalar_type()) : at::Tensor();
-  if (m3.defined()) xbc = xbc * m3;
-  // The conv's next window: its last K-1 (masked) inputs, zeros in front when L < K-1.
-  state.conv_window = at::constant_pad_nd(xbc, {K - 1, 0}).narrow(2, L, K - 1).contiguous();  // (B, I + 2GN, K-1)
-  xbc = ops::_causal_conv1d_silu(xbc, conv1d->weight, conv1d->opt_bias(), ops::kSilu).silu;
-  if (m3.defined()) xbc = xbc * m3;
-  const at::Tensor x = xbc.narrow(1, 0, I);                                       // (B, I, L)
-  const at::Tensor Bm = xbc.narrow(1, I, G * N).reshape({batch, G, N, L});        // (B, G, N, L)
-  const at::Tensor Cm = xbc.narrow(1, I + G * N, G * N).reshape({batch, G, N, L});
-  // The scan as forward() runs it; its last state is the P x N state of each head.
-  auto [y, last] = ops::ssd_scan(x, delta, -at::exp(A_log), Bm, Cm, D, true);     // last: (B, heads, P, N)
-  state.ssm = last->reshape({batch, I, N});                                      // (B, I, N)
-  return gated_out(y, z, PropagationContext{});                                   // (B, L, H)
+  const PropagationContext plain;
+  const ScanParts s = scan_parts(hidden, mask, plain, /*conv_sigmoid=*/false, &state);
+  return gated_out(s.y, s.z, plain);                                              // (B, L, H)
 }
 
 at::Tensor Mamba2MixerImpl::step(const at::Tensor& hidden, SsmState& state) {
